@@ -1,0 +1,206 @@
+#!/usr/bin/env python
+"""Cross-encoder training speed: hf_ragtrain RerankTrainer vs sentence-transformers CrossEncoderTrainer.
+
+Both train the same MiniLM cross-encoder on the same query groups (1 positive + hard negatives mined
+with BM25 from a BEIR folder), with the same batch, group size, max length, learning rate and number
+of steps, and the same loss: softmax cross-entropy over each group (ours: ``listwise``; theirs:
+``MultipleNegativesRankingLoss(num_negatives=0, scale=1, activation_fn=Identity)`` on
+(query, positive, negative_1..N) columns). Each side runs in its own subprocess, one after the other
+in the same invocation; peak memory is that process's peak resident set size.
+
+    python benchmarks/bench_rerank_training.py --beir_dir ../shared/data/scifact --write BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def build_groups(args) -> list[dict]:
+    from hf_ragtrain.data import GroupDataset, load_records
+    from hf_ragtrain.data.beir import beir_to_records, load_beir
+    from hf_ragtrain.data.mining import mine_hard_negatives
+
+    data = load_beir(args.beir_dir, split="train")
+    negatives, _ = mine_hard_negatives(data.queries, data.doc_texts(), data.qrels, method="bm25",
+                                       rank_range=(0, 50), num_negatives=args.group_size - 1, seed=0,
+                                       show_progress=False)
+    records, _ = load_records(beir_to_records(data, negatives))
+    dataset = GroupDataset(records, group_size=args.group_size, seed=0)
+    n = args.batch_size * (args.steps + args.warmup)
+    if n > len(dataset):
+        raise SystemExit(f"need {n} groups, the data has {len(dataset)} queries")
+    return [dataset[i] for i in range(n)]
+
+
+class StepTimer:
+    """Trainer callback: wall time of the steps after the first ``warmup`` ones."""
+
+    def __init__(self, warmup: int):
+        from transformers import TrainerCallback
+
+        timer = self
+
+        class _CB(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                if state.global_step == warmup:
+                    timer.start = time.perf_counter()
+                timer.end = time.perf_counter()
+
+        self.callback = _CB()
+        self.start = self.end = None
+
+
+def common_args(args, out):
+    return dict(output_dir=out, per_device_train_batch_size=args.batch_size, max_steps=args.steps + args.warmup,
+                learning_rate=2e-5, logging_steps=1, report_to="none", save_strategy="no", use_cpu=True,
+                disable_tqdm=True, seed=0, bf16=args.bf16, dataloader_drop_last=True)
+
+
+def run_ours(args, groups, out):
+    from torch.utils.data import Dataset
+
+    from hf_ragtrain import RerankCollator, RerankerTrainingArguments, RerankTrainer, load_cross_encoder
+    from hf_ragtrain.offline import resolve_model_path
+
+    class Fixed(Dataset):
+        def __len__(self):
+            return len(groups)
+
+        def __getitem__(self, i):
+            return groups[i]
+
+    model, tok = load_cross_encoder(resolve_model_path(args.model))
+    timer = StepTimer(args.warmup)
+    trainer = RerankTrainer(model=model, args=RerankerTrainingArguments(**common_args(args, out)),
+                            train_dataset=Fixed(), processing_class=tok, callbacks=[timer.callback],
+                            data_collator=RerankCollator(tok, max_length=args.max_length,
+                                                         micro_batch_tokens=args.micro_batch_tokens or None))
+    trainer.train()
+    return timer, trainer.state.log_history
+
+
+def run_st(args, groups, out):
+    import datasets
+    import torch
+    from sentence_transformers.cross_encoder import (CrossEncoder, CrossEncoderTrainer,
+                                                     CrossEncoderTrainingArguments)
+    from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
+
+    from hf_ragtrain.offline import resolve_model_path
+
+    rows = [{"query": g["query"], "positive": g["docs"][0],
+             **{f"negative_{j}": d for j, d in enumerate(g["docs"][1:], start=1)}} for g in groups]
+    model = CrossEncoder(resolve_model_path(args.model), num_labels=1, max_length=args.max_length, device="cpu",
+                         activation_fn=torch.nn.Identity())
+    loss = MultipleNegativesRankingLoss(model, num_negatives=0, scale=1.0, activation_fn=torch.nn.Identity())
+    timer = StepTimer(args.warmup)
+    trainer = CrossEncoderTrainer(model=model, args=CrossEncoderTrainingArguments(**common_args(args, out)),
+                                  train_dataset=datasets.Dataset.from_list(rows), loss=loss,
+                                  callbacks=[timer.callback])
+    trainer.train()
+    return timer, trainer.state.log_history
+
+
+def worker(args) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    with open(args.groups) as fh:
+        groups = json.load(fh)
+    with tempfile.TemporaryDirectory() as out:
+        timer, history = (run_ours if args.worker == "ours" else run_st)(args, groups, out)
+    seconds = timer.end - timer.start
+    losses = [h["loss"] for h in history if "loss" in h]
+    print("RESULT " + json.dumps({
+        "samples_per_s": args.batch_size * args.steps / seconds,
+        "pairs_per_s": args.batch_size * args.group_size * args.steps / seconds,
+        "seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "first_loss": losses[0] if losses else None, "mean_loss": sum(losses) / len(losses) if losses else None,
+    }))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--beir_dir", required=True)
+    p.add_argument("--model", default="minilm")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--group_size", type=int, default=8)
+    p.add_argument("--max_length", type=int, default=512)
+    p.add_argument("--steps", type=int, default=10, help="timed steps")
+    p.add_argument("--warmup", type=int, default=2, help="untimed first steps")
+    p.add_argument("--micro_batch_tokens", type=int, default=8192)
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--write", default=None, help="append the result table to this markdown file")
+    p.add_argument("--worker", choices=["ours", "st"], help=argparse.SUPPRESS)
+    p.add_argument("--groups", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+
+    groups = build_groups(args)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "groups.json")
+        with open(path, "w") as fh:
+            json.dump(groups, fh)
+        argv = [a for a in sys.argv[1:]]
+        if "--write" in argv:
+            i = argv.index("--write")
+            del argv[i:i + 2]
+        for name in ("st", "ours"):
+            env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+            proc = subprocess.run([sys.executable, __file__, *argv, "--worker", name, "--groups", path],
+                                  capture_output=True, text=True, env=env)
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+            if proc.returncode or not lines:
+                raise SystemExit(f"{name} failed:\n{proc.stderr[-4000:]}")
+            results[name] = json.loads(lines[-1][len("RESULT "):])
+    table = render(args, results)
+    print(table)
+    if args.write:
+        with open(args.write, "a") as fh:
+            fh.write("\n" + table + "\n")
+
+
+def render(args, results) -> str:
+    import platform
+
+    import torch
+
+    ours, st = results["ours"], results["st"]
+    cmd = "python benchmarks/bench_rerank_training.py " + " ".join(
+        a for a in sys.argv[1:] if not a.startswith("--write") and a != args.write)
+    lines = [
+        f"### Cross-encoder training: RerankTrainer vs sentence-transformers CrossEncoderTrainer",
+        "",
+        f"`{cmd}`  ",
+        f"MiniLM-L6 cross-encoder, batch {args.batch_size} queries x group {args.group_size} "
+        f"(1 positive + {args.group_size - 1} BM25 negatives), max_length {args.max_length}, "
+        f"{args.steps} timed steps after {args.warmup} warm-up steps, {'bf16' if args.bf16 else 'fp32'}, "
+        f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {platform.processor() or platform.machine()}.",
+        "",
+        "| | samples/s (queries) | pairs/s | peak RSS (MB) | mean loss |",
+        "|---|---|---|---|---|",
+        f"| sentence-transformers CrossEncoderTrainer | {st['samples_per_s']:.2f} | {st['pairs_per_s']:.1f} | "
+        f"{st['peak_rss_mb']:.0f} | {st['mean_loss']:.4f} |",
+        f"| hf_ragtrain RerankTrainer | {ours['samples_per_s']:.2f} | {ours['pairs_per_s']:.1f} | "
+        f"{ours['peak_rss_mb']:.0f} | {ours['mean_loss']:.4f} |",
+        f"| ratio (ours / theirs) | **{ours['samples_per_s'] / st['samples_per_s']:.2f}x** | | "
+        f"**{ours['peak_rss_mb'] / st['peak_rss_mb']:.2f}x** | |",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

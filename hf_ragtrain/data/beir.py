@@ -1,0 +1,344 @@
+"""Read BEIR-format retrieval data sets and turn them into training/eval records.
+
+A BEIR folder looks like::
+
+    corpus.jsonl          {"_id": "d1", "title": "...", "text": "..."} per line
+    queries.jsonl         {"_id": "q1", "text": "..."} per line
+    qrels/<split>.tsv     "query-id<TAB>corpus-id<TAB>score" per line, with that header
+
+Every problem in those files raises :class:`DataFormatError` naming the file, the
+line and the field involved; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+
+from hf_ragtrain.data.errors import DataFormatError
+
+__all__ = [
+    "BeirData",
+    "load_beir",
+    "load_beir_corpus",
+    "load_beir_queries",
+    "load_beir_qrels",
+    "doc_text",
+    "beir_to_records",
+    "beir_to_records_with_stats",
+]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+QRELS_HEADER = ("query-id", "corpus-id", "score")
+_MAX_IDS_SHOWN = 5
+
+
+@dataclass
+class BeirData:
+    """A loaded BEIR split.
+
+    ``corpus`` maps doc id -> ``{"title": str, "text": str}``, ``queries`` maps
+    query id -> text and ``qrels`` maps query id -> {doc id: integer score}.
+    """
+
+    corpus: dict[str, dict[str, str]]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    split: str = "test"
+    path: Optional[str] = None
+
+    def doc_texts(self) -> dict[str, str]:
+        """Doc id -> passage text as fed to models (see :func:`doc_text`)."""
+        return {doc_id: doc_text(doc) for doc_id, doc in self.corpus.items()}
+
+
+def doc_text(doc: Mapping[str, Any]) -> str:
+    """Text of a BEIR document: ``title + " " + text`` when the title is non-empty, else ``text``.
+
+    This is the convention sentence-transformers and MTEB use for BEIR corpora.
+    """
+    title = (doc.get("title") or "").strip()
+    text = (doc.get("text") or "").strip()
+    if title and text:
+        return f"{title} {text}"
+    return title or text
+
+
+# ---------------------------------------------------------------------------
+# low-level readers
+# ---------------------------------------------------------------------------
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, object)`` for each non-blank line; bad JSON raises."""
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataFormatError(
+                    f"invalid JSON ({err.msg} at column {err.colno})", path, line_no
+                ) from None
+            if not isinstance(obj, dict):
+                raise DataFormatError(
+                    f"expected a JSON object, got {type(obj).__name__}", path, line_no
+                )
+            yield line_no, obj
+
+
+def _get_id(obj: dict, path: Path, line_no: int) -> str:
+    if "_id" not in obj:
+        raise DataFormatError("missing required id", path, line_no, "_id")
+    value = obj["_id"]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataFormatError(
+            f"expected a string (or integer) id, got {value!r}", path, line_no, "_id"
+        )
+    value = str(value)
+    if not value.strip():
+        raise DataFormatError("expected a non-empty id, got ''", path, line_no, "_id")
+    return value
+
+
+def _get_str(obj: dict, key: str, path: Path, line_no: int, required: bool) -> str:
+    if key not in obj or obj[key] is None:
+        if required:
+            raise DataFormatError("missing required string", path, line_no, key)
+        return ""
+    value = obj[key]
+    if not isinstance(value, str):
+        raise DataFormatError(
+            f"expected a string, got {type(value).__name__} {value!r:.60}", path, line_no, key
+        )
+    return value
+
+
+def load_beir_corpus(path: PathLike) -> dict[str, dict[str, str]]:
+    """Read a BEIR ``corpus.jsonl`` into doc id -> ``{"title", "text"}``."""
+    path = Path(path)
+    corpus: dict[str, dict[str, str]] = {}
+    first_line: dict[str, int] = {}
+    for line_no, obj in _iter_jsonl(path):
+        doc_id = _get_id(obj, path, line_no)
+        if doc_id in corpus:
+            raise DataFormatError(
+                f"duplicate document id {doc_id!r} (first seen on line {first_line[doc_id]})",
+                path, line_no, "_id",
+            )
+        title = _get_str(obj, "title", path, line_no, required=False)
+        text = _get_str(obj, "text", path, line_no, required=True)
+        corpus[doc_id] = {"title": title, "text": text}
+        first_line[doc_id] = line_no
+    return corpus
+
+
+def load_beir_queries(path: PathLike) -> dict[str, str]:
+    """Read a BEIR ``queries.jsonl`` into query id -> text."""
+    path = Path(path)
+    queries: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for line_no, obj in _iter_jsonl(path):
+        query_id = _get_id(obj, path, line_no)
+        if query_id in queries:
+            raise DataFormatError(
+                f"duplicate query id {query_id!r} (first seen on line {first_line[query_id]})",
+                path, line_no, "_id",
+            )
+        text = _get_str(obj, "text", path, line_no, required=True)
+        if not text.strip():
+            raise DataFormatError("expected a non-empty query text, got ''", path, line_no, "text")
+        queries[query_id] = text
+        first_line[query_id] = line_no
+    return queries
+
+
+def load_beir_qrels(path: PathLike) -> dict[str, dict[str, int]]:
+    """Read a BEIR qrels TSV (``query-id  corpus-id  score``) into qid -> {docid: score}.
+
+    The header line is optional. Scores must be integers. A repeated
+    (query, doc) pair with a different score is an error.
+    """
+    path = Path(path)
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            line = raw.rstrip("\r\n")
+            if not line.strip():
+                continue
+            cols = line.split("\t")
+            if line_no == 1 and tuple(c.strip().lower() for c in cols) == QRELS_HEADER:
+                continue
+            if len(cols) != 3:
+                raise DataFormatError(
+                    f"expected 3 tab-separated columns (query-id, corpus-id, score), "
+                    f"got {len(cols)}: {line!r:.80}",
+                    path, line_no,
+                )
+            query_id, doc_id, score_str = (c.strip() for c in cols)
+            if not query_id:
+                raise DataFormatError("expected a non-empty query id", path, line_no, "query-id")
+            if not doc_id:
+                raise DataFormatError("expected a non-empty corpus id", path, line_no, "corpus-id")
+            try:
+                score = int(score_str)
+            except ValueError:
+                raise DataFormatError(
+                    f"expected an integer relevance score, got {score_str!r}",
+                    path, line_no, "score",
+                ) from None
+            judged = qrels.setdefault(query_id, {})
+            if doc_id in judged and judged[doc_id] != score:
+                raise DataFormatError(
+                    f"conflicting scores for ({query_id!r}, {doc_id!r}): "
+                    f"{judged[doc_id]} earlier, {score} here",
+                    path, line_no, "score",
+                )
+            judged[doc_id] = score
+    return qrels
+
+
+def _preview(ids: Sequence[str]) -> str:
+    shown = ", ".join(repr(i) for i in ids[:_MAX_IDS_SHOWN])
+    return shown + (", ..." if len(ids) > _MAX_IDS_SHOWN else "")
+
+
+def load_beir(
+    beir_dir: PathLike,
+    split: str = "test",
+    keep_all_queries: bool = False,
+) -> BeirData:
+    """Load a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``).
+
+    Only queries judged in the split's qrels are kept unless ``keep_all_queries``.
+    Qrels naming a query or document id missing from ``queries.jsonl`` /
+    ``corpus.jsonl`` raise :class:`DataFormatError` with the count and the first ids.
+    """
+    root = Path(beir_dir)
+    corpus_path = root / "corpus.jsonl"
+    queries_path = root / "queries.jsonl"
+    qrels_path = root / "qrels" / f"{split}.tsv"
+    for needed in (corpus_path, queries_path):
+        if not needed.is_file():
+            raise FileNotFoundError(f"BEIR folder {root} has no {needed.name}")
+    if not qrels_path.is_file():
+        available = sorted(p.stem for p in (root / "qrels").glob("*.tsv"))
+        raise FileNotFoundError(
+            f"BEIR folder {root} has no qrels/{split}.tsv (available splits: {available or 'none'})"
+        )
+
+    corpus = load_beir_corpus(corpus_path)
+    queries = load_beir_queries(queries_path)
+    qrels = load_beir_qrels(qrels_path)
+
+    unknown_queries = [qid for qid in qrels if qid not in queries]
+    if unknown_queries:
+        raise DataFormatError(
+            f"{len(unknown_queries)} query id(s) are not in {queries_path.name}: "
+            f"{_preview(unknown_queries)}",
+            qrels_path, field="query-id",
+        )
+    unknown_docs = sorted({d for judged in qrels.values() for d in judged if d not in corpus})
+    if unknown_docs:
+        raise DataFormatError(
+            f"{len(unknown_docs)} corpus id(s) are not in {corpus_path.name}: "
+            f"{_preview(unknown_docs)}",
+            qrels_path, field="corpus-id",
+        )
+
+    if not keep_all_queries:
+        queries = {qid: text for qid, text in queries.items() if qid in qrels}
+    return BeirData(corpus=corpus, queries=queries, qrels=qrels, split=split, path=str(root))
+
+
+# ---------------------------------------------------------------------------
+# conversion to training/eval records
+# ---------------------------------------------------------------------------
+
+
+def beir_to_records_with_stats(
+    data: BeirData,
+    negatives: Optional[Mapping[str, Sequence[str]]] = None,
+) -> tuple[list[dict], dict[str, int]]:
+    """Like :func:`beir_to_records` but also return counts.
+
+    The stats dict has ``records``, ``skipped_no_positive`` (queries without any
+    qrel score > 0), ``negatives`` (total written) and ``negatives_dropped_positive``
+    (given negative ids that are judged relevant for that query and were removed).
+    """
+    negatives = negatives or {}
+    unknown_neg = sorted({d for ids in negatives.values() for d in ids if d not in data.corpus})
+    if unknown_neg:
+        raise ValueError(
+            f"{len(unknown_neg)} negative doc id(s) are not in the corpus: {_preview(unknown_neg)}"
+        )
+
+    records: list[dict] = []
+    stats = {"records": 0, "skipped_no_positive": 0, "negatives": 0, "negatives_dropped_positive": 0}
+    text_cache: dict[str, str] = {}
+
+    def text_of(doc_id: str) -> str:
+        if doc_id not in text_cache:
+            text_cache[doc_id] = doc_text(data.corpus[doc_id])
+        return text_cache[doc_id]
+
+    for query_id, query in data.queries.items():
+        judged = data.qrels.get(query_id, {})
+        pos_ids = sorted(d for d, score in judged.items() if score > 0)
+        if not pos_ids:
+            stats["skipped_no_positive"] += 1
+            continue
+        neg_ids = []
+        for doc_id in negatives.get(query_id, ()):
+            if judged.get(doc_id, 0) > 0:
+                stats["negatives_dropped_positive"] += 1
+            else:
+                neg_ids.append(doc_id)
+        record: dict[str, Any] = {
+            "query": query,
+            "pos": [text_of(d) for d in pos_ids],
+            "neg": [text_of(d) for d in neg_ids],
+        }
+        labels = [judged[d] for d in pos_ids]
+        if any(label > 1 for label in labels):
+            record["pos_labels"] = labels
+        record.update(query_id=query_id, pos_ids=pos_ids, neg_ids=neg_ids)
+        records.append(record)
+        stats["negatives"] += len(neg_ids)
+
+    stats["records"] = len(records)
+    if stats["skipped_no_positive"]:
+        logger.warning(
+            "beir_to_records: skipped %d of %d queries with no qrel score > 0",
+            stats["skipped_no_positive"], len(data.queries),
+        )
+    if stats["negatives_dropped_positive"]:
+        logger.warning(
+            "beir_to_records: removed %d negative(s) that are judged relevant for their query",
+            stats["negatives_dropped_positive"],
+        )
+    return records, stats
+
+
+def beir_to_records(
+    data: BeirData,
+    negatives: Optional[Mapping[str, Sequence[str]]] = None,
+) -> list[dict]:
+    """Turn a BEIR split into one record per query with at least one relevant doc.
+
+    ``pos`` holds the texts (:func:`doc_text`) of docs with qrel score > 0, sorted
+    by doc id; ``pos_labels`` (the raw scores) is added only when a score is > 1.
+    ``neg`` holds the texts of ``negatives[query_id]`` in the given order (ids that
+    are judged relevant for the query are removed). ``query_id``, ``pos_ids`` and
+    ``neg_ids`` map texts back to BEIR ids. Skipped queries are logged; use
+    :func:`beir_to_records_with_stats` to get the counts.
+    """
+    records, _ = beir_to_records_with_stats(data, negatives)
+    return records

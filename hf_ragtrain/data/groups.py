@@ -1,0 +1,121 @@
+"""Group sampling: each training example is a query with 1 positive and ``group_size - 1`` negatives.
+
+The draw for an example depends only on ``(seed, epoch, index)``, never on global random state, so
+the same example gets the same group whatever the number of processes or dataloader workers. That
+makes a 2-process run comparable step by step with a 1-process run over the same global batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from torch.utils.data import Dataset
+
+from .records import RetrievalRecord
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GroupStats:
+    """How the data fit the requested group size (computed once, before training)."""
+
+    records: int
+    group_size: int
+    short_records: int  # records with fewer than group_size - 1 candidate negatives
+    no_negative_records: int  # records with none: filled from other records' documents
+
+    def summary(self) -> str:
+        need = self.group_size - 1
+        text = f"{self.records} training records, groups of 1 positive + {need} negatives"
+        if self.short_records:
+            text += (f"; {self.short_records} records have fewer than {need} negatives, "
+                     f"their groups are completed by sampling their negatives with replacement")
+        if self.no_negative_records:
+            text += (f"; {self.no_negative_records} records have no negative at all, their negatives are "
+                     f"drawn at random from other records' documents")
+        return text
+
+
+class GroupDataset(Dataset):
+    """A map-style dataset of query groups for rerankers (and, later, bi-encoders).
+
+    Each item is ``{"query", "docs", "labels", "prompt"[, "scores"]}`` where ``docs[0]`` is a positive
+    drawn from ``record.pos`` and ``docs[1:]`` are ``group_size - 1`` documents of a lower grade: the
+    record's negatives (label 0) and, for graded data, its positives of a lower label than the one
+    drawn. ``labels`` are the documents' grades, so ``labels[0]`` is always the strict maximum.
+    """
+
+    def __init__(self, records: Sequence[RetrievalRecord], group_size: int = 8, seed: int = 42):
+        if group_size < 1:
+            raise ValueError(f"train_group_size must be >= 1, got {group_size}")
+        self.records = list(records)
+        self.group_size = group_size
+        self.seed = seed
+        self.epoch = 0
+        self.has_scores = all(r.pos_scores is not None for r in self.records)
+        self._all_docs: list[str] | None = None
+        self.stats = self._compute_stats()
+        logger.info(self.stats.summary())
+
+    def _negative_pool(self, rec: RetrievalRecord, anchor_label: int) -> list[tuple[str, int, float | None]]:
+        pool = [(d, 0, rec.neg_scores[i] if rec.neg_scores else None) for i, d in enumerate(rec.neg)]
+        for i, (doc, lab) in enumerate(zip(rec.pos, rec.labels_of_pos())):
+            if lab < anchor_label:
+                pool.append((doc, lab, rec.pos_scores[i] if rec.pos_scores else None))
+        return pool
+
+    def _compute_stats(self) -> GroupStats:
+        need = self.group_size - 1
+        short = empty = 0
+        for rec in self.records:
+            n = len(self._negative_pool(rec, min(rec.labels_of_pos())))
+            short += 0 < n < need
+            empty += n == 0 and need > 0
+        return GroupStats(len(self.records), self.group_size, short, empty)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _random_docs(self, rng: random.Random, rec: RetrievalRecord, k: int) -> list[str]:
+        if self._all_docs is None:
+            self._all_docs = sorted({d for r in self.records for d in (*r.pos, *r.neg)})
+        own = set(rec.pos)
+        candidates = [d for d in self._all_docs if d not in own]
+        if not candidates:
+            raise ValueError("cannot build negatives: every document in the data is a positive of this query; "
+                             "add 'neg' documents or use train_group_size=1")
+        return [rng.choice(candidates) for _ in range(k)]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rec = self.records[index]
+        rng = random.Random(f"{self.seed}-{self.epoch}-{index}")
+        labels_of_pos = rec.labels_of_pos()
+        a = rng.randrange(len(rec.pos))
+        docs, labels = [rec.pos[a]], [labels_of_pos[a]]
+        scores = [rec.pos_scores[a]] if self.has_scores else None
+        need = self.group_size - 1
+        if need > 0:
+            pool = self._negative_pool(rec, labels_of_pos[a])
+            if not pool:
+                picked = [(d, 0, None) for d in self._random_docs(rng, rec, need)]
+            elif len(pool) >= need:
+                picked = rng.sample(pool, need)
+            else:
+                picked = [rng.choice(pool) for _ in range(need)]
+            docs += [p[0] for p in picked]
+            labels += [p[1] for p in picked]
+            if scores is not None:
+                if any(p[2] is None for p in picked):
+                    raise ValueError(f"record {index}: teacher scores are missing for some negatives")
+                scores += [p[2] for p in picked]
+        item = {"query": rec.query, "docs": docs, "labels": labels, "prompt": rec.prompt}
+        if scores is not None:
+            item["scores"] = scores
+        return item

@@ -1,0 +1,413 @@
+"""First-stage retrieval (BM25, dense) and hard-negative mining.
+
+* :class:`BM25` is Okapi BM25 over scipy sparse matrices with the Lucene/Pyserini
+  idf ``log(1 + (N - df + 0.5) / (df + 0.5))`` (always positive, no flooring) and
+  the Pyserini defaults ``k1=0.9, b=0.4``.
+* :func:`dense_search` ranks documents by cosine similarity of normalised
+  embeddings from any sentence-transformers style encoder.
+* :func:`mine_hard_negatives` retrieves candidates with either (or both, fused
+  by reciprocal rank) and keeps non-relevant documents from a rank window.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import re
+import zlib
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import scipy.sparse as sp
+
+from hf_ragtrain.data.beir import doc_text
+
+__all__ = [
+    "tokenize",
+    "BM25",
+    "load_encoder",
+    "dense_search",
+    "MiningStats",
+    "mine_hard_negatives",
+]
+
+logger = logging.getLogger(__name__)
+
+# Upper bound on the number of query x document scores held at once (float32/64 entries).
+_MAX_CHUNK_ELEMENTS = 1 << 24
+
+_TOKEN_RE = re.compile(r"[^\W_]+")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lowercase ``text`` and split it on anything that is not a letter or digit.
+
+    Unicode-aware (``"Café_au-lait 2x"`` -> ``["café", "au", "lait", "2x"]``); no
+    stemming and no stopword removal.
+    """
+    return _TOKEN_RE.findall(text.lower())
+
+
+def _topk_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` values per row of a dense matrix, best first, ties broken by lower column."""
+    n_rows, n_cols = scores.shape
+    k = min(k, n_cols)
+    if k <= 0:
+        return np.zeros((n_rows, 0), scores.dtype), np.zeros((n_rows, 0), np.int64)
+    if k == n_cols:
+        order = np.argsort(-scores, axis=1, kind="stable")
+    else:
+        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
+        order = np.empty((n_rows, k), dtype=np.int64)
+        for r in range(n_rows):
+            row = scores[r]
+            above = np.flatnonzero(row > kth[r])
+            ties = np.flatnonzero(row == kth[r])[: k - above.size]
+            cand = np.concatenate([above, ties])
+            order[r] = cand[np.argsort(-row[cand], kind="stable")]
+    return np.take_along_axis(scores, order, axis=1), order.astype(np.int64)
+
+
+class BM25:
+    """Okapi BM25 index over a list of documents.
+
+    ``score(q, d) = sum over query tokens t (repeats included) of
+    idf(t) * tf(t, d) * (k1 + 1) / (tf(t, d) + k1 * (1 - b + b * |d| / avgdl))``
+    with ``idf(t) = log(1 + (N - df(t) + 0.5) / (df(t) + 0.5))``.
+
+    Defaults ``k1=0.9, b=0.4`` are Pyserini's BEIR BM25 settings. Query tokens not
+    in the corpus contribute nothing.
+    """
+
+    def __init__(
+        self,
+        docs: Sequence[str],
+        k1: float = 0.9,
+        b: float = 0.4,
+        tokenizer: Callable[[str], list[str]] = tokenize,
+    ) -> None:
+        self.k1 = float(k1)
+        self.b = float(b)
+        self.tokenizer = tokenizer
+        self.vocab: dict[str, int] = {}
+        rows: list[int] = []
+        cols: list[int] = []
+        doc_len = np.zeros(len(docs), dtype=np.float64)
+        for i, doc in enumerate(docs):
+            ids = [self.vocab.setdefault(tok, len(self.vocab)) for tok in tokenizer(doc)]
+            cols.extend(ids)
+            rows.extend([i] * len(ids))
+            doc_len[i] = len(ids)
+        n_docs, n_terms = len(docs), len(self.vocab)
+        tf = sp.csr_matrix(
+            (np.ones(len(cols)), (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))),
+            shape=(n_docs, n_terms),
+        )
+        tf.sum_duplicates()
+        df = np.bincount(tf.indices, minlength=n_terms).astype(np.float64)
+        self.idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
+        self.doc_len = doc_len
+        self.avgdl = float(doc_len.mean()) if n_docs and doc_len.sum() > 0 else 1.0
+        length_norm = self.k1 * (1.0 - self.b + self.b * doc_len / self.avgdl)
+        entry_doc = np.repeat(np.arange(n_docs), np.diff(tf.indptr))
+        weights = tf.copy()
+        weights.data = (
+            self.idf[tf.indices] * tf.data * (self.k1 + 1.0) / (tf.data + length_norm[entry_doc])
+        )
+        # terms x docs, so a (queries x terms) count matrix times this gives scores.
+        self._term_doc = weights.T.tocsr()
+
+    @property
+    def num_docs(self) -> int:
+        """Number of indexed documents."""
+        return self._term_doc.shape[1]
+
+    def _query_matrix(self, queries: Sequence[str]) -> sp.csr_matrix:
+        rows: list[int] = []
+        cols: list[int] = []
+        for i, query in enumerate(queries):
+            ids = [self.vocab[t] for t in self.tokenizer(query) if t in self.vocab]
+            cols.extend(ids)
+            rows.extend([i] * len(ids))
+        qm = sp.csr_matrix(
+            (np.ones(len(cols)), (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))),
+            shape=(len(queries), len(self.vocab)),
+        )
+        qm.sum_duplicates()
+        return qm
+
+    def get_scores(self, query: str) -> np.ndarray:
+        """BM25 score of every document for one query, shape ``[num_docs]`` (float64)."""
+        return (self._query_matrix([query]) @ self._term_doc).toarray()[0]
+
+    def search(
+        self, queries: Sequence[str], top_k: int = 100, chunk_size: Optional[int] = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``top_k`` documents per query.
+
+        Returns ``(scores, indices)``: float32 ``[Q, k]`` and int64 ``[Q, k]`` with
+        ``k = min(top_k, num_docs)``, best first; equal scores are ordered by lower
+        document index (documents with score 0 fill the list when few match).
+        Queries are scored ``chunk_size`` at a time (default: as many as fit in
+        about 16M scores).
+        """
+        n_docs = self.num_docs
+        k = min(int(top_k), n_docs)
+        out_scores = np.zeros((len(queries), k), dtype=np.float32)
+        out_indices = np.zeros((len(queries), k), dtype=np.int64)
+        if not len(queries) or k == 0:
+            return out_scores, out_indices
+        chunk = chunk_size or max(1, _MAX_CHUNK_ELEMENTS // n_docs)
+        qm = self._query_matrix(queries)
+        for start in range(0, len(queries), chunk):
+            stop = min(start + chunk, len(queries))
+            dense = (qm[start:stop] @ self._term_doc).toarray()
+            scores, indices = _topk_rows(dense, k)
+            out_scores[start:stop] = scores
+            out_indices[start:stop] = indices
+        return out_scores, out_indices
+
+
+# ---------------------------------------------------------------------------
+# dense retrieval
+# ---------------------------------------------------------------------------
+
+Encoder = Any  # anything with .encode(list[str], batch_size=, convert_to_numpy=, normalize_embeddings=)
+
+
+def load_encoder(encoder: Union[Encoder, str, os.PathLike, None]) -> Encoder:
+    """Return ``encoder`` itself, or load a ``SentenceTransformer`` from a path/alias.
+
+    ``None`` and ``"minilm"`` give the offline all-MiniLM-L6-v2 (see
+    :func:`hf_ragtrain.offline.resolve_model_path`).
+    """
+    if encoder is None:
+        encoder = "minilm"
+    if isinstance(encoder, (str, os.PathLike)):
+        from sentence_transformers import SentenceTransformer
+
+        from hf_ragtrain.offline import resolve_model_path
+
+        return SentenceTransformer(resolve_model_path(os.fspath(encoder)))
+    if not callable(getattr(encoder, "encode", None)):
+        raise TypeError(f"encoder must have an .encode() method or be a model path, got {encoder!r}")
+    return encoder
+
+
+def _accepts_kwarg(func: Callable, name: str) -> bool:
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _encode(encoder: Encoder, texts: Sequence[str], batch_size: int, show_progress: bool) -> np.ndarray:
+    kwargs: dict[str, Any] = dict(batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
+    if _accepts_kwarg(encoder.encode, "show_progress_bar"):
+        kwargs["show_progress_bar"] = show_progress
+    emb = np.asarray(encoder.encode(list(texts), **kwargs), dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[0] != len(texts):
+        raise ValueError(f"encoder returned shape {emb.shape} for {len(texts)} texts; expected [n, dim]")
+    # Normalise again in case the encoder ignored normalize_embeddings: scores are cosines.
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    return emb / np.maximum(norms, 1e-12)
+
+
+def dense_search(
+    encoder: Union[Encoder, str, os.PathLike],
+    queries: Sequence[str],
+    docs: Sequence[str],
+    top_k: int = 100,
+    batch_size: int = 64,
+    show_progress: bool = True,
+    chunk_size: Optional[int] = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``top_k`` documents per query by cosine similarity of normalised embeddings.
+
+    ``encoder`` is an object with a sentence-transformers style ``.encode`` or a
+    model path/alias loaded with :func:`load_encoder`. Similarities are computed
+    ``chunk_size`` queries at a time (default: about 16M scores per chunk) and
+    reduced with ``torch.topk``, so the full ``Q x N`` matrix is never built.
+    Returns ``(scores, indices)``: float32 and int64 arrays of shape ``[Q, min(top_k, N)]``.
+    """
+    import torch
+
+    k = min(int(top_k), len(docs))
+    scores = np.zeros((len(queries), k), dtype=np.float32)
+    indices = np.zeros((len(queries), k), dtype=np.int64)
+    if not len(queries) or k == 0:
+        return scores, indices
+    model = load_encoder(encoder)
+    doc_emb = torch.from_numpy(_encode(model, docs, batch_size, show_progress))
+    query_emb = torch.from_numpy(_encode(model, queries, batch_size, show_progress))
+    if doc_emb.shape[1] != query_emb.shape[1]:
+        raise ValueError(f"query dim {query_emb.shape[1]} != document dim {doc_emb.shape[1]}")
+    chunk = chunk_size or max(1, _MAX_CHUNK_ELEMENTS // len(docs))
+    with torch.no_grad():
+        for start in range(0, len(queries), chunk):
+            sims = query_emb[start:start + chunk] @ doc_emb.T
+            values, idx = torch.topk(sims, k, dim=1, largest=True, sorted=True)
+            scores[start:start + chunk] = values.numpy()
+            indices[start:start + chunk] = idx.numpy()
+    return scores, indices
+
+
+# ---------------------------------------------------------------------------
+# hard-negative mining
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class MiningStats:
+    """Counts reported by :func:`mine_hard_negatives`."""
+
+    queries: int = 0  # queries mined (judged, with at least one qrel score > 0)
+    skipped_no_positive: int = 0  # judged queries without a positive: not mined
+    num_negatives: int = 0  # negatives requested per query
+    negatives: int = 0  # negatives returned in total
+    short: int = 0  # queries that got fewer than num_negatives
+    empty: int = 0  # queries that got none
+    dropped_positive: int = 0  # relevant docs found inside the rank window and removed
+    dropped_duplicate: int = 0  # docs removed because their text equals a positive's text
+
+    def as_dict(self) -> dict[str, int]:
+        """The counts as a plain dict."""
+        return asdict(self)
+
+
+def _ranked_lists(scores: np.ndarray, indices: np.ndarray, positive_only: bool) -> list[np.ndarray]:
+    if not positive_only:
+        return list(indices)
+    return [idx[s > 0] for s, idx in zip(scores, indices)]
+
+
+def _as_text(doc: Union[str, Mapping[str, str]]) -> str:
+    return doc if isinstance(doc, str) else doc_text(doc)
+
+
+def _rrf(lists: Sequence[list[np.ndarray]], depth: int, k: int) -> list[np.ndarray]:
+    """Reciprocal-rank fusion: sum of ``1 / (k + rank + 1)`` over the lists; ties -> lower doc index."""
+    fused = []
+    for per_query in zip(*lists):
+        totals: dict[int, float] = {}
+        for ranked in per_query:
+            for rank, doc in enumerate(ranked.tolist()):
+                totals[doc] = totals.get(doc, 0.0) + 1.0 / (k + rank + 1)
+        order = sorted(totals, key=lambda d: (-totals[d], d))[:depth]
+        fused.append(np.asarray(order, dtype=np.int64))
+    return fused
+
+
+def mine_hard_negatives(
+    queries: Mapping[str, str],
+    corpus: Mapping[str, Union[str, Mapping[str, str]]],
+    qrels: Mapping[str, Mapping[str, int]],
+    method: str = "dense",
+    encoder: Union[Encoder, str, os.PathLike, None] = None,
+    rank_range: tuple[int, int] = (10, 100),
+    num_negatives: int = 15,
+    seed: int = 42,
+    strategy: str = "random",
+    batch_size: int = 64,
+    show_progress: bool = True,
+    rrf_k: int = 60,
+    bm25_k1: float = 0.9,
+    bm25_b: float = 0.4,
+) -> tuple[dict[str, list[str]], MiningStats]:
+    """Mine hard negatives for every judged query with at least one relevant document.
+
+    * ``method``: ``"bm25"`` (:class:`BM25`; documents with BM25 score 0 count as
+      not retrieved), ``"dense"`` (:func:`dense_search` with ``encoder``, default the
+      offline MiniLM) or ``"hybrid"``: both retrieved to depth ``2 * rank_range[1]``
+      and merged by reciprocal-rank fusion (``sum 1 / (rrf_k + rank + 1)``).
+    * ``rank_range=(start, end)`` is half-open and 0-based, counted on the retrieved
+      list **before** positives are removed: a document at rank r is a candidate
+      when ``start <= r < end``, so ``(10, 100)`` skips the ten best hits
+      (likely unlabelled relevant documents) whatever their labels.
+    * Candidates drop documents with qrel score > 0 for the query and documents
+      whose text equals a positive's text.
+    * ``strategy="random"`` samples ``num_negatives`` candidates without replacement
+      with a per-query generator seeded by ``(seed, crc32(query_id))`` (so a query's
+      negatives do not depend on the other queries), then keeps them in rank order;
+      ``strategy="top"`` takes the best-ranked candidates.
+
+    ``corpus`` values may be texts or BEIR docs (``{"title", "text"}``). Returns
+    ``(negatives, stats)`` where ``negatives`` maps query id -> doc ids (best rank
+    first) and ``stats`` is a :class:`MiningStats`.
+    """
+    if method not in ("bm25", "dense", "hybrid"):
+        raise ValueError(f"method must be 'bm25', 'dense' or 'hybrid', got {method!r}")
+    if strategy not in ("random", "top"):
+        raise ValueError(f"strategy must be 'random' or 'top', got {strategy!r}")
+    start, end = (int(r) for r in rank_range)
+    if not 0 <= start < end:
+        raise ValueError(f"rank_range must satisfy 0 <= start < end, got {rank_range!r}")
+    if num_negatives < 0:
+        raise ValueError(f"num_negatives must be >= 0, got {num_negatives}")
+
+    stats = MiningStats(num_negatives=num_negatives)
+    missing = [qid for qid in qrels if qid not in queries]
+    if missing:
+        raise ValueError(f"{len(missing)} qrels query id(s) have no query text, e.g. {missing[:5]}")
+    qids = []
+    for qid, judged in qrels.items():
+        if any(score > 0 for score in judged.values()):
+            qids.append(qid)
+        else:
+            stats.skipped_no_positive += 1
+    stats.queries = len(qids)
+
+    doc_ids = list(corpus)
+    texts = [_as_text(v) for v in corpus.values()]
+    query_texts = [queries[qid] for qid in qids]
+    negatives: dict[str, list[str]] = {}
+    if not qids:
+        return negatives, stats
+
+    depth = end if method != "hybrid" else 2 * end
+    lists = []
+    if method in ("bm25", "hybrid"):
+        logger.info("BM25 search: %d queries over %d docs", len(qids), len(doc_ids))
+        bm25 = BM25(texts, k1=bm25_k1, b=bm25_b)
+        lists.append(_ranked_lists(*bm25.search(query_texts, depth), positive_only=True))
+    if method in ("dense", "hybrid"):
+        logger.info("dense search: %d queries over %d docs", len(qids), len(doc_ids))
+        found = dense_search(load_encoder(encoder), query_texts, texts, depth, batch_size, show_progress)
+        lists.append(_ranked_lists(*found, positive_only=False))
+    ranked = lists[0] if len(lists) == 1 else _rrf(lists, end, rrf_k)
+
+    for qid, hits in zip(qids, ranked):
+        positives = {d for d, score in qrels[qid].items() if score > 0}
+        positive_texts = {_as_text(corpus[d]) for d in positives if d in corpus}
+        candidates = []
+        for rank, doc_index in enumerate(hits.tolist()):
+            if rank < start:
+                continue
+            if rank >= end:
+                break
+            if doc_ids[doc_index] in positives:
+                stats.dropped_positive += 1
+            elif texts[doc_index] in positive_texts:
+                stats.dropped_duplicate += 1
+            else:
+                candidates.append(doc_ids[doc_index])
+        if strategy == "top" or len(candidates) <= num_negatives:
+            chosen = candidates[:num_negatives]
+        else:
+            rng = np.random.default_rng([seed, zlib.crc32(qid.encode("utf-8"))])
+            picked = np.sort(rng.choice(len(candidates), size=num_negatives, replace=False))
+            chosen = [candidates[i] for i in picked]
+        negatives[qid] = chosen
+        stats.negatives += len(chosen)
+        stats.short += int(len(chosen) < num_negatives)
+        stats.empty += int(not chosen and num_negatives > 0)
+
+    if stats.short:
+        logger.warning(
+            "mine_hard_negatives: %d of %d queries got fewer than %d negatives (%d got none)",
+            stats.short, stats.queries, num_negatives, stats.empty,
+        )
+    return negatives, stats

@@ -1,0 +1,191 @@
+"""Model cards for models trained with hf_ragtrain."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from huggingface_hub import ModelCard, ModelCardData
+from transformers import TrainingArguments
+
+# TrainingArguments that describe the machine or bookkeeping, not the training itself.
+_NOT_HYPERPARAMETERS = {
+    "output_dir", "logging_dir", "run_name", "hub_token", "hub_model_id", "push_to_hub", "report_to",
+    "overwrite_output_dir", "do_train", "do_eval", "do_predict", "local_rank", "logging_first_step",
+    "dataloader_num_workers", "deepspeed", "disable_tqdm", "save_strategy", "save_steps", "save_total_limit",
+    "logging_strategy", "logging_steps", "eval_steps", "use_cpu", "ddp_backend", "hub_strategy",
+    "hub_private_repo", "resume_from_checkpoint", "skip_memory_metrics", "trackio_space_id",
+}
+
+
+@dataclass
+class CardInfo:
+    """What a model card says about one training run."""
+
+    base_model: str
+    task: str = "reranking"
+    loss: str = ""
+    loss_params: dict[str, Any] = field(default_factory=dict)
+    datasets: list[dict[str, Any]] = field(default_factory=list)  # {"name", "split", "size", "source"}
+    metrics_before: dict[str, float] = field(default_factory=dict)
+    metrics_after: dict[str, float] = field(default_factory=dict)
+    extra_results: dict[str, dict[str, float]] = field(default_factory=dict)  # table name -> metrics
+    notes: list[str] = field(default_factory=list)
+    license: str = "apache-2.0"
+    model_name: str | None = None
+
+
+def non_default_hyperparameters(args: TrainingArguments) -> dict[str, Any]:
+    """Training arguments that differ from their defaults, without machine/bookkeeping ones."""
+    defaults = type(args)(output_dir=args.output_dir).to_dict()
+    out = {}
+    for key, value in args.to_dict().items():
+        if key in _NOT_HYPERPARAMETERS or key.startswith("_"):
+            continue
+        if defaults.get(key) != value:
+            out[key] = value
+    return out
+
+
+def log_table(log_history: Sequence[dict[str, Any]], metric_names: Sequence[str] = ("eval_ndcg@10", "eval_mrr@10")) -> str:
+    """Markdown table of the training log: step, epoch, training loss and eval metrics."""
+    rows: dict[int, dict[str, Any]] = {}
+    for entry in log_history:
+        step = entry.get("step")
+        if step is None or ("loss" not in entry and not any(m in entry for m in metric_names)):
+            continue
+        row = rows.setdefault(step, {"epoch": entry.get("epoch")})
+        if "loss" in entry:
+            row["loss"] = entry["loss"]
+        for m in metric_names:
+            if m in entry:
+                row[m] = entry[m]
+    if not rows:
+        return "_No training steps were logged._"
+    header = ["Step", "Epoch", "Training loss", *metric_names]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for step in sorted(rows):
+        r = rows[step]
+        cells = [str(step), _fmt(r.get("epoch")), _fmt(r.get("loss")), *(_fmt(r.get(m)) for m in metric_names)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def metrics_table(columns: dict[str, dict[str, float]], keys: Sequence[str] | None = None) -> str:
+    """Markdown table with one row per metric and one column per named result set."""
+    names = list(columns)
+    if keys is None:
+        keys = sorted({k for m in columns.values() for k in m if isinstance(m.get(k), (int, float))},
+                      key=_metric_sort_key)
+    lines = ["| Metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for key in keys:
+        lines.append(f"| {key} | " + " | ".join(_fmt(columns[n].get(key)) for n in names) + " |")
+    return "\n".join(lines)
+
+
+def _metric_sort_key(name: str):
+    base, _, k = name.partition("@")
+    return (base, int(k) if k.isdigit() else 0)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _strip_prefix(metrics: dict[str, float]) -> dict[str, float]:
+    """Drop a Trainer prefix (``eval_``, ``before_``, ...) and the bookkeeping entries."""
+    skip = ("runtime", "samples_per_second", "steps_per_second", "epoch", "truncated_pairs")
+    out = {}
+    for key, value in metrics.items():
+        if any(key.endswith(s) for s in skip):
+            continue
+        prefix, sep, rest = key.partition("_")
+        out[rest if sep and "@" in rest else key] = value
+    return out
+
+
+def framework_versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    import hf_ragtrain
+
+    versions = {"python": platform.python_version(), "hf_ragtrain": hf_ragtrain.__version__,
+                "transformers": transformers.__version__, "torch": torch.__version__}
+    for name in ("datasets", "accelerate", "sentence_transformers", "mteb", "deepspeed", "peft"):
+        try:
+            module = __import__(name)
+            versions[name] = getattr(module, "__version__", "?")
+        except Exception:  # noqa: BLE001 - an optional package that fails to import is just not listed
+            continue
+    return versions
+
+
+def render_reranker_card(info: CardInfo, args: TrainingArguments | None = None,
+                         log_history: Sequence[dict[str, Any]] = ()) -> ModelCard:
+    """Build the model card of a cross-encoder reranker."""
+    data = ModelCardData(
+        library_name="sentence-transformers",
+        pipeline_tag="text-ranking",
+        base_model=info.base_model,
+        license=info.license,
+        tags=["hf_ragtrain", "cross-encoder", "reranker", "text-ranking", "generated_from_trainer"],
+        datasets=[d["name"] for d in info.datasets if d.get("hub_id")] or None,
+    )
+    name = info.model_name or "this model"
+    sections = [f"# {name}\n",
+                f"A cross-encoder reranker fine-tuned from `{info.base_model}` with "
+                f"[hf_ragtrain](https://pypi.org/project/hf_ragtrain/) (`RerankTrainer`). It reads a "
+                f"(query, passage) pair and returns one relevance logit: higher means more relevant.\n"]
+    sections.append("## Usage\n\nWith sentence-transformers:\n\n```python\nfrom sentence_transformers import "
+                    "CrossEncoder\n\nmodel = CrossEncoder(\"PATH_OR_REPO_ID\")\nscores = model.predict([(\"how do I "
+                    "sort a dict?\", \"Use sorted() with a key.\")])\n```\n\nWith transformers:\n\n```python\n"
+                    "import torch\nfrom transformers import AutoModelForSequenceClassification, AutoTokenizer\n\n"
+                    "tok = AutoTokenizer.from_pretrained(\"PATH_OR_REPO_ID\")\nmodel = AutoModelForSequenceClassification"
+                    ".from_pretrained(\"PATH_OR_REPO_ID\").eval()\nbatch = tok([\"how do I sort a dict?\"], [\"Use sorted() "
+                    "with a key.\"], return_tensors=\"pt\", truncation=True)\nwith torch.no_grad():\n    scores = "
+                    "model(**batch).logits.squeeze(-1)\n```\n")
+    if info.datasets:
+        lines = ["## Training data\n", "| Name | Split | Size | Source |", "|---|---|---|---|"]
+        for d in info.datasets:
+            lines.append(f"| {d.get('name', '-')} | {d.get('split', '-')} | {d.get('size', '-')} | {d.get('source', '-')} |")
+        sections.append("\n".join(lines) + "\n")
+    if info.loss:
+        params = ", ".join(f"`{k}={v}`" for k, v in info.loss_params.items())
+        sections.append(f"## Loss\n\n`{info.loss}`" + (f" with {params}" if params else "") + "\n")
+    if args is not None:
+        hp = non_default_hyperparameters(args)
+        lines = ["## Hyperparameters\n", "Training arguments that differ from the `transformers` defaults:\n",
+                 "| Argument | Value |", "|---|---|"]
+        lines += [f"| {k} | `{json.dumps(v) if not isinstance(v, str) else v}` |" for k, v in sorted(hp.items())]
+        sections.append("\n".join(lines) + "\n")
+    if log_history:
+        sections.append("## Training log\n\n" + log_table(log_history) + "\n")
+    columns = {}
+    if info.metrics_before:
+        columns["before training"] = _strip_prefix(info.metrics_before)
+    if info.metrics_after:
+        columns["after training"] = _strip_prefix(info.metrics_after)
+    if columns:
+        sections.append("## Evaluation (dev set, reranking its candidates)\n\n" + metrics_table(columns) + "\n")
+    for title, metrics in info.extra_results.items():
+        sections.append(f"## {title}\n\n" + metrics_table({"score": _strip_prefix(metrics)}) + "\n")
+    if info.notes:
+        sections.append("## Notes\n\n" + "\n".join(f"- {n}" for n in info.notes) + "\n")
+    versions = framework_versions()
+    sections.append("## Framework versions\n\n" + "\n".join(f"- {k}: {v}" for k, v in versions.items()) + "\n")
+    content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(sections)
+    return ModelCard(content)
+
+
+def write_model_card(output_dir: str, card: ModelCard) -> str:
+    path = os.path.join(output_dir, "README.md")
+    card.save(path)
+    return path

@@ -1,0 +1,97 @@
+"""The base every hf_ragtrain Trainer shares: loss ownership, evaluators, epoch-seeded groups."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from transformers import Trainer, TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+
+class _EpochToDataset(TrainerCallback):
+    """Tell a dataset with ``set_epoch`` which epoch starts, so its draws vary per epoch."""
+
+    def __init__(self, trainer: "RetrievalTrainer"):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        dataset = self.trainer.train_dataset
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(int(state.epoch or 0))
+
+
+def end_distributed() -> None:
+    """Destroy the default process group, if any, so torchrun workers exit cleanly.
+
+    Without it gloo's threads are still alive at interpreter exit and the process aborts
+    ("terminate called without an active exception"), failing the torchrun job after training.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+class RetrievalTrainer(Trainer):
+    """A ``transformers.Trainer`` whose subclasses compute their own loss from scores.
+
+    - The loss is a per-batch mean computed in ``compute_loss``; the Trainer's world-size loss
+      scaling (transformers 5 applies it when a model "accepts loss kwargs") is switched off, so
+      the loss is the same with 1 and N processes.
+    - ``eval_dataset`` may be an *evaluator*: an object with ``evaluate(trainer) -> dict`` (see
+      :class:`~hf_ragtrain.evaluation.reranking.RerankingEvaluator`), or a dict of them.
+      ``trainer.evaluate()`` then logs ``eval_<metric>``, which ``metric_for_best_model`` and
+      ``load_best_model_at_end`` use as usual.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False
+        self.add_callback(_EpochToDataset(self))
+        self.pairs_seen = 0
+        self.pairs_truncated = 0
+
+    # Our collators read raw text fields (query, docs, ...) that the model's forward does not take;
+    # the stock Trainer would strip them as "unused columns".
+    def _remove_unused_columns(self, dataset, description=None):
+        return dataset
+
+    def _get_collator_with_removed_columns(self, data_collator, description=None):
+        return data_collator
+
+    # ------------------------------------------------------------------ evaluation
+    @staticmethod
+    def _is_evaluator(obj: Any) -> bool:
+        return hasattr(obj, "evaluate_with") and callable(obj.evaluate_with)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if isinstance(dataset, dict) and dataset and all(self._is_evaluator(v) for v in dataset.values()):
+            metrics: dict[str, float] = {}
+            for name, evaluator in dataset.items():
+                metrics.update(self.evaluate(evaluator, ignore_keys, f"{metric_key_prefix}_{name}"))
+            return metrics
+        if not self._is_evaluator(dataset):
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        start = time.time()
+        results = dataset.evaluate_with(self)
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in results.items()}
+        metrics[f"{metric_key_prefix}_runtime"] = round(time.time() - start, 4)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    # ------------------------------------------------------------------ logging
+    def count_pairs(self, inputs: dict[str, Any]) -> None:
+        if "num_pairs" in inputs:
+            self.pairs_seen += int(inputs["num_pairs"])
+            self.pairs_truncated += int(inputs["num_truncated"])
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self.pairs_seen:
+            logs["truncated_pairs"] = self.pairs_truncated
+        super().log(logs, start_time)

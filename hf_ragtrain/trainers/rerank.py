@@ -1,0 +1,66 @@
+"""RerankTrainer: cross-encoder rerankers trained on query groups with a pointwise, pairwise or listwise loss."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..data.groups import GroupDataset
+from ..data.records import MAX_LABEL
+from ..losses import RERANK_LOSSES, listwise_ce, pairwise_ranknet, pointwise_bce
+from ..modeling.cross_encoder import mark_for_sentence_transformers
+from .base import RetrievalTrainer
+
+logger = logging.getLogger(__name__)
+
+
+class RerankTrainer(RetrievalTrainer):
+    """Train an ``AutoModelForSequenceClassification`` (1 logit) as a reranker.
+
+    Use with :class:`~hf_ragtrain.data.GroupDataset` and :class:`~hf_ragtrain.data.RerankCollator`.
+    The loss comes from ``args.rerank_loss`` (``listwise``, ``pointwise`` or ``pairwise``, see
+    :mod:`hf_ragtrain.losses`) when ``args`` is a :class:`~hf_ragtrain.RerankerTrainingArguments`,
+    or from the ``loss`` argument. For ``pointwise`` the label scale ``max_label`` is 3 when the data
+    has grades above 1, else 1 (override with ``args.max_label``).
+    """
+
+    def __init__(self, *args, loss: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_name = loss or getattr(self.args, "rerank_loss", "listwise")
+        if self.loss_name not in RERANK_LOSSES:
+            raise ValueError(f"unknown rerank loss {self.loss_name!r}; choose one of {sorted(RERANK_LOSSES)}")
+        self.temperature = float(getattr(self.args, "loss_temperature", 1.0))
+        self.max_label = getattr(self.args, "max_label", None) or self._infer_max_label()
+        if self.loss_name == "pointwise":
+            logger.info("pointwise BCE targets are label / %s", self.max_label)
+        mark_for_sentence_transformers(self.accelerator.unwrap_model(self.model))
+
+    def _infer_max_label(self) -> int:
+        data = self.train_dataset
+        if isinstance(data, GroupDataset):
+            graded = any(max(r.labels_of_pos()) > 1 for r in data.records)
+            return MAX_LABEL if graded else 1
+        return 1
+
+    def loss_from_scores(self, scores: Tensor, labels: Tensor) -> Tensor:
+        if self.loss_name == "listwise":
+            return listwise_ce(scores, labels, temperature=self.temperature)
+        if self.loss_name == "pairwise":
+            return pairwise_ranknet(scores, labels)
+        return pointwise_bce(scores, labels, max_label=self.max_label)
+
+    @staticmethod
+    def score_groups(model: torch.nn.Module, inputs: dict[str, Any]) -> Tensor:
+        """Scores ``(B, G)`` of the collated groups: one forward per length-sorted micro-batch."""
+        flat = torch.cat([model(**chunk).logits.view(-1) for chunk in inputs["chunks"]])
+        return flat[inputs["restore"]].view(inputs["labels"].shape).float()
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        scores = self.score_groups(model, inputs)
+        loss = self.loss_from_scores(scores, inputs["labels"])
+        if model.training:
+            self.count_pairs(inputs)
+        return (loss, {"scores": scores}) if return_outputs else loss

@@ -1,0 +1,151 @@
+#!/usr/bin/env python
+"""Train a cross-encoder reranker, evaluate it before and after, save it with a model card.
+
+    python recipes/train_reranker.py --output_dir runs/reranker             # bundled Python FAQ data
+    python recipes/train_reranker.py --output_dir runs/scifact --beir_dir ../shared/data/scifact
+    torchrun --nproc_per_node 2 recipes/train_reranker.py --output_dir runs/ddp --deepspeed recipes/configs/ds_zero2.json
+
+Every ``transformers.TrainingArguments`` flag works. The output folder holds the final model
+(loadable by ``AutoModelForSequenceClassification`` and sentence-transformers ``CrossEncoder``),
+``eval_results.json`` (metrics before and after training) and ``README.md`` (the model card).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import torch
+from transformers import HfArgumentParser, set_seed
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # run from a checkout without installing
+
+from hf_ragtrain import (DataArguments, DataFormatError, GroupDataset, ModelArguments,  # noqa: E402
+                         RerankCollator, RerankerTrainingArguments, RerankingEvaluator, RerankTrainer,
+                         load_cross_encoder, load_records)
+from hf_ragtrain.arguments import bf16_is_fast, default_attn_implementation  # noqa: E402
+from hf_ragtrain.hub import CardInfo, render_reranker_card, write_model_card  # noqa: E402
+from hf_ragtrain.offline import resolve_model_path  # noqa: E402
+from hf_ragtrain.trainers.base import end_distributed  # noqa: E402
+
+logger = logging.getLogger("train_reranker")
+
+DEFAULT_TRAIN = os.path.join(REPO, "data", "python_faq", "train.jsonl")
+DEFAULT_DEV = os.path.join(REPO, "data", "python_faq", "dev.jsonl")
+
+# Recipe defaults where the stock TrainingArguments defaults do not suit a small reranking job.
+RECIPE_DEFAULTS = dict(
+    learning_rate=5e-5, num_train_epochs=1, per_device_train_batch_size=8, warmup_steps=0.1,
+    logging_steps=5, eval_strategy="epoch", save_strategy="no", report_to="none", seed=42,
+)
+
+
+def parse_args(argv=None):
+    parser = HfArgumentParser((ModelArguments, DataArguments, RerankerTrainingArguments))
+    args = sys.argv[1:] if argv is None else argv
+    # bf16 mixed precision where the hardware runs it natively, unless the user chose a precision
+    auto_bf16 = bf16_is_fast() and not any(a.split("=")[0] in ("--bf16", "--fp16") for a in args)
+    # without a GPU, say so: bf16 on CPU needs it, and without it torchrun's processes train independently
+    parser.set_defaults(**RECIPE_DEFAULTS, use_cpu=not torch.cuda.is_available(),
+                        **({"bf16": True} if auto_bf16 else {}))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def load_data(data_args: DataArguments, seed: int):
+    """Training and dev records, with a description of each for the model card."""
+    if data_args.beir_dir:
+        from hf_ragtrain.data.beir_pipeline import prepare_beir_rerank_data
+
+        return prepare_beir_rerank_data(data_args, seed=seed)
+    train_paths = data_args.train_data or [DEFAULT_TRAIN]
+    eval_path = data_args.eval_data or (DEFAULT_DEV if not data_args.train_data else None)
+    train, train_report = load_records(train_paths)
+    datasets = [{"name": train_report.source, "split": "train", "size": len(train),
+                 "source": "bundled Python FAQ (PSF licence)" if train_paths == [DEFAULT_TRAIN] else "user"}]
+    dev = None
+    if eval_path:
+        dev, dev_report = load_records(eval_path)
+        datasets.append({"name": dev_report.source, "split": "dev", "size": len(dev), "source": "-"})
+    return train, dev, datasets, {}
+
+
+def main(argv=None) -> int:
+    model_args, data_args, training_args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        level=logging.INFO if training_args.should_log else logging.WARNING)
+    set_seed(training_args.seed)
+    try:
+        train_records, dev_records, datasets, extra = load_data(data_args, training_args.seed)
+    except (DataFormatError, FileNotFoundError) as err:
+        print(f"error: bad training data: {err}", file=sys.stderr)
+        return 2
+
+    base = resolve_model_path(model_args.model_name_or_path)
+    model, tokenizer = load_cross_encoder(
+        base, attn_implementation=model_args.attn_implementation or default_attn_implementation())
+    train_dataset = GroupDataset(train_records, group_size=data_args.train_group_size, seed=training_args.seed)
+    collator = RerankCollator(tokenizer, max_length=model_args.max_length,
+                              micro_batch_tokens=data_args.micro_batch_tokens or None)
+    evaluator = RerankingEvaluator(dev_records, max_length=model_args.max_length) if dev_records else None
+    if evaluator is None:
+        training_args.eval_strategy = "no"
+    trainer = RerankTrainer(model=model, args=training_args, train_dataset=train_dataset, eval_dataset=evaluator,
+                            data_collator=collator, processing_class=tokenizer)
+
+    before = trainer.evaluate(metric_key_prefix="before") if evaluator else {}
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    after = trainer.evaluate(metric_key_prefix="after") if evaluator else {}
+    trainer.save_model(training_args.output_dir)
+
+    extra_results = {}
+    if data_args.beir_dir:
+        from hf_ragtrain.data.beir_pipeline import evaluate_beir_reranking
+
+        extra_results = evaluate_beir_reranking(trainer.model, tokenizer, data_args, model_args.max_length,
+                                                first_stage_cache=extra.get("first_stage"))
+
+    if trainer.is_world_process_zero():
+        results = {"before": before, "after": after, **extra_results,
+                   "train_group_stats": vars(train_dataset.stats),
+                   "train_pairs": trainer.pairs_seen, "train_pairs_truncated": trainer.pairs_truncated}
+        with open(os.path.join(training_args.output_dir, "eval_results.json"), "w") as fh:
+            json.dump(results, fh, indent=2)
+        info = CardInfo(
+            base_model=model_args.model_name_or_path if base == model_args.model_name_or_path
+            else "sentence-transformers/all-MiniLM-L6-v2",
+            loss=f"{trainer.loss_name} ({type(trainer).__name__})",
+            loss_params={"train_group_size": data_args.train_group_size, "max_length": model_args.max_length,
+                         **({"temperature": trainer.temperature} if trainer.loss_name == "listwise" else {}),
+                         **({"max_label": trainer.max_label} if trainer.loss_name == "pointwise" else {})},
+            datasets=datasets, metrics_before=before, metrics_after=after,
+            extra_results={k: v for k, v in extra_results.items() if isinstance(v, dict)},
+            notes=[f"{trainer.pairs_truncated} of {trainer.pairs_seen} training pairs were longer than "
+                   f"{model_args.max_length} tokens and were truncated.", train_dataset.stats.summary()],
+            model_name=os.path.basename(os.path.abspath(training_args.output_dir)),
+        )
+        write_model_card(training_args.output_dir,
+                         render_reranker_card(info, training_args, trainer.state.log_history))
+        _print_summary(before, after, extra_results, training_args.output_dir)
+    end_distributed()
+    return 0
+
+
+def _print_summary(before: dict, after: dict, extra: dict, output_dir: str) -> None:
+    keys = ["ndcg@10", "mrr@10", "map@10", "recall@10"]
+    if before or after:
+        print("\nDev reranking metrics      before     after")
+        for k in keys:
+            b, a = before.get(f"before_{k}"), after.get(f"after_{k}")
+            if b is not None and a is not None:
+                print(f"  {k:<22} {b:>9.4f} {a:>9.4f}")
+    for name, metrics in extra.items():
+        if isinstance(metrics, dict) and "ndcg@10" in metrics:
+            print(f"{name}: nDCG@10 {metrics['ndcg@10']:.4f}  MRR@10 {metrics.get('mrr@10', float('nan')):.4f}")
+    print(f"\nmodel, eval_results.json and model card written to {output_dir}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

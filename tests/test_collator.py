@@ -1,0 +1,66 @@
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from hf_ragtrain.data import GroupDataset, RerankCollator, load_records, pack_by_length, tokenize_pairs
+from hf_ragtrain.trainers import RerankTrainer
+
+from conftest import tiny_records
+
+
+def test_pack_by_length_covers_all_indices_within_budget():
+    lengths = [5, 40, 7, 33, 12, 12, 50, 3]
+    batches = pack_by_length(lengths, max_tokens=64)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 64
+    flat = [lengths[i] for b in batches for i in b]
+    assert flat == sorted(lengths)
+    assert pack_by_length(lengths, None) == [sorted(range(8), key=lambda i: lengths[i])]
+
+
+def test_truncation_is_counted_against_untruncated_lengths(tiny_ce_path):
+    tok = AutoTokenizer.from_pretrained(tiny_ce_path)
+    qs = ["how do i sort a dictionary by value"] * 3
+    ds = ["tuples are immutable sequences", "use sorted with a key function on the items " * 4, "a lambda"]
+    full = [len(ids) for ids in tok(qs, ds)["input_ids"]]
+    enc, n_cut = tokenize_pairs(tok, qs, ds, max_length=20)
+    assert n_cut == sum(n > 20 for n in full) == 1
+    assert [len(ids) for ids in enc["input_ids"]] == [min(n, 20) for n in full]
+    untouched = tok(qs[0], ds[0])["input_ids"]
+    assert enc["input_ids"][0] == untouched
+
+
+def test_collator_shapes_and_restore_order(tiny_ce_path):
+    tok = AutoTokenizer.from_pretrained(tiny_ce_path)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_ce_path, num_labels=1).eval()
+    records, _ = load_records(tiny_records(6, n_neg=3))
+    ds = GroupDataset(records, group_size=4)
+    features = [ds[i] for i in range(3)]
+    batch = RerankCollator(tok, max_length=24, micro_batch_tokens=40)(features)
+    assert batch["labels"].shape == (3, 4) and batch["labels"][:, 0].eq(1).all()
+    assert len(batch["chunks"]) > 1 and int(batch["num_pairs"]) == 12
+    assert sum(c["input_ids"].shape[0] for c in batch["chunks"]) == 12
+    for chunk in batch["chunks"]:
+        assert chunk["input_ids"].numel() <= 40 or chunk["input_ids"].shape[0] == 1
+    with torch.no_grad():
+        scores = RerankTrainer.score_groups(model, batch)
+        # reference: every pair scored alone, in group order
+        ref = torch.tensor([[model(**tok(f["query"], d, return_tensors="pt", truncation=True, max_length=24))
+                             .logits.item() for d in f["docs"]] for f in features])
+    torch.testing.assert_close(scores, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_prompt_is_prepended_to_the_query(tiny_ce_path):
+    tok = AutoTokenizer.from_pretrained(tiny_ce_path)
+    feat = {"query": "what is a lambda", "docs": ["a lambda"], "labels": [1], "prompt": "tuples "}
+    batch = RerankCollator(tok, max_length=64)([feat])
+    ids = batch["chunks"][0]["input_ids"][0].tolist()
+    assert ids == tok("tuples what is a lambda", "a lambda")["input_ids"]
+
+
+def test_uneven_groups_are_rejected(tiny_ce_path):
+    tok = AutoTokenizer.from_pretrained(tiny_ce_path)
+    with pytest.raises(ValueError, match="same size"):
+        RerankCollator(tok)([{"query": "a", "docs": ["b", "c"], "labels": [1, 0]},
+                             {"query": "a", "docs": ["b"], "labels": [1]}])
