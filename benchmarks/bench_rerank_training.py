@@ -4,7 +4,8 @@
 Both train the same MiniLM cross-encoder on the same query groups (1 positive + hard negatives mined
 with BM25 from a BEIR folder), with the same batch, group size, max length, learning rate and number
 of steps, and the same loss: softmax cross-entropy over each group (ours: ``listwise``; theirs:
-``MultipleNegativesRankingLoss(num_negatives=0, scale=1, activation_fn=Identity)`` on
+``MultipleNegativesRankingLoss(num_negatives=0, scale=1, activation_fn=Identity)``, whose
+in-batch negatives are switched off by a subclass because ``num_negatives=0`` crashes in 6.2, on
 (query, positive, negative_1..N) columns). Each side runs in its own subprocess, one after the other
 in the same invocation; peak memory is that process's peak resident set size.
 
@@ -103,7 +104,13 @@ def run_st(args, groups, out):
              **{f"negative_{j}": d for j, d in enumerate(g["docs"][1:], start=1)}} for g in groups]
     model = CrossEncoder(resolve_model_path(args.model), num_labels=1, max_length=args.max_length, device="cpu",
                          activation_fn=torch.nn.Identity())
-    loss = MultipleNegativesRankingLoss(model, num_negatives=0, scale=1.0, activation_fn=torch.nn.Identity())
+    class HardNegativesOnly(MultipleNegativesRankingLoss):
+        # num_negatives=0 crashes in sentence-transformers 6.2 (torch.multinomial with 0 samples);
+        # yielding no in-batch negatives is what it means: softmax over (positive, hard negatives).
+        def get_in_batch_negatives(self, anchors, candidates):
+            return iter(())
+
+    loss = HardNegativesOnly(model, num_negatives=0, scale=1.0, activation_fn=torch.nn.Identity())
     timer = StepTimer(args.warmup)
     trainer = CrossEncoderTrainer(model=model, args=CrossEncoderTrainingArguments(**common_args(args, out)),
                                   train_dataset=datasets.Dataset.from_list(rows), loss=loss,
@@ -139,7 +146,7 @@ def main() -> None:
     p.add_argument("--max_length", type=int, default=512)
     p.add_argument("--steps", type=int, default=10, help="timed steps")
     p.add_argument("--warmup", type=int, default=2, help="untimed first steps")
-    p.add_argument("--micro_batch_tokens", type=int, default=8192)
+    p.add_argument("--micro_batch_tokens", type=int, default=2048)
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--write", default=None, help="append the result table to this markdown file")
     p.add_argument("--worker", choices=["ours", "st"], help=argparse.SUPPRESS)

@@ -26,7 +26,7 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 from hf_ragtrain import (DataArguments, DataFormatError, GroupDataset, ModelArguments,  # noqa: E402
                          RerankCollator, RerankerTrainingArguments, RerankingEvaluator, RerankTrainer,
                          load_cross_encoder, load_records)
-from hf_ragtrain.arguments import bf16_is_fast, default_attn_implementation  # noqa: E402
+from hf_ragtrain.arguments import bf16_is_fast, default_micro_batch_tokens  # noqa: E402
 from hf_ragtrain.hub import CardInfo, render_reranker_card, write_model_card  # noqa: E402
 from hf_ragtrain.offline import resolve_model_path  # noqa: E402
 from hf_ragtrain.trainers.base import end_distributed  # noqa: E402
@@ -84,11 +84,11 @@ def main(argv=None) -> int:
         return 2
 
     base = resolve_model_path(model_args.model_name_or_path)
-    model, tokenizer = load_cross_encoder(
-        base, attn_implementation=model_args.attn_implementation or default_attn_implementation())
+    model, tokenizer = load_cross_encoder(base, attn_implementation=model_args.attn_implementation)
     train_dataset = GroupDataset(train_records, group_size=data_args.train_group_size, seed=training_args.seed)
     collator = RerankCollator(tokenizer, max_length=model_args.max_length,
-                              micro_batch_tokens=data_args.micro_batch_tokens or None)
+                              micro_batch_tokens=default_micro_batch_tokens() if data_args.micro_batch_tokens is None
+                              else data_args.micro_batch_tokens or None)
     evaluator = RerankingEvaluator(dev_records, max_length=model_args.max_length) if dev_records else None
     if evaluator is None:
         training_args.eval_strategy = "no"
@@ -104,8 +104,9 @@ def main(argv=None) -> int:
     if data_args.beir_dir:
         from hf_ragtrain.data.beir_pipeline import evaluate_beir_reranking
 
-        extra_results = evaluate_beir_reranking(trainer.model, tokenizer, data_args, model_args.max_length,
-                                                first_stage_cache=extra.get("first_stage"))
+        with trainer.autocast_smart_context_manager():  # bf16 inference where training used it
+            extra_results = evaluate_beir_reranking(trainer.model, tokenizer, data_args, model_args.max_length,
+                                                    first_stage_cache=extra.get("first_stage"))
 
     if trainer.is_world_process_zero():
         results = {"before": before, "after": after, **extra_results,
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
                          **({"temperature": trainer.temperature} if trainer.loss_name == "listwise" else {}),
                          **({"max_label": trainer.max_label} if trainer.loss_name == "pointwise" else {})},
             datasets=datasets, metrics_before=before, metrics_after=after,
-            extra_results={k: v for k, v in extra_results.items() if isinstance(v, dict)},
+            extra_results=_beir_card_tables(extra_results),
             notes=[f"{trainer.pairs_truncated} of {trainer.pairs_seen} training pairs were longer than "
                    f"{model_args.max_length} tokens and were truncated.", train_dataset.stats.summary()],
             model_name=os.path.basename(os.path.abspath(training_args.output_dir)),
@@ -133,6 +134,15 @@ def main(argv=None) -> int:
     return 0
 
 
+def _beir_card_tables(results: dict) -> dict:
+    if not results:
+        return {}
+    st = results["settings"]
+    where = f"BEIR {st['split']} split, {st['queries']} queries"
+    return {f"First stage alone ({st['first_stage_model']}, {where})": results["first_stage"],
+            f"Reranking the first stage's top {st['top_k']} with this model ({where})": results["reranked"]}
+
+
 def _print_summary(before: dict, after: dict, extra: dict, output_dir: str) -> None:
     keys = ["ndcg@10", "mrr@10", "map@10", "recall@10"]
     if before or after:
@@ -142,7 +152,7 @@ def _print_summary(before: dict, after: dict, extra: dict, output_dir: str) -> N
             if b is not None and a is not None:
                 print(f"  {k:<22} {b:>9.4f} {a:>9.4f}")
     for name, metrics in extra.items():
-        if isinstance(metrics, dict) and "ndcg@10" in metrics:
+        if name in ("first_stage", "reranked"):
             print(f"{name}: nDCG@10 {metrics['ndcg@10']:.4f}  MRR@10 {metrics.get('mrr@10', float('nan')):.4f}")
     print(f"\nmodel, eval_results.json and model card written to {output_dir}")
 

@@ -19,6 +19,16 @@ def test_pack_by_length_covers_all_indices_within_budget():
     assert pack_by_length(lengths, None) == [sorted(range(8), key=lambda i: lengths[i])]
 
 
+def test_pack_by_length_gives_equal_length_runs_their_own_batches():
+    lengths = [256] * 10 + [100, 120, 256, 90]
+    batches = pack_by_length(lengths, max_tokens=None, min_run=8)
+    full = [b for b in batches if all(lengths[i] == 256 for i in b)]
+    assert len(full) == 1 and len(full[0]) == 11  # no padding in the truncated pairs' batch
+    assert sorted(i for b in batches for i in b) == list(range(14))
+    short_runs = pack_by_length([5, 5, 7, 7], max_tokens=None, min_run=8)
+    assert short_runs == [[0, 1, 2, 3]]  # runs shorter than min_run are packed as usual
+
+
 def test_truncation_is_counted_against_untruncated_lengths(tiny_ce_path):
     tok = AutoTokenizer.from_pretrained(tiny_ce_path)
     qs = ["how do i sort a dictionary by value"] * 3

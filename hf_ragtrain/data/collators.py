@@ -92,7 +92,8 @@ class RerankCollator:
       - ``labels``: ``(B, G)`` float grades; ``teacher_scores`` ``(B, G)`` when the records carry them;
       - ``num_truncated``, ``num_pairs``: counts for the truncation report.
 
-    ``micro_batch_tokens`` bounds the padded tokens of one forward pass (``None``: one pass).
+    ``micro_batch_tokens`` bounds the padded tokens of one forward pass (``None``: no bound; the
+    recipes use :func:`hf_ragtrain.arguments.default_micro_batch_tokens`).
     A ``prompt`` in a record is put before its query.
     """
 

@@ -20,9 +20,18 @@ logger = logging.getLogger(__name__)
 ST_CONFIG = {"activation_fn": "torch.nn.modules.linear.Identity"}
 
 
-def load_cross_encoder(name_or_path: str, **kwargs) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a checkpoint as a 1-logit cross-encoder (a fresh head if it has none) and its tokenizer."""
-    model = AutoModelForSequenceClassification.from_pretrained(name_or_path, num_labels=1, **kwargs)
+def load_cross_encoder(name_or_path: str, attn_implementation: str | None = None,
+                       **kwargs) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a checkpoint as a 1-logit cross-encoder (a fresh head if it has none) and its tokenizer.
+
+    ``attn_implementation=None`` picks :func:`hf_ragtrain.arguments.default_attn_implementation`
+    (eager on CPU, sdpa on GPU).
+    """
+    from ..arguments import default_attn_implementation
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        name_or_path, num_labels=1, attn_implementation=attn_implementation or default_attn_implementation(),
+        **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     mark_for_sentence_transformers(model)
     return model, tokenizer

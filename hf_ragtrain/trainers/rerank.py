@@ -11,6 +11,8 @@ from torch import Tensor
 from ..data.groups import GroupDataset
 from ..data.records import MAX_LABEL
 from ..losses import RERANK_LOSSES, listwise_ce, pairwise_ranknet, pointwise_bce
+from ..modeling.attention import NAME as ATTN_CPU
+from ..modeling.attention import use_fast_dropout
 from ..modeling.cross_encoder import mark_for_sentence_transformers
 from .base import RetrievalTrainer
 
@@ -36,7 +38,10 @@ class RerankTrainer(RetrievalTrainer):
         self.max_label = getattr(self.args, "max_label", None) or self._infer_max_label()
         if self.loss_name == "pointwise":
             logger.info("pointwise BCE targets are label / %s", self.max_label)
-        mark_for_sentence_transformers(self.accelerator.unwrap_model(self.model))
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        mark_for_sentence_transformers(unwrapped)
+        if getattr(unwrapped.config, "_attn_implementation", None) == ATTN_CPU:
+            use_fast_dropout(unwrapped)  # the CPU kernel's dropout for the hidden states too
 
     def _infer_max_label(self) -> int:
         data = self.train_dataset
@@ -54,8 +59,21 @@ class RerankTrainer(RetrievalTrainer):
 
     @staticmethod
     def score_groups(model: torch.nn.Module, inputs: dict[str, Any]) -> Tensor:
-        """Scores ``(B, G)`` of the collated groups: one forward per length-sorted micro-batch."""
-        flat = torch.cat([model(**chunk).logits.view(-1) for chunk in inputs["chunks"]])
+        """Scores ``(B, G)`` of the collated groups: one forward per length-sorted micro-batch.
+
+        With several micro-batches the token embeddings of all of them are looked up in one call
+        and passed as ``inputs_embeds``: the embedding matrix then gets one dense gradient per step
+        instead of one per micro-batch (measured ~10% of a MiniLM step on CPU).
+        """
+        chunks = inputs["chunks"]
+        if len(chunks) > 1:
+            embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+            if embed is not None:
+                ids = [c["input_ids"] for c in chunks]
+                vectors = embed(torch.cat([i.reshape(-1) for i in ids])).split([i.numel() for i in ids])
+                chunks = [{**{k: v for k, v in c.items() if k != "input_ids"},
+                           "inputs_embeds": vec.view(*c["input_ids"].shape, -1)} for c, vec in zip(chunks, vectors)]
+        flat = torch.cat([model(**chunk).logits.view(-1) for chunk in chunks])
         return flat[inputs["restore"]].view(inputs["labels"].shape).float()
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):

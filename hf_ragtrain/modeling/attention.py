@@ -1,0 +1,86 @@
+"""A CPU-friendly attention kernel for training encoders under bf16 autocast.
+
+It computes exactly what transformers' eager attention computes — ``softmax(q k^T * scale + mask)``,
+attention dropout with probability ``p``, times ``v`` — but keeps the ``(batch, heads, L, L)``
+tensors in the compute dtype and draws the dropout mask from 16-bit random integers. On a 2-core
+AVX512-BF16 CPU, eager attention under autocast adds an fp32 mask to bf16 scores, which promotes the
+whole score tensor to fp32 (copies, fp32 softmax and dropout), and ``F.dropout`` draws one float per
+element; together these were most of a MiniLM training step.
+
+Dropout probability is quantised to 1/65536 (``p=0.1`` drops with probability 6554/65536 =
+0.100006); the survivors are scaled by ``1/(1 - p_effective)`` so expectations are unchanged.
+
+Registered with transformers as ``attn_implementation="hf_ragtrain_cpu"`` (a boolean padding mask
+is created for it, as for sdpa). Saved models carry no trace of it: they load with any kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+NAME = "hf_ragtrain_cpu"
+
+
+def dropout_16bit(x: Tensor, p: float) -> Tensor:
+    """Inverted dropout whose keep-mask comes from 16-bit random integers (two per 32-bit draw)."""
+    if p <= 0:
+        return x
+    if p >= 1:
+        return torch.zeros_like(x)
+    n = x.numel()
+    draws = torch.randint(-(2 ** 31), 2 ** 31 - 1, ((n + 1) // 2,), dtype=torch.int32, device=x.device)
+    bits = draws.view(torch.int16)[:n].view(x.shape)  # uniform over [-32768, 32767]
+    n_drop = round(p * 65536)
+    keep = bits >= (-32768 + n_drop)  # P(keep) = 1 - n_drop / 65536
+    return x * keep * (65536 / (65536 - n_drop))
+
+
+def cpu_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value: Tensor,
+                  attention_mask: Tensor | None, scaling: float | None = None, dropout: float = 0.0,
+                  **kwargs) -> tuple[Tensor, Tensor]:
+    """Drop-in for transformers' eager attention; shapes ``(B, H, L, d)`` in, ``(B, L, H, d)`` out."""
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query * scaling, key.transpose(2, 3))  # scale the small tensor, not B*H*L*L
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:  # True = attend (the sdpa mask convention)
+            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        else:  # additive float mask
+            scores = scores + attention_mask.to(scores.dtype)
+    probs = torch.softmax(scores, dim=-1)
+    if module.training and dropout > 0:
+        probs = dropout_16bit(probs, dropout)
+    out = torch.matmul(probs.to(value.dtype), value)
+    return out.transpose(1, 2).contiguous(), probs
+
+
+class Dropout16(torch.nn.Dropout):
+    """``nn.Dropout`` drawing its mask with :func:`dropout_16bit` (same semantics, cheaper on CPU)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout_16bit(x, self.p) if self.training else x
+
+
+def use_fast_dropout(model: torch.nn.Module) -> int:
+    """Swap every ``nn.Dropout`` of ``model`` for :class:`Dropout16`; returns how many were swapped.
+
+    Dropout modules hold no weights, so saved models are unchanged.
+    """
+    swapped = 0
+    for module in model.modules():
+        for name, child in module.named_children():
+            if type(child) is torch.nn.Dropout:
+                setattr(module, name, Dropout16(child.p, child.inplace))
+                swapped += 1
+    return swapped
+
+
+def register() -> str:
+    """Register the kernel (idempotent) and return its ``attn_implementation`` name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(NAME, cpu_attention)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
+    return NAME
