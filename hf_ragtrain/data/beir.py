@@ -121,22 +121,28 @@ def _get_str(obj: dict, key: str, path: Path, line_no: int, required: bool) -> s
     return value
 
 
+def _iter_unique(path: Path, kind: str) -> Iterator[tuple[int, dict, str]]:
+    """Yield ``(line number, object, id)`` from a BEIR jsonl file, rejecting repeated ids."""
+    first_line: dict[str, int] = {}
+    for line_no, obj in _iter_jsonl(path):
+        item_id = _get_id(obj, path, line_no)
+        if item_id in first_line:
+            raise DataFormatError(
+                f"duplicate {kind} id {item_id!r} (first seen on line {first_line[item_id]})",
+                path, line_no, "_id",
+            )
+        first_line[item_id] = line_no
+        yield line_no, obj, item_id
+
+
 def load_beir_corpus(path: PathLike) -> dict[str, dict[str, str]]:
     """Read a BEIR ``corpus.jsonl`` into doc id -> ``{"title", "text"}``."""
     path = Path(path)
     corpus: dict[str, dict[str, str]] = {}
-    first_line: dict[str, int] = {}
-    for line_no, obj in _iter_jsonl(path):
-        doc_id = _get_id(obj, path, line_no)
-        if doc_id in corpus:
-            raise DataFormatError(
-                f"duplicate document id {doc_id!r} (first seen on line {first_line[doc_id]})",
-                path, line_no, "_id",
-            )
+    for line_no, obj, doc_id in _iter_unique(path, "document"):
         title = _get_str(obj, "title", path, line_no, required=False)
         text = _get_str(obj, "text", path, line_no, required=True)
         corpus[doc_id] = {"title": title, "text": text}
-        first_line[doc_id] = line_no
     return corpus
 
 
@@ -144,19 +150,11 @@ def load_beir_queries(path: PathLike) -> dict[str, str]:
     """Read a BEIR ``queries.jsonl`` into query id -> text."""
     path = Path(path)
     queries: dict[str, str] = {}
-    first_line: dict[str, int] = {}
-    for line_no, obj in _iter_jsonl(path):
-        query_id = _get_id(obj, path, line_no)
-        if query_id in queries:
-            raise DataFormatError(
-                f"duplicate query id {query_id!r} (first seen on line {first_line[query_id]})",
-                path, line_no, "_id",
-            )
+    for line_no, obj, query_id in _iter_unique(path, "query"):
         text = _get_str(obj, "text", path, line_no, required=True)
         if not text.strip():
             raise DataFormatError("expected a non-empty query text, got ''", path, line_no, "text")
         queries[query_id] = text
-        first_line[query_id] = line_no
     return queries
 
 

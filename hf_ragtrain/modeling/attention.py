@@ -33,7 +33,8 @@ def dropout_16bit(x: Tensor, p: float) -> Tensor:
     bits = draws.view(torch.int16)[:n].view(x.shape)  # uniform over [-32768, 32767]
     n_drop = round(p * 65536)
     keep = bits >= (-32768 + n_drop)  # P(keep) = 1 - n_drop / 65536
-    return x * keep * (65536 / (65536 - n_drop))
+    # one scaled mask in x's dtype: cheaper forward and backward than x * bool_mask * scale
+    return x * keep.to(x.dtype).mul_(65536 / (65536 - n_drop))
 
 
 def cpu_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value: Tensor,
