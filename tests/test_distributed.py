@@ -1,4 +1,4 @@
-"""torchrun with 2 CPU processes (DDP and DeepSpeed ZeRO-2) gives the losses of 1 process over the same
+"""torchrun with 2 CPU processes (DDP, DeepSpeed ZeRO-2 and ZeRO-3) gives the losses of 1 process over the same
 global batch, and the saved model loads and scores like the single-process one."""
 
 import json
@@ -65,10 +65,12 @@ def test_ddp_two_processes_match_one(tiny_ce_path, single, tmp_path):
     assert_same_ranking_scores(scores_of(os.path.join(out, "final")), scores_of(os.path.join(single, "final")))
 
 
-def test_deepspeed_zero2_two_processes_match_one(tiny_ce_path, single, tmp_path):
+@pytest.mark.parametrize("config", ["ds_zero2.json", "ds_zero3.json"])
+def test_deepspeed_two_processes_match_one(tiny_ce_path, single, tmp_path, config):
+    """ZeRO-2 and ZeRO-3 (which must gather the sharded weights to save a loadable model)."""
     pytest.importorskip("deepspeed")
     out = str(tmp_path)
     run(torchrun(tiny_ce_path, out, "4", "--epochs", "4", "--deepspeed",
-                 os.path.join(REPO, "recipes", "configs", "ds_zero2.json")), cwd=out)
+                 os.path.join(REPO, "recipes", "configs", config)), cwd=out)
     np.testing.assert_allclose(losses(out), losses(single), atol=1e-5)
     assert_same_ranking_scores(scores_of(os.path.join(out, "final")), scores_of(os.path.join(single, "final")))
