@@ -18,6 +18,7 @@ _NOT_HYPERPARAMETERS = {
     "dataloader_num_workers", "deepspeed", "disable_tqdm", "save_strategy", "save_steps", "save_total_limit",
     "logging_strategy", "logging_steps", "eval_steps", "use_cpu", "ddp_backend", "hub_strategy",
     "hub_private_repo", "resume_from_checkpoint", "skip_memory_metrics", "trackio_space_id",
+    "dataloader_pin_memory",
 }
 
 
@@ -38,15 +39,26 @@ class CardInfo:
     model_name: str | None = None
 
 
-def non_default_hyperparameters(args: TrainingArguments) -> dict[str, Any]:
-    """Training arguments that differ from their defaults, without machine/bookkeeping ones."""
+# Always listed, default or not: what a reader needs to reproduce the run.
+_KEY_HYPERPARAMETERS = (
+    "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
+    "max_steps", "lr_scheduler_type", "warmup_steps", "weight_decay", "seed", "bf16", "fp16",
+)
+
+
+def card_hyperparameters(args: TrainingArguments) -> dict[str, Any]:
+    """The key training arguments plus every other one that differs from its default
+    (machine and bookkeeping arguments left out)."""
     defaults = type(args)(output_dir=args.output_dir).to_dict()
-    out = {}
-    for key, value in args.to_dict().items():
+    values = args.to_dict()
+    out = {k: values[k] for k in _KEY_HYPERPARAMETERS if k in values}
+    for key, value in values.items():
         if key in _NOT_HYPERPARAMETERS or key.startswith("_"):
             continue
         if defaults.get(key) != value:
             out[key] = value
+    if args.world_size > 1:
+        out["world_size"] = args.world_size
     return out
 
 
@@ -161,8 +173,9 @@ def render_reranker_card(info: CardInfo, args: TrainingArguments | None = None,
         params = ", ".join(f"`{k}={v}`" for k, v in info.loss_params.items())
         sections.append(f"## Loss\n\n`{info.loss}`" + (f" with {params}" if params else "") + "\n")
     if args is not None:
-        hp = non_default_hyperparameters(args)
-        lines = ["## Hyperparameters\n", "Training arguments that differ from the `transformers` defaults:\n",
+        hp = card_hyperparameters(args)
+        lines = ["## Hyperparameters\n", "Key training arguments, and every other one that differs from the "
+                 "`transformers` default:\n",
                  "| Argument | Value |", "|---|---|"]
         lines += [f"| {k} | `{json.dumps(v) if not isinstance(v, str) else v}` |" for k, v in sorted(hp.items())]
         sections.append("\n".join(lines) + "\n")

@@ -54,6 +54,13 @@ def parse_args(argv=None):
     return parser.parse_args_into_dataclasses(args=argv)
 
 
+def _display_path(source: str) -> str:
+    """Bundled data by its path in the repo (not this machine's absolute path); user paths as given."""
+    parts = [p.strip() for p in source.split(",")]
+    return ", ".join(os.path.relpath(p, REPO) if os.path.abspath(p).startswith(REPO + os.sep) else p
+                     for p in parts)
+
+
 def load_data(data_args: DataArguments, seed: int):
     """Training and dev records, with a description of each for the model card."""
     if data_args.beir_dir:
@@ -63,12 +70,12 @@ def load_data(data_args: DataArguments, seed: int):
     train_paths = data_args.train_data or [DEFAULT_TRAIN]
     eval_path = data_args.eval_data or (DEFAULT_DEV if not data_args.train_data else None)
     train, train_report = load_records(train_paths)
-    datasets = [{"name": train_report.source, "split": "train", "size": len(train),
+    datasets = [{"name": _display_path(train_report.source), "split": "train", "size": len(train),
                  "source": "bundled Python FAQ (PSF licence)" if train_paths == [DEFAULT_TRAIN] else "user"}]
     dev = None
     if eval_path:
         dev, dev_report = load_records(eval_path)
-        datasets.append({"name": dev_report.source, "split": "dev", "size": len(dev), "source": "-"})
+        datasets.append({"name": _display_path(dev_report.source), "split": "dev", "size": len(dev), "source": "-"})
     return train, dev, datasets, {}
 
 
