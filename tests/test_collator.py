@@ -29,15 +29,30 @@ def test_pack_by_length_gives_equal_length_runs_their_own_batches():
     assert short_runs == [[0, 1, 2, 3]]  # runs shorter than min_run are packed as usual
 
 
-def test_truncation_is_counted_against_untruncated_lengths(tiny_ce_path):
+class NoEncodings:
+    """A tokenizer whose outputs carry no Rust encodings (as a pure-Python tokenizer's would)."""
+
+    def __init__(self, tok):
+        self.tok = tok
+
+    def __call__(self, *args, **kwargs):
+        return dict(self.tok(*args, **kwargs))
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+def test_truncation_is_counted_against_untruncated_lengths(tiny_ce_path, wrap):
     tok = AutoTokenizer.from_pretrained(tiny_ce_path)
+    if wrap:
+        tok = NoEncodings(tok)
     qs = ["how do i sort a dictionary by value"] * 3
     ds = ["tuples are immutable sequences", "use sorted with a key function on the items " * 4, "a lambda"]
-    full = [len(ids) for ids in tok(qs, ds)["input_ids"]]
+    full = [len(ids) for ids in AutoTokenizer.from_pretrained(tiny_ce_path)(qs, ds)["input_ids"]]
     enc, n_cut = tokenize_pairs(tok, qs, ds, max_length=20)
     assert n_cut == sum(n > 20 for n in full) == 1
+    exact = tokenize_pairs(tok, qs, ds, max_length=max(full))[1]
+    assert exact == 0  # a pair exactly max_length long is not counted as cut
     assert [len(ids) for ids in enc["input_ids"]] == [min(n, 20) for n in full]
-    untouched = tok(qs[0], ds[0])["input_ids"]
+    untouched = AutoTokenizer.from_pretrained(tiny_ce_path)(qs[0], ds[0])["input_ids"]
     assert enc["input_ids"][0] == untouched
 
 

@@ -58,7 +58,14 @@ def tokenize_pairs(tokenizer: PreTrainedTokenizerBase, queries: Sequence[str], d
 
     Returns the encodings and how many pairs were longer than ``max_length`` and got truncated
     (the longer text of a pair is cut first). Counting them is what keeps truncation from being silent.
+    A fast tokenizer tokenises once (its encodings record what was cut off); a slow one tokenises
+    to ``max_length + 1`` and again, cut, only the pairs that were too long.
     """
+    enc = tokenizer(list(queries), list(docs), truncation="longest_first", max_length=max_length,
+                    padding=False, return_attention_mask=True)
+    encodings = getattr(enc, "encodings", None)
+    if encodings is not None:
+        return {k: enc[k] for k in enc.keys()}, sum(bool(e.overflowing) for e in encodings)
     enc = tokenizer(list(queries), list(docs), truncation="longest_first", max_length=max_length + 1,
                     padding=False, return_attention_mask=True)
     too_long = [i for i, ids in enumerate(enc["input_ids"]) if len(ids) > max_length]
