@@ -87,11 +87,15 @@ class GroupDataset(Dataset):
         if self._all_docs is None:
             self._all_docs = sorted({d for r in self.records for d in (*r.pos, *r.neg)})
         own = set(rec.pos)
-        candidates = [d for d in self._all_docs if d not in own]
-        if not candidates:
+        if len(own) >= len(self._all_docs):
             raise ValueError("cannot build negatives: every document in the data is a positive of this query; "
                              "add 'neg' documents or use train_group_size=1")
-        return [rng.choice(candidates) for _ in range(k)]
+        picked = []
+        while len(picked) < k:  # rejection sampling: uniform over the documents that are not own positives
+            doc = self._all_docs[rng.randrange(len(self._all_docs))]
+            if doc not in own:
+                picked.append(doc)
+        return picked
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rec = self.records[index]
