@@ -78,7 +78,16 @@ class DataArguments:
     beir_dev_queries: int = field(default=50, metadata={"help": "Train queries held out as the dev set."})
     first_stage_model: str = field(default="minilm", metadata={"help": "Bi-encoder that retrieves candidates "
                                                                        "(mining and two-stage evaluation)."})
-    rerank_top_k: int = field(default=100, metadata={"help": "Candidates reranked per query in BEIR evaluation."})
+    rerank_top_k: int = field(default=100, metadata={"help": "Candidates reranked per query in two-stage "
+                                                             "evaluation (BEIR folder, --mteb_tasks)."})
+    mteb_tasks: Optional[str] = field(
+        default=None, metadata={"help": "Comma-separated mteb task names to evaluate on after training (two-stage "
+                                        "for retrieval tasks: --first_stage_model retrieves --rerank_top_k, the "
+                                        "model reranks). mteb's tasks download their data from the Hub."})
+    mteb_eval: bool = field(
+        default=True, metadata={"help": "Evaluate the saved model through mteb after training: the dev records as "
+                                        "a reranking task, --beir_dir's --beir_eval_split two-stage, and "
+                                        "--mteb_tasks. Results go to OUTPUT_DIR/mteb and into the card."})
     negatives_method: Literal["dense", "bm25", "hybrid"] = "dense"
     negatives_rank_start: int = field(default=10, metadata={"help": "Skip the first-stage top ranks (likely "
                                                                     "unjudged positives) when mining."})

@@ -8,8 +8,10 @@ import platform
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import TrainingArguments
+
+from .evaluation.mteb_eval import TaskScores
 
 # TrainingArguments that describe the machine or bookkeeping, not the training itself.
 _NOT_HYPERPARAMETERS = {
@@ -34,6 +36,9 @@ class CardInfo:
     metrics_before: dict[str, float] = field(default_factory=dict)
     metrics_after: dict[str, float] = field(default_factory=dict)
     extra_results: dict[str, dict[str, float]] = field(default_factory=dict)  # table name -> metrics
+    mteb_results: dict[str, TaskScores] = field(default_factory=dict)  # this model, through mteb
+    mteb_first_stage: dict[str, TaskScores] = field(default_factory=dict)  # the retriever it reranked
+    mteb_settings: dict[str, Any] = field(default_factory=dict)  # e.g. first-stage model, top_k
     notes: list[str] = field(default_factory=list)
     license: str = "apache-2.0"
     model_name: str | None = None
@@ -140,6 +145,49 @@ def framework_versions() -> dict[str, str]:
     return versions
 
 
+# Metrics carried into the model-index, with their display names (mteb's metric names as types).
+MODEL_INDEX_METRICS = {"ndcg_at_10": "nDCG@10", "map_at_10": "MAP@10", "mrr_at_10": "MRR@10",
+                       "recall_at_10": "Recall@10", "recall_at_100": "Recall@100"}
+
+
+def mteb_eval_results(results: dict[str, TaskScores], task_type: str = "text-ranking",
+                      task_name: str = "Reranking") -> list[EvalResult]:
+    """``huggingface_hub.EvalResult`` entries (one per task, split and metric) for a card's model-index."""
+    out = []
+    for name, scores in results.items():
+        for split, metrics in scores.metrics.items():
+            for key, pretty in MODEL_INDEX_METRICS.items():
+                if key not in metrics:
+                    continue
+                out.append(EvalResult(
+                    task_type=task_type, task_name=task_name, dataset_type=_dataset_id(scores),
+                    dataset_name=f"MTEB {name}", dataset_config="default", dataset_split=split,
+                    dataset_revision=scores.dataset_revision, metric_type=key, metric_name=pretty,
+                    metric_value=round(float(metrics[key]), 5)))
+    return out
+
+
+def _dataset_id(scores: TaskScores) -> str:
+    """The dataset as the Hub knows it: a Hub id stays as is, a local folder is named by its base name."""
+    path = scores.dataset or scores.name
+    return path if not os.path.isabs(path) else os.path.basename(path.rstrip(os.sep))
+
+
+def mteb_table(results: dict[str, TaskScores], first_stage: dict[str, TaskScores] | None = None) -> str:
+    """Markdown table of MTEB results, with the first stage's row under each task when given."""
+    keys = list(MODEL_INDEX_METRICS)
+    lines = ["| Task | Split | Model | " + " | ".join(MODEL_INDEX_METRICS[k] for k in keys) + " |",
+             "|---|---|---|" + "---|" * len(keys)]
+    for name, scores in results.items():
+        rows = [("this model", scores)]
+        if first_stage and name in first_stage:
+            rows.append(("first stage alone", first_stage[name]))
+        for label, ts in rows:
+            for split, metrics in ts.metrics.items():
+                lines.append(f"| {name} | {split} | {label} | " + " | ".join(_fmt(metrics.get(k)) for k in keys) + " |")
+    return "\n".join(lines)
+
+
 def render_reranker_card(info: CardInfo, args: TrainingArguments | None = None,
                          log_history: Sequence[dict[str, Any]] = ()) -> ModelCard:
     """Build the model card of a cross-encoder reranker."""
@@ -150,6 +198,8 @@ def render_reranker_card(info: CardInfo, args: TrainingArguments | None = None,
         license=info.license,
         tags=["hf_ragtrain", "cross-encoder", "reranker", "text-ranking", "generated_from_trainer"],
         datasets=[d["name"] for d in info.datasets if d.get("hub_id")] or None,
+        model_name=info.model_name or "reranker",
+        eval_results=mteb_eval_results(info.mteb_results) or None,
     )
     name = info.model_name or "this model"
     sections = [f"# {name}\n",
@@ -190,12 +240,59 @@ def render_reranker_card(info: CardInfo, args: TrainingArguments | None = None,
         sections.append("## Evaluation (dev set, reranking its candidates)\n\n" + metrics_table(columns) + "\n")
     for title, metrics in info.extra_results.items():
         sections.append(f"## {title}\n\n" + metrics_table({"score": _strip_prefix(metrics)}) + "\n")
+    if info.mteb_results:
+        settings = "; ".join(f"{k}: `{v}`" for k, v in info.mteb_settings.items())
+        sections.append("## MTEB evaluation\n\nComputed with mteb " + framework_versions().get("mteb", "?")
+                        + " after training" + (f" ({settings})" if settings else "") + ". The model-index in "
+                        "this card's metadata carries the same numbers; the raw mteb results are in `mteb/`.\n\n"
+                        + mteb_table(info.mteb_results, info.mteb_first_stage) + "\n")
     if info.notes:
         sections.append("## Notes\n\n" + "\n".join(f"- {n}" for n in info.notes) + "\n")
     versions = framework_versions()
     sections.append("## Framework versions\n\n" + "\n".join(f"- {k}: {v}" for k, v in versions.items()) + "\n")
+    sections.append(f"## License\n\n`{info.license}`. The terms of the base model `{info.base_model}` and of the "
+                    "training data also apply to these weights.\n")
     content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(sections)
     return ModelCard(content)
+
+
+def is_hf_ragtrain_card(path: str) -> bool:
+    """Whether ``path`` is a model card written by hf_ragtrain (tagged ``hf_ragtrain``)."""
+    if not os.path.isfile(path):
+        return False
+    try:
+        tags = ModelCard.load(path).data.tags or []
+    except Exception:  # noqa: BLE001 - an unreadable card is not ours
+        return False
+    return "hf_ragtrain" in tags
+
+
+class HubPushError(RuntimeError):
+    """Pushing a folder to the Hub failed; the local folder is untouched."""
+
+
+# Never uploaded: Trainer checkpoints and private files.
+PUSH_IGNORE = ["checkpoint-*", "checkpoint-*/**", "_*", "runs/**", "*.tmp"]
+
+
+def push_folder(folder: str, repo_id: str, token: str | None = None, private: bool | None = None,
+                revision: str | None = None, commit_message: str = "Upload model trained with hf_ragtrain") -> str:
+    """Create ``repo_id`` if needed and upload ``folder`` (weights, tokenizer, card, results) in one commit.
+
+    Returns the commit URL. Any failure (server error, no connection, bad token) raises
+    :class:`HubPushError` naming the endpoint and the repo; nothing local is changed or removed.
+    """
+    from huggingface_hub import HfApi, constants
+
+    api = HfApi(token=token)
+    where = f"{constants.ENDPOINT}/{repo_id}"
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision,
+                                 commit_message=commit_message, ignore_patterns=PUSH_IGNORE)
+    except Exception as err:  # noqa: BLE001 - every failure gets the same clear report
+        raise HubPushError(f"pushing {folder} to {where} failed: {type(err).__name__}: {err}".strip()) from err
+    return getattr(info, "commit_url", None) or str(info)
 
 
 def write_model_card(output_dir: str, card: ModelCard) -> str:

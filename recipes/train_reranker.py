@@ -99,24 +99,25 @@ def main(argv=None) -> int:
     evaluator = RerankingEvaluator(dev_records, max_length=model_args.max_length) if dev_records else None
     if evaluator is None:
         training_args.eval_strategy = "no"
-    trainer = RerankTrainer(model=model, args=training_args, train_dataset=train_dataset, eval_dataset=evaluator,
-                            data_collator=collator, processing_class=tokenizer)
+    try:
+        trainer = RerankTrainer(model=model, args=training_args, train_dataset=train_dataset, eval_dataset=evaluator,
+                                data_collator=collator, processing_class=tokenizer)
+    except Exception as err:  # with --push_to_hub the Trainer creates the Hub repo first
+        if not training_args.push_to_hub:
+            raise
+        print(f"error: cannot create the Hub repo {training_args.hub_model_id or training_args.output_dir} "
+              f"before training ({type(err).__name__}: {err}); nothing was trained", file=sys.stderr)
+        return 3
 
     before = trainer.evaluate(metric_key_prefix="before") if evaluator else {}
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     after = trainer.evaluate(metric_key_prefix="after") if evaluator else {}
     trainer.save_model(training_args.output_dir)
 
-    extra_results = {}
-    if data_args.beir_dir:
-        from hf_ragtrain.data.beir_pipeline import evaluate_beir_reranking
-
-        with trainer.autocast_smart_context_manager():  # bf16 inference where training used it
-            extra_results = evaluate_beir_reranking(trainer.model, tokenizer, data_args, model_args.max_length,
-                                                    first_stage_cache=extra.get("first_stage"))
-
+    status = 0
     if trainer.is_world_process_zero():
-        results = {"before": before, "after": after, **extra_results,
+        mteb = run_mteb_evaluation(data_args, model_args, training_args, dev_records, extra)
+        results = {"before": before, "after": after, **_mteb_json(mteb),
                    "train_group_stats": vars(train_dataset.stats),
                    "train_pairs": trainer.pairs_seen, "train_pairs_truncated": trainer.pairs_truncated}
         with open(os.path.join(training_args.output_dir, "eval_results.json"), "w") as fh:
@@ -129,28 +130,86 @@ def main(argv=None) -> int:
                          **({"temperature": trainer.temperature} if trainer.loss_name == "listwise" else {}),
                          **({"max_label": trainer.max_label} if trainer.loss_name == "pointwise" else {})},
             datasets=datasets, metrics_before=before, metrics_after=after,
-            extra_results=_beir_card_tables(extra_results),
+            mteb_results=mteb.get("reranked", {}), mteb_first_stage=mteb.get("first_stage", {}),
+            mteb_settings=mteb.get("settings", {}),
             notes=[f"{trainer.pairs_truncated} of {trainer.pairs_seen} training pairs were longer than "
                    f"{model_args.max_length} tokens and were truncated.", train_dataset.stats.summary()],
             model_name=os.path.basename(os.path.abspath(training_args.output_dir)),
         )
         write_model_card(training_args.output_dir,
                          render_reranker_card(info, training_args, trainer.state.log_history))
-        _print_summary(before, after, extra_results, training_args.output_dir)
+        _print_summary(before, after, mteb, training_args.output_dir)
+        if training_args.push_to_hub:
+            status = push_output(trainer, training_args)
     end_distributed()
+    return status
+
+
+def _mteb_model_name(training_args) -> str:
+    return training_args.hub_model_id or f"local/{os.path.basename(os.path.abspath(training_args.output_dir))}"
+
+
+def run_mteb_evaluation(data_args: DataArguments, model_args: ModelArguments, training_args, dev_records,
+                        extra: dict) -> dict:
+    """mteb evaluation of the saved model: dev records as a reranking task, the BEIR split and
+    --mteb_tasks two-stage. Results are written to OUTPUT_DIR/mteb in mteb's layout."""
+    if not data_args.mteb_eval:
+        return {}
+    from hf_ragtrain.evaluation import mteb_eval
+
+    tasks = []
+    if data_args.beir_dir:
+        tasks.append(mteb_eval.beir_task(data_args.beir_dir, split=data_args.beir_eval_split))
+    elif dev_records:
+        source = data_args.eval_data or DEFAULT_DEV
+        name = "_".join(os.path.splitext(p)[0] for p in os.path.normpath(source).split(os.sep)[-2:])
+        tasks.append(mteb_eval.records_task(dev_records, name=name, split="dev", source=_display_path(source)))
+    if data_args.mteb_tasks:
+        tasks += mteb_eval.get_tasks(data_args.mteb_tasks.split(","))
+    if not tasks:
+        return {}
+    first_stage = extra.get("first_stage")
+    if first_stage is None and any(t.metadata.type != "Reranking" for t in tasks):
+        from hf_ragtrain.data.mining import load_encoder
+
+        first_stage = load_encoder(resolve_model_path(data_args.first_stage_model))
+    out = mteb_eval.evaluate_saved_reranker(
+        training_args.output_dir, tasks, first_stage=first_stage, top_k=data_args.rerank_top_k,
+        output_folder=os.path.join(training_args.output_dir, "mteb"), name=_mteb_model_name(training_args),
+        max_length=model_args.max_length, bf16=training_args.bf16,
+        first_stage_name=f"local/{os.path.basename(data_args.first_stage_model)}")
+    out["settings"] = {"first_stage_model": data_args.first_stage_model, "top_k": data_args.rerank_top_k,
+                       "max_length": model_args.max_length}
+    return out
+
+
+def _mteb_json(mteb: dict) -> dict:
+    if not mteb:
+        return {}
+    from hf_ragtrain.evaluation.mteb_eval import scores_as_dict
+
+    return {"mteb": scores_as_dict(mteb["reranked"]), "mteb_first_stage": scores_as_dict(mteb["first_stage"]),
+            "mteb_settings": {**mteb["settings"], "pairs": mteb["pairs"], "pairs_truncated": mteb["pairs_truncated"]}}
+
+
+def push_output(trainer, training_args) -> int:
+    """Push the finished output folder; on failure say so and keep everything local (exit status 3)."""
+    from hf_ragtrain.hub import HubPushError, push_folder
+
+    trainer.wait_for_pushes()
+    repo_id = getattr(trainer, "hub_model_id", None) or training_args.hub_model_id
+    try:
+        url = push_folder(training_args.output_dir, repo_id, token=training_args.hub_token,
+                          private=training_args.hub_private_repo, revision=training_args.hub_revision)
+    except HubPushError as err:
+        print(f"error: {err}\nThe model, eval_results.json and README.md are still in {training_args.output_dir}; "
+              f"push them later with: hf upload {repo_id} {training_args.output_dir}", file=sys.stderr)
+        return 3
+    print(f"pushed {training_args.output_dir} to {repo_id}: {url}")
     return 0
 
 
-def _beir_card_tables(results: dict) -> dict:
-    if not results:
-        return {}
-    st = results["settings"]
-    where = f"BEIR {st['split']} split, {st['queries']} queries"
-    return {f"First stage alone ({st['first_stage_model']}, {where})": results["first_stage"],
-            f"Reranking the first stage's top {st['top_k']} with this model ({where})": results["reranked"]}
-
-
-def _print_summary(before: dict, after: dict, extra: dict, output_dir: str) -> None:
+def _print_summary(before: dict, after: dict, mteb: dict, output_dir: str) -> None:
     keys = ["ndcg@10", "mrr@10", "map@10", "recall@10"]
     if before or after:
         print("\nDev reranking metrics      before     after")
@@ -158,9 +217,10 @@ def _print_summary(before: dict, after: dict, extra: dict, output_dir: str) -> N
             b, a = before.get(f"before_{k}"), after.get(f"after_{k}")
             if b is not None and a is not None:
                 print(f"  {k:<22} {b:>9.4f} {a:>9.4f}")
-    for name, metrics in extra.items():
-        if name in ("first_stage", "reranked"):
-            print(f"{name}: nDCG@10 {metrics['ndcg@10']:.4f}  MRR@10 {metrics.get('mrr@10', float('nan')):.4f}")
+    for stage in ("first_stage", "reranked"):
+        for task, scores in mteb.get(stage, {}).items():
+            for split, m in scores.metrics.items():
+                print(f"mteb {task} ({split}) {stage}: nDCG@10 {m['ndcg_at_10']:.4f}  MRR@10 {m['mrr_at_10']:.4f}")
     print(f"\nmodel, eval_results.json and model card written to {output_dir}")
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from hf_ragtrain.data.beir import load_beir
-from hf_ragtrain.data.beir_pipeline import (CachingEncoder, dev_records_from_run, evaluate_beir_reranking,
-                                            first_stage_run, split_dev_queries)
+from hf_ragtrain.data.beir_pipeline import CachingEncoder, dev_records_from_run, first_stage_run, split_dev_queries
+from hf_ragtrain.evaluation.mteb_eval import MtebCrossEncoder, MtebEncoder, beir_task, two_stage
 from hf_ragtrain.evaluation.metrics import ranking_metrics
 from hf_ragtrain.modeling.cross_encoder import load_cross_encoder, score_pairs
 
@@ -78,23 +78,30 @@ def test_dev_records_hold_all_positives_and_ranked_negatives(tmp_path):
     assert len(records) == 4
 
 
-def test_two_stage_evaluation_equals_a_direct_computation(tmp_path, tiny_ce_path):
+def _mteb_metrics(m):
+    """Our metric names for an mteb score dict."""
+    return {f"{k}@{n}": m[f"{k}_at_{n}"] for k in ("ndcg", "map", "recall", "mrr") for n in (1, 3, 5, 10)}
+
+
+def test_two_stage_evaluation_through_mteb_equals_a_direct_computation(tmp_path, tiny_ce_path):
     root = make_beir(tmp_path)
     data = load_beir(root, split="test")
     encoder = CachingEncoder(HashEncoder())
     model, tok = load_cross_encoder(tiny_ce_path)
-    args = SimpleNamespace(beir_dir=root, beir_eval_split="test", rerank_top_k=3, first_stage_model="unused")
-    out = evaluate_beir_reranking(model, tok, args, max_length=32, first_stage_cache=encoder)
+    cross = MtebCrossEncoder(model, tok, max_length=32)
+    out = two_stage(cross, MtebEncoder(encoder), [beir_task(root, "test")], top_k=3)
+    mteb_first, mteb_reranked = out["first_stage"][os.path.basename(root)], out["reranked"][os.path.basename(root)]
 
-    first = first_stage_run(encoder, data, top_k=3)
-    assert all(len(c) == 3 for c in first.values())
-    assert out["first_stage"] == ranking_metrics(first, data.qrels, (1, 3, 5, 10, 100))
+    first = first_stage_run(encoder, data, top_k=100)
+    ours = ranking_metrics(first, data.qrels, (1, 3, 5, 10))
+    assert _mteb_metrics(mteb_first.metrics["test"]) == pytest.approx(ours, abs=1e-5)
+    top3 = {q: dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:3]) for q, c in first.items()}
     texts = data.doc_texts()
     rerun = {q: dict(zip(c, score_pairs(model, tok, [data.queries[q]] * len(c), [texts[d] for d in c],
-                                        max_length=32).tolist())) for q, c in first.items()}
-    expected = ranking_metrics(rerun, data.qrels, (1, 3, 5, 10, 100))
-    assert out["reranked"] == pytest.approx(expected)
-    assert out["settings"]["pairs"] == 12
+                                        max_length=32).tolist())) for q, c in top3.items()}
+    expected = ranking_metrics(rerun, data.qrels, (1, 3, 5, 10))
+    assert _mteb_metrics(mteb_reranked.metrics["test"]) == pytest.approx(expected, abs=1e-5)
+    assert cross.report.pairs == 12  # 4 queries x top 3
 
 
 def test_recipe_with_beir_dir(tmp_path, tiny_ce_path):
@@ -105,13 +112,17 @@ def test_recipe_with_beir_dir(tmp_path, tiny_ce_path):
         [sys.executable, os.path.join(REPO, "recipes", "train_reranker.py"), "--output_dir", str(out),
          "--model_name_or_path", tiny_ce_path, "--first_stage_model", tiny_ce_path, "--beir_dir", root,
          "--beir_dev_queries", "1", "--negatives_method", "bm25", "--negatives_rank_start", "0",
-         "--num_negatives", "3", "--train_group_size", "3", "--max_steps", "2", "--rerank_top_k", "4",
+         "--num_negatives", "3", "--train_group_size", "3", "--max_steps", "2", "--rerank_top_k", "5",
          "--max_length", "32"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "eval_results.json").read_text())
-    assert results["settings"]["queries"] == 4 and results["settings"]["top_k"] == 4
-    assert 0 <= results["reranked"]["ndcg@10"] <= 1 and "first_stage" in results
+    task = os.path.basename(root)
+    assert results["mteb_settings"]["top_k"] == 5 and results["mteb_settings"]["pairs"] == 4 * 5
+    assert 0 <= results["mteb"][task]["test"]["ndcg_at_10"] <= 1
+    # reranking reorders the first stage's top 5, it cannot find more (the exact check, free of score ties, is
+    # test_two_stage_evaluation_through_mteb_equals_a_direct_computation)
+    assert results["mteb"][task]["test"]["recall_at_100"] <= results["mteb_first_stage"][task]["test"]["recall_at_100"]
     assert "after_ndcg@10" in results["after"]  # the held-out dev query was evaluated
     card = (out / "README.md").read_text()
-    assert "## Reranking the first stage's top 4 with this model (BEIR test split, 4 queries)" in card
-    assert "## First stage alone" in card
+    assert "## MTEB evaluation" in card and f"| {task} | test | first stage alone |" in card
+    assert (out / "mteb" / "results" / "local__out" / "no_revision_available" / f"{task}.json").exists()

@@ -29,3 +29,57 @@ def test_rendered_card_metadata_parses(tmp_path):
     assert loaded.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
     assert loaded.data.pipeline_tag == "text-ranking" and "reranker" in loaded.data.tags
     assert "| ndcg@10 | 0.1000 | 0.5000 |" in loaded.text
+
+
+def _task_scores():
+    from hf_ragtrain.evaluation.mteb_eval import TaskScores
+
+    return {"scifact": TaskScores(name="scifact", task_type="Retrieval", dataset="/data/beir/scifact",
+                                  dataset_revision="abc123", metrics={"test": {
+                                      "ndcg_at_10": 0.6451, "map_at_10": 0.5959, "mrr_at_10": 0.6047,
+                                      "recall_at_10": 0.7833, "recall_at_100": 0.925, "main_score": 0.6451}})}
+
+
+def test_card_model_index_round_trips_through_huggingface_hub(tmp_path):
+    from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
+
+    from hf_ragtrain.hub import mteb_eval_results
+
+    results = _task_scores()
+    info = CardInfo(base_model="sentence-transformers/all-MiniLM-L6-v2", loss="listwise", model_name="my-reranker",
+                    mteb_results=results, mteb_first_stage=results, mteb_settings={"top_k": 100})
+    card = render_reranker_card(info, TrainingArguments(output_dir=str(tmp_path), report_to="none"))
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")
+    raw = loaded.data.to_dict()
+    for key in ("library_name", "base_model", "tags", "pipeline_tag", "license", "model-index"):
+        assert key in raw, key
+    name, parsed = model_index_to_eval_results(raw["model-index"])
+    assert name == "my-reranker"
+    assert parsed == mteb_eval_results(results) == loaded.data.eval_results
+    assert {(r.metric_type, r.metric_value) for r in parsed} == {
+        ("ndcg_at_10", 0.6451), ("map_at_10", 0.5959), ("mrr_at_10", 0.6047), ("recall_at_10", 0.7833),
+        ("recall_at_100", 0.925)}
+    first = parsed[0]
+    assert (first.task_type, first.dataset_type, first.dataset_split, first.dataset_revision) == (
+        "text-ranking", "scifact", "test", "abc123")  # a local folder is named by its base name, not its path
+    assert eval_results_to_model_index(name, parsed) == raw["model-index"]
+    assert "| scifact | test | this model | 0.6451 |" in loaded.text
+    assert "| scifact | test | first stage alone | 0.6451 |" in loaded.text
+    assert "## License" in loaded.text and "## Framework versions" in loaded.text
+
+
+def test_trainer_keeps_an_hf_ragtrain_card(tmp_path, tiny_ce_path):
+    from hf_ragtrain import RerankTrainer, load_cross_encoder
+    from hf_ragtrain.hub import is_hf_ragtrain_card
+
+    model, tok = load_cross_encoder(tiny_ce_path)
+    trainer = RerankTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none"),
+                            processing_class=tok)
+    trainer.create_model_card(model_name="x")  # no card yet: the Trainer's own is written
+    assert not is_hf_ragtrain_card(str(tmp_path / "README.md"))
+    info = CardInfo(base_model="m", model_name="x")
+    render_reranker_card(info).save(tmp_path / "README.md")
+    ours = (tmp_path / "README.md").read_text()
+    trainer.create_model_card(model_name="x")
+    assert (tmp_path / "README.md").read_text() == ours and is_hf_ragtrain_card(str(tmp_path / "README.md"))

@@ -31,7 +31,7 @@ def test_recipe_trains_evaluates_and_writes_model_and_card(tiny_ce_path, tmp_pat
     proc = run_recipe("--output_dir", str(out), "--model_name_or_path", tiny_ce_path, "--train_data", train,
                       "--eval_data", dev, "--train_group_size", "4", "--max_length", "32", "--num_train_epochs", "3",
                       "--learning_rate", "3e-3", "--per_device_train_batch_size", "4", "--logging_steps", "1",
-                      cwd=tmp_path)
+                      "--bf16", "False", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "eval_results.json").read_text())
     assert results["before"]["before_ndcg@10"] <= results["after"]["after_ndcg@10"]
@@ -42,6 +42,12 @@ def test_recipe_trains_evaluates_and_writes_model_and_card(tiny_ce_path, tmp_pat
     assert "base_model:" in card and "pipeline_tag: text-ranking" in card
     assert "| ndcg@10 |" in card and "## Training log" in card and "learning_rate" in card
     assert "Dev reranking metrics" in proc.stdout
+    # the saved model, evaluated through mteb on the dev records, agrees with the in-training evaluator
+    (task, by_split), = results["mteb"].items()
+    for metric in ("ndcg", "mrr", "map", "recall"):
+        assert by_split["dev"][f"{metric}_at_10"] == pytest.approx(results["after"][f"after_{metric}@10"], abs=1e-5)
+    assert (out / "mteb" / "results" / "local__out" / "no_revision_available" / f"{task}.json").exists()
+    assert "## MTEB evaluation" in card and "model-index:" in card
 
 
 def test_recipe_rejects_bad_data_before_training(tiny_ce_path, tmp_path):

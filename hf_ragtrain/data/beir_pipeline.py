@@ -1,4 +1,4 @@
-"""From a BEIR folder to reranker training data, and two-stage (retrieve, then rerank) evaluation."""
+"""From a BEIR folder to reranker training data (two-stage evaluation: :mod:`hf_ragtrain.evaluation.mteb_eval`)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..evaluation.metrics import ranking_metrics
-from ..modeling.cross_encoder import ScoreReport, score_pairs
 from ..offline import resolve_model_path
 from .beir import BeirData, beir_to_records_with_stats, load_beir
 from .mining import dense_search, load_encoder, mine_hard_negatives
 from .records import RetrievalRecord, parse_record
 
 logger = logging.getLogger(__name__)
-
-EVAL_K = (1, 3, 5, 10, 100)
 
 
 class CachingEncoder:
@@ -115,37 +111,3 @@ def prepare_beir_rerank_data(args: Any, seed: int = 42):
         datasets.append({"name": f"{args.beir_dir}", "split": f"{args.beir_train_split} held out", "size": len(dev),
                          "source": "first-stage top 30 + judged positives"})
     return train, dev, datasets, {"first_stage": encoder, "mining": stats.as_dict()}
-
-
-def evaluate_beir_reranking(model, tokenizer, args: Any, max_length: int, first_stage_cache: Any = None,
-                            batch_tokens: int = 16384) -> dict[str, dict[str, float]]:
-    """Two-stage evaluation on ``args.beir_eval_split``: first-stage top-k, then the cross-encoder reranks it.
-
-    Returns ``{"first_stage": metrics, "reranked": metrics, "settings": {...}}``; metrics are
-    :func:`ranking_metrics` against the split's full qrels (a relevant document the first stage
-    missed counts as a miss for both).
-    """
-    data = load_beir(args.beir_dir, split=args.beir_eval_split)
-    encoder = first_stage_cache or CachingEncoder(load_encoder(resolve_model_path(args.first_stage_model)))
-    first = first_stage_run(encoder, data, top_k=args.rerank_top_k)
-    texts = data.doc_texts()
-    qids, dids, queries, docs = [], [], [], []
-    for qid, cands in first.items():
-        for did in cands:
-            qids.append(qid)
-            dids.append(did)
-            queries.append(data.queries[qid])
-            docs.append(texts[did])
-    report = ScoreReport()
-    scores = score_pairs(model, tokenizer, queries, docs, max_length=max_length, batch_tokens=batch_tokens,
-                         report=report, show_progress=True)
-    reranked: dict[str, dict[str, float]] = {}
-    for qid, did, s in zip(qids, dids, scores):
-        reranked.setdefault(qid, {})[did] = float(s)
-    return {
-        "first_stage": ranking_metrics(first, data.qrels, EVAL_K),
-        "reranked": ranking_metrics(reranked, data.qrels, EVAL_K),
-        "settings": {"split": args.beir_eval_split, "queries": len(first), "top_k": args.rerank_top_k,
-                     "first_stage_model": args.first_stage_model, "max_length": max_length,
-                     "pairs": report.pairs, "pairs_truncated": report.truncated},
-    }

@@ -55,6 +55,35 @@ class RetrievalTrainer(Trainer):
         self.pairs_seen = 0
         self.pairs_truncated = 0
 
+    # ------------------------------------------------------------------ saving and the Hub
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save as the stock Trainer does, but never push from here.
+
+        The stock ``save_model`` pushes when ``push_to_hub`` is set, before a recipe has evaluated
+        the model and written its card; hf_ragtrain recipes push the finished folder once, at the
+        end (:func:`hf_ragtrain.hub.push_folder`). Checkpoint pushes during training
+        (``hub_strategy``) are unchanged.
+        """
+        super().save_model(output_dir, _internal_call=True)
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        """Keep a card hf_ragtrain wrote (it has the scores); otherwise write the Trainer's own."""
+        import os
+
+        from ..hub import is_hf_ragtrain_card
+
+        if is_hf_ragtrain_card(os.path.join(self.args.output_dir, "README.md")):
+            logger.info("keeping the hf_ragtrain model card in %s", self.args.output_dir)
+            return
+        super().create_model_card(*args, **kwargs)
+
+    def wait_for_pushes(self) -> None:
+        """Block until the Trainer's asynchronous checkpoint pushes have finished."""
+        job = getattr(self, "push_in_progress", None)
+        if job is not None and not job.is_done():
+            logger.info("waiting for the last checkpoint push to finish")
+            job.wait_until_done()
+
     # Our collators read raw text fields (query, docs, ...) that the model's forward does not take;
     # the stock Trainer would strip them as "unused columns".
     def _remove_unused_columns(self, dataset, description=None):

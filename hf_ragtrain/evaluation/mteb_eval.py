@@ -1,0 +1,364 @@
+"""Evaluate hf_ragtrain models with mteb 2.
+
+* Tasks: :func:`beir_task` turns a local BEIR folder into an mteb retrieval task (a reranking task
+  when ``top_ranked`` candidates are given); :func:`records_task` does the same for reranking
+  records (query, positives, negatives), such as the bundled Python FAQ dev set;
+  :func:`get_tasks` resolves mteb's built-in task names (those download from the Hub).
+* Adapters: :class:`MtebEncoder` gives any sentence-transformers style ``encode(texts)`` object
+  mteb's encoder protocol; :class:`MtebCrossEncoder` gives a sequence-classification model with
+  one logit mteb's cross-encoder protocol (``predict``), scoring with :func:`score_pairs`.
+* Running: :func:`run_mteb` evaluates one model on tasks and :func:`two_stage` evaluates a
+  cross-encoder the way it is used: a first-stage encoder retrieves the top ``k`` of each query
+  through mteb, and the cross-encoder reranks them. Results come back as plain dicts
+  ``{task: {split: {metric: value}}}`` and are written in mteb's results layout
+  (``<folder>/results/<model>/<revision>/<task>.json``), which ``mteb.ResultCache(folder)`` reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ..data.beir import load_beir
+from ..data.records import RetrievalRecord
+from ..modeling.cross_encoder import ScoreReport, score_pairs
+
+logger = logging.getLogger(__name__)
+
+
+def _plain_metrics(entry: Mapping[str, Any]) -> dict[str, float]:
+    """mteb's numeric metrics under mteb's names, without the abstention (``nauc_*``) family."""
+    return {k: float(v) for k, v in entry.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith("nauc_")}
+
+
+def _mteb():
+    try:
+        import mteb
+    except ImportError as err:  # pragma: no cover - mteb is a hard dependency
+        raise ImportError("MTEB evaluation needs the mteb package: pip install mteb") from err
+    return mteb
+
+
+# --------------------------------------------------------------------------------------------- tasks
+
+
+def _local_task(name: str, corpus: Mapping[str, Mapping[str, str]], queries: Mapping[str, str],
+                qrels: Mapping[str, Mapping[str, int]], split: str = "test",
+                top_ranked: Mapping[str, Sequence[str]] | None = None, source: str = "local", revision: str = "local"):
+    """An mteb retrieval task over an in-memory corpus, queries and qrels of one split.
+
+    With ``top_ranked`` (query id -> candidate doc ids) it is a reranking task: models score only
+    those candidates, which is what a cross-encoder needs. mteb reads a task's metadata from its
+    class, so each task gets a class of its own.
+    """
+    from mteb.abstasks.retrieval import AbsTaskRetrieval
+    from mteb.abstasks.task_metadata import TaskMetadata
+
+    metadata = TaskMetadata(
+        name=name, description=f"Local task built by hf_ragtrain from {source}.", reference=None,
+        type="Reranking" if top_ranked is not None else "Retrieval", category="t2t", modalities=["text"],
+        eval_splits=[split], eval_langs=["eng-Latn"], main_score="ndcg_at_10",
+        dataset={"path": source, "revision": revision}, date=None, domains=None, task_subtypes=None, license=None,
+        annotations_creators=None, dialect=None, sample_creation=None, bibtex_citation=None,
+    )
+
+    def load_data(self, **kwargs: Any) -> None:
+        import datasets
+        from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
+
+        docs = datasets.Dataset.from_list(
+            [{"id": i, "title": d.get("title") or "", "text": d.get("text") or ""} for i, d in corpus.items()])
+        qs = datasets.Dataset.from_list([{"id": i, "text": t} for i, t in queries.items()])
+        top = {q: list(c) for q, c in top_ranked.items()} if top_ranked is not None else None
+        self.dataset = {"default": {split: RetrievalSplitData(
+            corpus=docs, queries=qs, relevant_docs={q: dict(r) for q, r in qrels.items()}, top_ranked=top)}}
+        self.data_loaded = True
+
+    cls = type(f"LocalTask_{name}", (AbsTaskRetrieval,), {"metadata": metadata, "load_data": load_data,
+                                                         "__module__": __name__})
+    return cls()
+
+
+def _folder_revision(path: str, split: str) -> str:
+    """Short content hash of a BEIR folder's files for one split: mteb keys results by dataset revision."""
+    digest = hashlib.sha1()
+    for rel in ("corpus.jsonl", "queries.jsonl", os.path.join("qrels", f"{split}.tsv")):
+        full = os.path.join(path, rel)
+        if os.path.exists(full):
+            digest.update(f"{rel}:{os.path.getsize(full)}:{int(os.path.getmtime(full))}".encode())
+    return digest.hexdigest()[:12]
+
+
+def beir_task(beir_dir: str, split: str = "test", name: str | None = None,
+              top_ranked: Mapping[str, Sequence[str]] | None = None):
+    """An mteb task for ``split`` of a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).
+
+    The task is named after the folder (``scifact`` -> ``SciFact``-like ``scifact``) unless ``name``
+    is given. Queries without a judged-relevant document are left out, as in mteb and BEIR.
+    """
+    data = load_beir(beir_dir, split=split)
+    name = name or os.path.basename(os.path.normpath(beir_dir))
+    queries = {q: t for q, t in data.queries.items() if any(g > 0 for g in data.qrels.get(q, {}).values())}
+    qrels = {q: data.qrels[q] for q in queries}
+    return _local_task(name=name, corpus=data.corpus, queries=queries, qrels=qrels, split=split,
+                         top_ranked=top_ranked, source=os.path.abspath(beir_dir),
+                         revision=_folder_revision(beir_dir, split))
+
+
+def records_task(records: Sequence[RetrievalRecord], name: str, split: str = "dev", source: str = "records"):
+    """A reranking task from records: each query's candidates are its positives and negatives.
+
+    Queries, documents, ids and grades are exactly those :class:`~hf_ragtrain.RerankingEvaluator`
+    uses (``prompt + query``; ``pos_ids``/``neg_ids`` or positional ids, here prefixed with the
+    query id so they are unique in the corpus), so mteb ranks the same candidates the same way and
+    the two must report the same metrics.
+    """
+    from .reranking import records_to_run_inputs
+
+    qids, dids, queries, docs, qrels = records_to_run_inputs(records)
+    positional = {i for i, rec in enumerate(records) if not (rec.pos_ids or rec.neg_ids)}
+    owner = {rec.query_id if rec.query_id is not None else str(i): i for i, rec in enumerate(records)}
+    corpus: dict[str, dict[str, str]] = {}
+    query_text: dict[str, str] = {}
+    top: dict[str, list[str]] = {}
+    judged: dict[str, dict[str, int]] = {}
+
+    def corpus_id(qid: str, did: str) -> str:
+        return f"{qid}/{did}" if owner[qid] in positional else did
+
+    for qid, did, query, doc in zip(qids, dids, queries, docs):
+        cid = corpus_id(qid, did)
+        if corpus.setdefault(cid, {"title": "", "text": doc})["text"] != doc:
+            raise ValueError(f"{source}: document id {did!r} has two different texts (query {qid!r} and another)")
+        query_text[qid] = query
+        top.setdefault(qid, []).append(cid)
+    for qid, rels in qrels.items():
+        judged[qid] = {corpus_id(qid, d): g for d, g in rels.items()}
+    return _local_task(name=name, corpus=corpus, queries=query_text, qrels=judged, split=split,
+                       top_ranked={q: list(dict.fromkeys(c)) for q, c in top.items()}, source=source)
+
+
+def get_tasks(names: Iterable[str]):
+    """mteb's built-in tasks by name (they download their data from the Hub, so need network)."""
+    names = [n.strip() for n in names if n.strip()]
+    try:
+        return list(_mteb().get_tasks(tasks=names))
+    except Exception as err:  # mteb raises KeyError/ValueError for unknown names
+        raise ValueError(f"unknown mteb task name(s) {names}: {err}") from err
+
+
+# ------------------------------------------------------------------------------------------ adapters
+
+
+def _model_meta(name: str, revision: str | None, scoring: str, n_parameters: int | None = None,
+                max_tokens: int | None = None, embed_dim: int | None = None):
+    from mteb.models.model_meta import ModelMeta, ScoringFunction
+
+    return ModelMeta.create_empty(overwrites={
+        "name": name, "revision": revision or "no_revision_available",
+        "similarity_fn_name": ScoringFunction(scoring), "framework": ["PyTorch", "Sentence Transformers"],
+        "n_parameters": n_parameters, "max_tokens": max_tokens, "embed_dim": embed_dim,
+        "languages": ["eng-Latn"], "open_weights": True,
+    })
+
+
+def _texts(loader: Iterable[Mapping[str, Any]]) -> list[str]:
+    return [text for batch in loader for text in batch["text"]]
+
+
+class MtebEncoder:
+    """mteb encoder protocol over an object with ``encode(texts, batch_size=..., normalize_embeddings=...)``.
+
+    Embeddings are L2-normalised and compared by cosine (dot product of normalised vectors).
+    ``query_prompt``/``document_prompt`` are prepended to the texts mteb passes as queries and
+    documents.
+    """
+
+    def __init__(self, encoder: Any, name: str = "local/encoder", revision: str | None = None,
+                 query_prompt: str = "", document_prompt: str = "", batch_size: int = 64):
+        self.encoder = encoder
+        self.query_prompt, self.document_prompt = query_prompt, document_prompt
+        self.batch_size = batch_size
+        self.mteb_model_meta = _model_meta(name, revision, "cosine")
+
+    def encode(self, inputs, *, task_metadata=None, hf_split=None, hf_subset=None, prompt_type=None,
+               **kwargs) -> np.ndarray:
+        texts = _texts(inputs)
+        kind = getattr(prompt_type, "value", prompt_type)
+        prefix = self.query_prompt if kind == "query" else self.document_prompt if kind == "document" else ""
+        if prefix:
+            texts = [prefix + t for t in texts]
+        vectors = self.encoder.encode(texts, batch_size=self.batch_size, normalize_embeddings=True)
+        return np.asarray(vectors, dtype=np.float32)
+
+    def similarity(self, embeddings1, embeddings2):
+        a, b = _as_tensor(embeddings1), _as_tensor(embeddings2)
+        return _normalise(a) @ _normalise(b).T
+
+    def similarity_pairwise(self, embeddings1, embeddings2):
+        a, b = _normalise(_as_tensor(embeddings1)), _normalise(_as_tensor(embeddings2))
+        return (a * b).sum(-1)
+
+
+def _as_tensor(x):
+    import torch
+
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
+    return t.unsqueeze(0) if t.dim() == 1 else t
+
+
+def _normalise(t):
+    import torch
+
+    return torch.nn.functional.normalize(t, dim=-1)
+
+
+class MtebCrossEncoder:
+    """mteb cross-encoder protocol over a sequence-classification model with one logit.
+
+    mteb hands ``predict`` two loaders of the same length (queries, documents); all pairs are
+    scored in one length-sorted pass by :func:`~hf_ragtrain.score_pairs`, and the raw logits are
+    returned (rankings do not depend on a monotone activation). ``report`` counts the pairs and
+    how many were truncated to ``max_length`` tokens.
+    """
+
+    def __init__(self, model, tokenizer, max_length: int = 512, name: str = "local/reranker",
+                 revision: str | None = None, batch_tokens: int = 16384, autocast_dtype=None):
+        self.model, self.tokenizer = model, tokenizer
+        self.max_length, self.batch_tokens = max_length, batch_tokens
+        self.autocast_dtype = autocast_dtype
+        self.report = ScoreReport()
+        self.mteb_model_meta = _model_meta(name, revision, "custom",
+                                           n_parameters=sum(p.numel() for p in model.parameters()),
+                                           max_tokens=max_length)
+
+    def predict(self, inputs1, inputs2, *, task_metadata=None, hf_split=None, hf_subset=None, prompt_type=None,
+                **kwargs) -> np.ndarray:
+        import contextlib
+
+        import torch
+
+        queries, docs = _texts(inputs1), _texts(inputs2)
+        if len(queries) != len(docs):
+            raise ValueError(f"predict got {len(queries)} queries but {len(docs)} documents")
+        device_type = next(self.model.parameters()).device.type
+        ctx = (torch.autocast(device_type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
+               else contextlib.nullcontext())
+        with ctx:
+            scores = score_pairs(self.model, self.tokenizer, queries, docs, max_length=self.max_length,
+                                 batch_tokens=self.batch_tokens, report=self.report)
+        return np.asarray(scores, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------- running
+
+
+@dataclass
+class TaskScores:
+    """One task's results: ``metrics[split]`` maps mteb metric names to values."""
+
+    name: str
+    task_type: str
+    dataset: str
+    dataset_revision: str | None
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def main(self, split: str | None = None) -> float:
+        split = split or next(iter(self.metrics))
+        return self.metrics[split]["main_score"]
+
+
+def _results_from(model_result, tasks) -> dict[str, TaskScores]:
+    by_name = {t.metadata.name: t for t in tasks}
+    out = {}
+    for tr in model_result.task_results:
+        task = by_name.get(tr.task_name)
+        meta = task.metadata if task is not None else None
+        metrics = {}
+        for split, entries in tr.scores.items():
+            # one entry per subset; local tasks have only "default"
+            entry = next((e for e in entries if e.get("hf_subset") == "default"), entries[0])
+            metrics[split] = _plain_metrics(entry)
+        out[tr.task_name] = TaskScores(
+            name=tr.task_name, task_type=meta.type if meta else "Retrieval",
+            dataset=(meta.dataset or {}).get("path", tr.task_name) if meta else tr.task_name,
+            dataset_revision=(meta.dataset or {}).get("revision") if meta else None, metrics=metrics)
+    return out
+
+
+def run_mteb(model: Any, tasks: Sequence[Any], output_folder: str | None = None,
+             prediction_folder: str | None = None, batch_size: int = 64) -> dict[str, TaskScores]:
+    """Evaluate ``model`` (an adapter above, or anything mteb accepts) on ``tasks``.
+
+    With ``output_folder`` the results are written in mteb's layout under it (always recomputed,
+    never read back from an older run). Returns ``{task name: TaskScores}``.
+    """
+    mteb = _mteb()
+    cache = mteb.ResultCache(output_folder) if output_folder else None
+    result = mteb.evaluate(model, list(tasks), cache=cache, overwrite_strategy="always",
+                           prediction_folder=prediction_folder, show_progress_bar=False,
+                           encode_kwargs={"batch_size": batch_size})
+    if result.exceptions:
+        raise RuntimeError(f"mteb evaluation failed: {result.exceptions}")
+    return _results_from(result, tasks)
+
+
+def two_stage(cross_encoder: MtebCrossEncoder, first_stage: Any, tasks: Sequence[Any], top_k: int = 100,
+              output_folder: str | None = None) -> dict[str, dict[str, TaskScores]]:
+    """First-stage retrieval then cross-encoder reranking of its top ``top_k``, both through mteb.
+
+    Tasks that already carry ``top_ranked`` candidates (reranking tasks) skip the first stage.
+    Returns ``{"first_stage": {...}, "reranked": {...}}``; both are written to ``output_folder``
+    under their own model names.
+    """
+    retrieval = [t for t in tasks if not _has_top_ranked(t)]
+    first: dict[str, TaskScores] = {}
+    if retrieval:
+        with tempfile.TemporaryDirectory() as predictions:
+            first = run_mteb(first_stage, retrieval, output_folder, prediction_folder=predictions)
+            for task in retrieval:
+                task.convert_to_reranking(predictions, top_k=top_k)
+    reranked = run_mteb(cross_encoder, tasks, output_folder)
+    return {"first_stage": first, "reranked": reranked}
+
+
+def _has_top_ranked(task) -> bool:
+    """Whether the task brings its own candidates (a reranking task)."""
+    return task.metadata.type == "Reranking"
+
+
+def evaluate_saved_reranker(model_dir: str, tasks: Sequence[Any], first_stage: Any = None, top_k: int = 100,
+                            output_folder: str | None = None, name: str = "local/reranker", max_length: int = 512,
+                            bf16: bool = False, first_stage_name: str = "local/first-stage") -> dict[str, Any]:
+    """Load the cross-encoder saved in ``model_dir`` and evaluate it on ``tasks`` through mteb.
+
+    Evaluating the saved folder (not the in-memory, possibly sharded, training model) checks what
+    users will load. ``first_stage`` is an ``encode(texts)`` object used for retrieval tasks.
+    Returns ``{"reranked": {task: TaskScores}, "first_stage": {...}, "pairs": n, "pairs_truncated": n}``.
+    """
+    import torch
+
+    from ..modeling.cross_encoder import load_cross_encoder
+
+    model, tokenizer = load_cross_encoder(model_dir)
+    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    cross = MtebCrossEncoder(model, tokenizer, max_length=max_length, name=name,
+                             autocast_dtype=torch.bfloat16 if bf16 else None)
+    encoder = MtebEncoder(first_stage, name=first_stage_name) if first_stage is not None else None
+    if encoder is None and any(not _has_top_ranked(t) for t in tasks):
+        raise ValueError("retrieval tasks need a first-stage encoder to supply the candidates")
+    out = two_stage(cross, encoder, tasks, top_k=top_k, output_folder=output_folder)
+    out.update(pairs=cross.report.pairs, pairs_truncated=cross.report.truncated)
+    return out
+
+
+def scores_as_dict(results: Mapping[str, TaskScores]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{task: {split: {metric: value}}}`` for JSON output."""
+    return {name: ts.metrics for name, ts in results.items()}
