@@ -145,3 +145,20 @@ def test_cross_encoder_on_a_retrieval_task_needs_a_first_stage(tiny_ce_path, tmp
 
     with pytest.raises(ValueError, match="first-stage encoder"):
         evaluate_saved_reranker(tiny_ce_path, [beir_task(faq_beir(tmp_path, n_queries=2), "test")])
+
+
+def test_evaluate_script_embedder_and_reranker(tiny_ce_path, tmp_path):
+    import subprocess
+    import sys
+
+    root = faq_beir(tmp_path / "faq", n_queries=3)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    script = os.path.join(REPO, "recipes", "evaluate_mteb.py")
+    proc = subprocess.run([sys.executable, script, "--embedder", tiny_ce_path, "--reranker", tiny_ce_path,
+                           "--beir_dir", root, "--top_k", "4", "--max_length", "32", "--output_folder",
+                           str(tmp_path / "res"), "--json", str(tmp_path / "m.json")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads((tmp_path / "m.json").read_text())
+    assert set(out) == {"first_stage", "reranked"} and "12 pairs scored" in proc.stdout  # 3 queries x top 4
+    assert (tmp_path / "res" / "results" / "local__tiny_ce0" / "no_revision_available" / "faq.json").exists()
