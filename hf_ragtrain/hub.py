@@ -168,9 +168,17 @@ def mteb_eval_results(results: dict[str, TaskScores], task_type: str = "text-ran
 
 
 def _dataset_id(scores: TaskScores) -> str:
-    """The dataset as the Hub knows it: a Hub id stays as is, a local folder is named by its base name."""
+    """The dataset as the Hub knows it: an mteb task's Hub id as is, local files by their folder's name."""
     path = scores.dataset or scores.name
-    return path if not os.path.isabs(path) else os.path.basename(path.rstrip(os.sep))
+    return dataset_slug(path) if scores.local or os.path.isabs(path) else path
+
+
+def dataset_slug(name: str) -> str:
+    """A short dataset name for card metadata: a data file is named by its folder, a folder by itself."""
+    path = name.split(",")[0].strip().rstrip("/" + os.sep)
+    if os.path.splitext(path)[1] in (".jsonl", ".json", ".tsv", ".csv", ".parquet"):
+        path = os.path.dirname(path) or path
+    return os.path.basename(path) or name
 
 
 def mteb_table(results: dict[str, TaskScores], first_stage: dict[str, TaskScores] | None = None) -> str:
@@ -197,7 +205,7 @@ def render_reranker_card(info: CardInfo, args: TrainingArguments | None = None,
         base_model=info.base_model,
         license=info.license,
         tags=["hf_ragtrain", "cross-encoder", "reranker", "text-ranking", "generated_from_trainer"],
-        datasets=[d["name"] for d in info.datasets if d.get("hub_id")] or None,
+        datasets=list(dict.fromkeys(d.get("hub_id") or dataset_slug(d["name"]) for d in info.datasets)) or None,
         model_name=info.model_name or "reranker",
         eval_results=mteb_eval_results(info.mteb_results) or None,
     )

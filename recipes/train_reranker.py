@@ -133,7 +133,9 @@ def main(argv=None) -> int:
             mteb_results=mteb.get("reranked", {}), mteb_first_stage=mteb.get("first_stage", {}),
             mteb_settings=mteb.get("settings", {}),
             notes=[f"{trainer.pairs_truncated} of {trainer.pairs_seen} training pairs were longer than "
-                   f"{model_args.max_length} tokens and were truncated.", train_dataset.stats.summary()],
+                   f"{model_args.max_length} tokens and were truncated.", train_dataset.stats.summary(),
+                   *([f"mteb evaluation: {mteb['pairs_truncated']} of {mteb['pairs']} scored pairs were longer than "
+                      f"{model_args.max_length} tokens and were truncated."] if mteb else [])],
             model_name=os.path.basename(os.path.abspath(training_args.output_dir)),
         )
         write_model_card(training_args.output_dir,
@@ -178,8 +180,9 @@ def run_mteb_evaluation(data_args: DataArguments, model_args: ModelArguments, tr
         output_folder=os.path.join(training_args.output_dir, "mteb"), name=_mteb_model_name(training_args),
         max_length=model_args.max_length, bf16=training_args.bf16,
         first_stage_name=f"local/{os.path.basename(data_args.first_stage_model)}")
-    out["settings"] = {"first_stage_model": data_args.first_stage_model, "top_k": data_args.rerank_top_k,
-                       "max_length": model_args.max_length}
+    out["settings"] = {"max_length": model_args.max_length}
+    if out["first_stage"]:  # some task was retrieval: say which retriever supplied the candidates
+        out["settings"].update(first_stage_model=data_args.first_stage_model, top_k=data_args.rerank_top_k)
     return out
 
 

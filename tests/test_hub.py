@@ -28,6 +28,7 @@ def test_rendered_card_metadata_parses(tmp_path):
     loaded = ModelCard.load(path)
     assert loaded.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
     assert loaded.data.pipeline_tag == "text-ranking" and "reranker" in loaded.data.tags
+    assert loaded.data.datasets == ["python_faq"]  # a data file is named by its folder
     assert "| ndcg@10 | 0.1000 | 0.5000 |" in loaded.text
 
 
@@ -83,3 +84,14 @@ def test_trainer_keeps_an_hf_ragtrain_card(tmp_path, tiny_ce_path):
     ours = (tmp_path / "README.md").read_text()
     trainer.create_model_card(model_name="x")
     assert (tmp_path / "README.md").read_text() == ours and is_hf_ragtrain_card(str(tmp_path / "README.md"))
+
+
+def test_model_index_names_local_and_hub_datasets():
+    from hf_ragtrain.evaluation.mteb_eval import TaskScores
+    from hf_ragtrain.hub import mteb_eval_results
+
+    metrics = {"dev": {"ndcg_at_10": 0.5}}
+    local = TaskScores("python_faq_dev", "Reranking", "data/python_faq/dev.jsonl", "local", metrics, local=True)
+    hub = TaskScores("SciFact", "Retrieval", "mteb/scifact", "0123abcd", metrics)
+    (a,), (b,) = mteb_eval_results({"x": local}), mteb_eval_results({"y": hub})
+    assert a.dataset_type == "python_faq" and b.dataset_type == "mteb/scifact"

@@ -162,3 +162,12 @@ def test_evaluate_script_embedder_and_reranker(tiny_ce_path, tmp_path):
     out = json.loads((tmp_path / "m.json").read_text())
     assert set(out) == {"first_stage", "reranked"} and "12 pairs scored" in proc.stdout  # 3 queries x top 4
     assert (tmp_path / "res" / "results" / "local__tiny_ce0" / "no_revision_available" / "faq.json").exists()
+
+
+def test_mteb_task_names_resolve_offline_and_unknown_ones_fail_clearly():
+    from hf_ragtrain.evaluation.mteb_eval import get_tasks
+
+    (task,) = get_tasks(["SciFact"])  # metadata only: the data would download on load_data
+    assert task.metadata.name == "SciFact" and task.metadata.main_score == "ndcg_at_10"
+    with pytest.raises(ValueError, match="unknown mteb task name"):
+        get_tasks(["NoSuchTask123"])

@@ -49,8 +49,13 @@ def test_recipe_pushes_the_final_folder_and_it_pulls_back_identical(tiny_ce_path
     out = tmp_path / "out"
     with LocalHub() as hub:
         proc = run_recipe_against(hub.url, *recipe_args(tiny_ce_path, tmp_path, out), "--push_to_hub",
-                                  "--hub_model_id", "user/tiny-reranker", cwd=tmp_path)
+                                  "--hub_model_id", "user/tiny-reranker", "--save_strategy", "steps",
+                                  "--save_steps", "1", cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        summaries = [summary for repo, summary in hub.commits if repo == "user/tiny-reranker"]
+        # the Trainer's own checkpoint pushes still happen during training; ours comes last
+        assert any("Training in progress" in s for s in summaries[:-1]), summaries
+        assert summaries[-1] == "Upload model trained with hf_ragtrain"
         pushed = hub.files("user/tiny-reranker")
         for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", "eval_results.json"):
             assert pushed[name] == (out / name).read_bytes(), name

@@ -82,7 +82,7 @@ def _local_task(name: str, corpus: Mapping[str, Mapping[str, str]], queries: Map
         self.data_loaded = True
 
     cls = type(f"LocalTask_{name}", (AbsTaskRetrieval,), {"metadata": metadata, "load_data": load_data,
-                                                         "__module__": __name__})
+                                                         "hf_ragtrain_local": True, "__module__": __name__})
     return cls()
 
 
@@ -269,6 +269,7 @@ class TaskScores:
     dataset: str
     dataset_revision: str | None
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    local: bool = False  # built from local files (no Hub dataset id)
 
     def main(self, split: str | None = None) -> float:
         split = split or next(iter(self.metrics))
@@ -289,7 +290,8 @@ def _results_from(model_result, tasks) -> dict[str, TaskScores]:
         out[tr.task_name] = TaskScores(
             name=tr.task_name, task_type=meta.type if meta else "Retrieval",
             dataset=(meta.dataset or {}).get("path", tr.task_name) if meta else tr.task_name,
-            dataset_revision=(meta.dataset or {}).get("revision") if meta else None, metrics=metrics)
+            dataset_revision=(meta.dataset or {}).get("revision") if meta else None, metrics=metrics,
+            local=bool(getattr(task, "hf_ragtrain_local", False)))
     return out
 
 
@@ -314,7 +316,8 @@ def two_stage(cross_encoder: MtebCrossEncoder, first_stage: Any, tasks: Sequence
               output_folder: str | None = None) -> dict[str, dict[str, TaskScores]]:
     """First-stage retrieval then cross-encoder reranking of its top ``top_k``, both through mteb.
 
-    Tasks that already carry ``top_ranked`` candidates (reranking tasks) skip the first stage.
+    Tasks that already carry ``top_ranked`` candidates (reranking tasks) skip the first stage;
+    retrieval tasks are turned into reranking tasks in place (mteb's ``convert_to_reranking``).
     Returns ``{"first_stage": {...}, "reranked": {...}}``; both are written to ``output_folder``
     under their own model names.
     """
