@@ -87,7 +87,8 @@ def _local_task(name: str, corpus: Mapping[str, Mapping[str, str]], queries: Map
 
 
 def _folder_revision(path: str, split: str) -> str:
-    """Short content hash of a BEIR folder's files for one split: mteb keys results by dataset revision."""
+    """A fingerprint (names, sizes, mtimes) of a BEIR folder's files for one split: mteb keys results by
+    dataset revision."""
     digest = hashlib.sha1()
     for rel in ("corpus.jsonl", "queries.jsonl", os.path.join("qrels", f"{split}.tsv")):
         full = os.path.join(path, rel)
@@ -100,16 +101,19 @@ def beir_task(beir_dir: str, split: str = "test", name: str | None = None,
               top_ranked: Mapping[str, Sequence[str]] | None = None):
     """An mteb task for ``split`` of a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).
 
-    The task is named after the folder (``scifact`` -> ``SciFact``-like ``scifact``) unless ``name``
-    is given. Queries without a judged-relevant document are left out, as in mteb and BEIR.
+    The task is named after the folder (e.g. ``scifact``) unless ``name`` is given. Queries of the
+    split without a judged-relevant document are left out (as mteb and BEIR do) and counted in the log.
     """
     data = load_beir(beir_dir, split=split)
     name = name or os.path.basename(os.path.normpath(beir_dir))
     queries = {q: t for q, t in data.queries.items() if any(g > 0 for g in data.qrels.get(q, {}).values())}
+    unjudged = sum(1 for q in data.qrels if q not in queries)
+    if unjudged:
+        logger.info("%s (%s): %d queries without a relevant document left out", beir_dir, split, unjudged)
     qrels = {q: data.qrels[q] for q in queries}
     return _local_task(name=name, corpus=data.corpus, queries=queries, qrels=qrels, split=split,
-                         top_ranked=top_ranked, source=os.path.abspath(beir_dir),
-                         revision=_folder_revision(beir_dir, split))
+                       top_ranked=top_ranked, source=os.path.abspath(beir_dir),
+                       revision=_folder_revision(beir_dir, split))
 
 
 def records_task(records: Sequence[RetrievalRecord], name: str, split: str = "dev", source: str = "records"):
