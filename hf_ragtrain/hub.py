@@ -35,7 +35,6 @@ class CardInfo:
     datasets: list[dict[str, Any]] = field(default_factory=list)  # {"name", "split", "size", "source"}
     metrics_before: dict[str, float] = field(default_factory=dict)
     metrics_after: dict[str, float] = field(default_factory=dict)
-    extra_results: dict[str, dict[str, float]] = field(default_factory=dict)  # table name -> metrics
     mteb_results: dict[str, TaskScores] = field(default_factory=dict)  # this model, through mteb
     mteb_first_stage: dict[str, TaskScores] = field(default_factory=dict)  # the retriever it reranked
     mteb_settings: dict[str, Any] = field(default_factory=dict)  # e.g. first-stage model, top_k
@@ -246,8 +245,6 @@ def render_reranker_card(info: CardInfo, args: TrainingArguments | None = None,
         columns["after training"] = _strip_prefix(info.metrics_after)
     if columns:
         sections.append("## Evaluation (dev set, reranking its candidates)\n\n" + metrics_table(columns) + "\n")
-    for title, metrics in info.extra_results.items():
-        sections.append(f"## {title}\n\n" + metrics_table({"score": _strip_prefix(metrics)}) + "\n")
     if info.mteb_results:
         settings = "; ".join(f"{k}: `{v}`" for k, v in info.mteb_settings.items())
         sections.append("## MTEB evaluation\n\nComputed with mteb " + framework_versions().get("mteb", "?")

@@ -38,14 +38,6 @@ def _plain_metrics(entry: Mapping[str, Any]) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith("nauc_")}
 
 
-def _mteb():
-    try:
-        import mteb
-    except ImportError as err:  # pragma: no cover - mteb is a hard dependency
-        raise ImportError("MTEB evaluation needs the mteb package: pip install mteb") from err
-    return mteb
-
-
 # --------------------------------------------------------------------------------------------- tasks
 
 
@@ -151,9 +143,11 @@ def records_task(records: Sequence[RetrievalRecord], name: str, split: str = "de
 
 def get_tasks(names: Iterable[str]):
     """mteb's built-in tasks by name (they download their data from the Hub, so need network)."""
+    import mteb
+
     names = [n.strip() for n in names if n.strip()]
     try:
-        return list(_mteb().get_tasks(tasks=names))
+        return list(mteb.get_tasks(tasks=names))
     except Exception as err:  # mteb raises KeyError/ValueError for unknown names
         raise ValueError(f"unknown mteb task name(s) {names}: {err}") from err
 
@@ -275,10 +269,6 @@ class TaskScores:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     local: bool = False  # built from local files (no Hub dataset id)
 
-    def main(self, split: str | None = None) -> float:
-        split = split or next(iter(self.metrics))
-        return self.metrics[split]["main_score"]
-
 
 def _results_from(model_result, tasks) -> dict[str, TaskScores]:
     by_name = {t.metadata.name: t for t in tasks}
@@ -306,7 +296,8 @@ def run_mteb(model: Any, tasks: Sequence[Any], output_folder: str | None = None,
     With ``output_folder`` the results are written in mteb's layout under it (always recomputed,
     never read back from an older run). Returns ``{task name: TaskScores}``.
     """
-    mteb = _mteb()
+    import mteb
+
     cache = mteb.ResultCache(output_folder) if output_folder else None
     result = mteb.evaluate(model, list(tasks), cache=cache, overwrite_strategy="always",
                            prediction_folder=prediction_folder, show_progress_bar=False,
