@@ -1,16 +1,20 @@
 """hf_ragtrain: fine-tune the retrieval models behind RAG with the stock transformers Trainer."""
 
-from .arguments import DataArguments, ModelArguments, RerankerTrainingArguments
-from .data import DataFormatError, GroupDataset, RerankCollator, RetrievalRecord, load_records
+from .arguments import (DataArguments, EmbeddingArguments, EmbeddingTrainingArguments, ModelArguments,
+                        RerankerTrainingArguments)
+from .data import DataFormatError, EmbeddingCollator, GroupDataset, RerankCollator, RetrievalRecord, load_records
 from .evaluation.metrics import ranking_metrics
 from .evaluation.reranking import RerankingEvaluator
-from .losses import listwise_ce, pairwise_ranknet, pointwise_bce
+from .losses import info_nce, listwise_ce, matryoshka, pairwise_ranknet, pointwise_bce, score_distillation_kl
+from .modeling.bi_encoder import BiEncoder, EncoderSettings, LoraSettings
 from .modeling.cross_encoder import load_cross_encoder, score_pairs
-from .trainers import RerankTrainer, RetrievalTrainer
+from .trainers import ContrastiveTrainer, RerankTrainer, RetrievalTrainer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BiEncoder", "ContrastiveTrainer", "EmbeddingArguments", "EmbeddingCollator", "EmbeddingTrainingArguments",
+    "EncoderSettings", "LoraSettings", "info_nce", "matryoshka", "score_distillation_kl",
     "DataArguments", "DataFormatError", "GroupDataset", "ModelArguments", "RerankCollator", "RerankTrainer",
     "RerankerTrainingArguments", "RerankingEvaluator", "RetrievalRecord", "RetrievalTrainer", "listwise_ce",
     "load_cross_encoder", "load_records", "pairwise_ranknet", "pointwise_bce", "ranking_metrics", "score_pairs",

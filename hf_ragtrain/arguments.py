@@ -107,3 +107,69 @@ class RerankerTrainingArguments(TrainingArguments):
     max_label: Optional[int] = field(
         default=None, metadata={"help": "Grade that maps to target 1.0 in the pointwise loss. Default: 3 when the "
                                         "data has grades above 1, else 1."})
+
+
+@dataclass
+class EmbeddingArguments:
+    """The bi-encoder: pooling, lengths, prompts, LoRA, and an optional embedding teacher."""
+
+    pooling: Optional[str] = field(
+        default=None, metadata={"help": "Pooling of token states: mean, cls or last_token. Default: what the model folder records "
+                                        "(sentence-transformers files), else mean."})
+    normalize: Optional[bool] = field(default=None, metadata={"help": "L2-normalise embeddings (cosine). "
+                                                                      "Default: recorded, else True."})
+    query_max_length: int = field(default=64, metadata={"help": "Max tokens of a query (prompt included)."})
+    passage_max_length: int = field(default=256, metadata={"help": "Max tokens of a passage."})
+    query_prompt: Optional[str] = field(default=None, metadata={"help": "Text put before every query, e.g. "
+                                                                        "'Instruct: ...\\nQuery: '."})
+    passage_prompt: Optional[str] = field(default=None, metadata={"help": "Text put before every passage."})
+    append_eos: Optional[bool] = field(default=None, metadata={"help": "Append the EOS token (LLM embedders "
+                                                                       "with last_token pooling)."})
+    lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft) instead of all weights."})
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: Optional[list[str]] = field(default=None, metadata={"help": "Default: peft's "
+                                                                                     "choice for the architecture."})
+    merge_lora: bool = field(default=False, metadata={"help": "Save the merged model instead of the adapter."})
+    teacher_model: Optional[str] = field(
+        default=None, metadata={"help": "Embedding distillation: a frozen bi-encoder whose vectors the student "
+                                        "learns (see --cosine_weight etc.)."})
+    teacher_embeddings: Optional[str] = field(
+        default=None, metadata={"help": "Embedding distillation from precomputed teacher vectors: a .npy "
+                                        "(memory-mapped) whose row i belongs to line i of --teacher_texts."})
+    teacher_texts: Optional[str] = field(default=None, metadata={"help": "Texts of --teacher_embeddings, one "
+                                                                         "JSON string per line."})
+
+
+@dataclass
+class EmbeddingTrainingArguments(TrainingArguments):
+    temperature: float = field(default=0.02, metadata={"help": "InfoNCE temperature (also the student's in "
+                                                               "score distillation)."})
+    in_batch_negatives: bool = field(default=True, metadata={"help": "Use other queries' passages as negatives."})
+    cross_device_negatives: bool = field(
+        default=True, metadata={"help": "Gather queries and passages from all processes, so the loss and the "
+                                        "update equal a single-process run over the global batch."})
+    matryoshka_dims: Optional[list[int]] = field(
+        default=None, metadata={"help": "Matryoshka (MRL) dimensions, e.g. 384 256 128 64; the loss is averaged "
+                                        "over these prefixes, each re-normalised."})
+    matryoshka_weights: Optional[list[float]] = field(default=None, metadata={"help": "One weight per dim."})
+    grad_cache: bool = field(
+        default=False, metadata={"help": "GradCache: embed the batch without a graph, take the loss and its "
+                                         "gradient w.r.t. the embeddings, then re-embed chunk by chunk "
+                                         "(--micro_batch_tokens) and back-propagate. Memory of one chunk, "
+                                         "gradients of the whole batch."})
+    contrastive_weight: float = field(default=1.0, metadata={"help": "Weight of the InfoNCE loss (0: off)."})
+    distill_weight: Optional[float] = field(
+        default=None, metadata={"help": "Weight of the score-distillation KL (teacher scores in the records). "
+                                        "Default: 1 when every record has teacher scores, else 0."})
+    teacher_temperature: float = field(default=1.0, metadata={"help": "Temperature of the teacher's per-query "
+                                                                      "distribution."})
+    cosine_weight: float = field(default=0.0, metadata={"help": "Embedding distillation: 1 - cos(student, teacher)."})
+    similarity_mse_weight: float = field(default=0.0, metadata={"help": "Embedding distillation: MSE of the "
+                                                                        "similarity matrices."})
+    relative_similarity_weight: float = field(default=0.0, metadata={"help": "Embedding distillation: "
+                                                                             "triplet margin on similarity order."})
+    relative_margin: float = 0.015
+    ddp_find_unused_parameters: Optional[bool] = field(
+        default=False, metadata={"help": "Every parameter gets a gradient; DDP need not search for unused ones."})

@@ -10,7 +10,7 @@ and the mean of per-process losses equals the loss of the global batch (DDP aver
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -58,4 +58,127 @@ RERANK_LOSSES: dict[str, Callable[..., Tensor]] = {
     "pointwise": pointwise_bce,
     "pairwise": pairwise_ranknet,
     "listwise": listwise_ce,
+}
+
+
+# ------------------------------------------------------------------------------------ embedding losses
+#
+# Embedding losses take query vectors ``q`` of shape ``(B, D)`` and passage vectors ``p`` of shape
+# ``(B * G, D)`` laid out group by group: rows ``i*G .. i*G + G-1`` are query i's group, its
+# positive first (as :class:`hf_ragtrain.data.GroupDataset` builds them).
+
+
+def group_scores(q: Tensor, p: Tensor) -> Tensor:
+    """``(B, G)`` similarities of each query with the documents of its own group."""
+    b = q.size(0)
+    return torch.einsum("bd,bgd->bg", q, p.view(b, -1, p.size(-1)))
+
+
+def info_nce(q: Tensor, p: Tensor, temperature: float = 0.02, in_batch_negatives: bool = True) -> Tensor:
+    """InfoNCE over similarities divided by ``temperature``; query i's target is its positive ``p[i*G]``.
+
+    With ``in_batch_negatives`` every passage in the batch (other queries' positives and hard
+    negatives too) is a candidate; without, only the query's own group is.
+    """
+    b = q.size(0)
+    if p.size(0) % b:
+        raise ValueError(f"{p.size(0)} passages do not split into groups for {b} queries")
+    group = p.size(0) // b
+    if in_batch_negatives:
+        scores = q @ p.T
+        target = torch.arange(b, device=q.device) * group
+    else:
+        scores = group_scores(q, p)
+        target = torch.zeros(b, dtype=torch.long, device=q.device)
+    return F.cross_entropy(scores.float() / temperature, target)
+
+
+def score_distillation_kl(student_scores: Tensor, teacher_scores: Tensor, temperature: float = 0.02,
+                          teacher_temperature: float = 1.0) -> Tensor:
+    """KL(teacher || student) between per-query distributions over each query's group, averaged over queries.
+
+    Both ``(B, G)``. Each row is a distribution of its own (softmax within the group, never over the
+    batch): the teacher's ``softmax(teacher_scores / teacher_temperature)`` and the student's
+    ``softmax(student_scores / temperature)``.
+    """
+    log_student = F.log_softmax(student_scores.float() / temperature, dim=-1)
+    log_teacher = F.log_softmax(teacher_scores.float() / teacher_temperature, dim=-1)
+    return (log_teacher.exp() * (log_teacher - log_student)).sum(-1).mean()
+
+
+def matryoshka(loss_fn: Callable[[Tensor, Tensor], Tensor], q: Tensor, p: Tensor, dims: Sequence[int] | None,
+               weights: Sequence[float] | None = None, normalize: bool = True) -> Tensor:
+    """Matryoshka (MRL) loss: ``loss_fn`` on the first ``d`` dimensions for each ``d`` in ``dims``.
+
+    Each prefix is re-normalised (when ``normalize``) before ``loss_fn(q_d, p_d)``; the result is
+    the weighted mean ``sum(w_d * L_d) / sum(w_d)`` (equal weights by default). ``dims=None`` is the
+    plain loss on the full vectors. One forward pass serves all dimensions.
+    """
+    full = q.size(-1)
+    dims = list(dims) if dims else [full]
+    if any(d < 1 or d > full for d in dims):
+        raise ValueError(f"matryoshka dims {dims} must lie in [1, {full}]")
+    weights = [1.0] * len(dims) if weights is None else list(weights)
+    if len(weights) != len(dims):
+        raise ValueError(f"{len(weights)} matryoshka weights for {len(dims)} dims")
+    total = q.new_zeros((), dtype=torch.float32)
+    for d, w in zip(dims, weights):
+        qd, pd = q[:, :d], p[:, :d]
+        if normalize:
+            qd, pd = F.normalize(qd, dim=-1), F.normalize(pd, dim=-1)
+        total = total + w * loss_fn(qd, pd)
+    return total / sum(weights)
+
+
+# ------------------------------------------------------------------------------ embedding distillation
+#
+# A student learns a teacher's embedding space (Jasper/Stella style): ``s`` ``(N, D)`` are the
+# student's vectors (projected to the teacher's dimension where they differ), ``t`` ``(N, D)`` the
+# teacher's for the same N texts.
+
+
+def cosine_embedding_loss(s: Tensor, t: Tensor) -> Tensor:
+    """Mean of ``1 - cos(s_i, t_i)``: each student vector points where the teacher's does."""
+    return (1 - F.cosine_similarity(s.float(), t.float(), dim=-1)).mean()
+
+
+def similarity_mse_loss(s: Tensor, t: Tensor) -> Tensor:
+    """MSE between the student's and the teacher's ``(N, N)`` cosine-similarity matrices.
+
+    Needs no projection: the matrices have the same shape whatever the two dimensions.
+    """
+    sn, tn = F.normalize(s.float(), dim=-1), F.normalize(t.float(), dim=-1)
+    return F.mse_loss(sn @ sn.T, tn @ tn.T)
+
+
+def relative_similarity_loss(s: Tensor, t: Tensor, margin: float = 0.015, chunk_size: int = 64) -> Tensor:
+    """Triplet-margin loss on similarity orderings: where the teacher has ``sim(i,j) > sim(i,k)``,
+    the student should too, by at least ``margin``: ``relu(margin - (s_ij - s_ik))``.
+
+    Compared per anchor i over all pairs ``(j, k)`` with ``j, k != i``; averaged over the triplets
+    the teacher orders strictly. Anchors are processed ``chunk_size`` at a time, so memory is
+    ``O(chunk_size * N^2)``, never ``O(N^3)`` at once (and no ``O(N^4)`` pair-of-pairs tensor).
+    """
+    sn, tn = F.normalize(s.float(), dim=-1), F.normalize(t.float(), dim=-1)
+    n = sn.size(0)
+    s_sim, t_sim = sn @ sn.T, tn @ tn.T
+    eye = torch.eye(n, dtype=torch.bool, device=s.device)
+    total = s.new_zeros((), dtype=torch.float32)
+    count = 0
+    for start in range(0, n, chunk_size):
+        rows = slice(start, min(start + chunk_size, n))
+        ss, ts = s_sim[rows], t_sim[rows]  # (c, N)
+        valid = ~eye[rows]  # j != i
+        pair_ok = valid.unsqueeze(2) & valid.unsqueeze(1)  # (c, N, N): j, k both != i
+        teacher_orders = (ts.unsqueeze(2) > ts.unsqueeze(1)) & pair_ok  # teacher: sim(i,j) > sim(i,k)
+        hinge = F.relu(margin - (ss.unsqueeze(2) - ss.unsqueeze(1)))
+        total = total + (hinge * teacher_orders).sum()
+        count += int(teacher_orders.sum())
+    return total / max(count, 1)
+
+
+EMBEDDING_DISTILL_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "cosine": cosine_embedding_loss,
+    "similarity_mse": similarity_mse_loss,
+    "relative_similarity": relative_similarity_loss,
 }

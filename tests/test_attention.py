@@ -62,3 +62,20 @@ def test_fast_dropout_swap_changes_no_weights(tiny_ce_path):
     assert sum(isinstance(m, Dropout16) for m in model.modules()) == n_dropouts
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_kernel_matches_eager_for_a_grouped_query_causal_decoder(tiny_llm_path):
+    from transformers import AutoModel
+
+    tok = AutoTokenizer.from_pretrained(tiny_llm_path)
+    outputs = {}
+    for impl in ("eager", register()):
+        model = AutoModel.from_pretrained(tiny_llm_path, attn_implementation=impl).eval()
+        assert model.config.num_key_value_heads < model.config.num_attention_heads
+        with torch.no_grad():
+            padded = tok(TEXTS[:4], padding=True, return_tensors="pt")
+            unpadded = tok(TEXTS[:1], return_tensors="pt")  # no padding: the kernel gets no mask
+            outputs[impl] = (model(**padded).last_hidden_state * padded["attention_mask"].unsqueeze(-1),
+                             model(**unpadded).last_hidden_state)
+    for ours, eager in zip(outputs[register()], outputs["eager"]):
+        torch.testing.assert_close(ours, eager, atol=1e-5, rtol=1e-4)

@@ -78,6 +78,21 @@ def tokenize_pairs(tokenizer: PreTrainedTokenizerBase, queries: Sequence[str], d
     return {k: enc[k] for k in enc.keys()}, len(too_long)
 
 
+def tokenize_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
+                   max_length: int) -> tuple[dict[str, list[list[int]]], int]:
+    """Tokenise single texts without padding, cut to ``max_length`` tokens (special tokens included).
+
+    Returns the encodings and how many texts were cut. Needs a fast tokenizer, whose encodings
+    record what was cut off.
+    """
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False,
+                    return_attention_mask=True, return_overflowing_tokens=False)
+    encodings = getattr(enc, "encodings", None)
+    if encodings is None:
+        raise TypeError(f"{type(tokenizer).__name__} is a slow tokenizer; embedding models need a fast one")
+    return {k: enc[k] for k in enc.keys()}, sum(bool(e.overflowing) for e in encodings)
+
+
 def pad_micro_batches(tokenizer: PreTrainedTokenizerBase, enc: dict[str, list[list[int]]],
                       batches: list[list[int]], pad_to_multiple_of: int | None = None) -> list[dict[str, torch.Tensor]]:
     chunks = []
@@ -130,4 +145,58 @@ class RerankCollator:
         }
         if all("scores" in f for f in features):
             batch["teacher_scores"] = torch.tensor([f["scores"] for f in features], dtype=torch.float32)
+        return batch
+
+
+def _chunked(enc: dict[str, list[list[int]]], tokenizer: PreTrainedTokenizerBase, max_tokens: int | None,
+             pad_to_multiple_of: int | None) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
+    batches = pack_by_length([len(ids) for ids in enc["input_ids"]], max_tokens)
+    order = torch.tensor([i for b in batches for i in b], dtype=torch.long)
+    return pad_micro_batches(tokenizer, enc, batches, pad_to_multiple_of), torch.argsort(order)
+
+
+@dataclass
+class EmbeddingCollator:
+    """Collate query groups for a bi-encoder: queries and passages tokenised separately by the model.
+
+    ``encoder`` is a :class:`~hf_ragtrain.modeling.bi_encoder.BiEncoder` (its ``tokenize`` applies
+    prompts, max lengths and EOS). A record's ``prompt`` replaces the model's query prompt.
+
+    Output keys:
+      - ``query_chunks`` / ``passage_chunks``: length-sorted padded micro-batches of at most
+        ``micro_batch_tokens`` padded tokens (``None``: one per kind), and ``query_restore`` /
+        ``passage_restore``, the ``(B,)`` / ``(B*G,)`` indices that put their outputs back in order;
+        passages are laid out group by group, each query's positive first;
+      - ``teacher_scores`` ``(B, G)`` when the records carry ``pos_scores``/``neg_scores``;
+      - ``query_texts`` / ``passage_texts`` when ``keep_texts`` (embedding distillation looks the
+        teacher's vectors up by text);
+      - ``num_texts``, ``num_truncated_texts``: counts for the truncation report.
+    """
+
+    encoder: Any
+    micro_batch_tokens: int | None = None
+    pad_to_multiple_of: int | None = None
+    keep_texts: bool = False
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        group = len(features[0]["docs"])
+        if any(len(f["docs"]) != group for f in features):
+            raise ValueError("all groups in a batch must have the same size")
+        queries = [f["query"] for f in features]
+        passages = [d for f in features for d in f["docs"]]
+        q_enc, q_cut = self.encoder.tokenize(queries, "query", prompts=[f.get("prompt") for f in features])
+        p_enc, p_cut = self.encoder.tokenize(passages, "passage")
+        tokenizer = self.encoder.tokenizer
+        q_chunks, q_restore = _chunked(q_enc, tokenizer, self.micro_batch_tokens, self.pad_to_multiple_of)
+        p_chunks, p_restore = _chunked(p_enc, tokenizer, self.micro_batch_tokens, self.pad_to_multiple_of)
+        batch = {
+            "query_chunks": q_chunks, "query_restore": q_restore,
+            "passage_chunks": p_chunks, "passage_restore": p_restore,
+            "num_texts": torch.tensor(len(queries) + len(passages)),
+            "num_truncated_texts": torch.tensor(q_cut + p_cut),
+        }
+        if all("scores" in f for f in features):
+            batch["teacher_scores"] = torch.tensor([f["scores"] for f in features], dtype=torch.float32)
+        if self.keep_texts:
+            batch["query_texts"], batch["passage_texts"] = queries, passages
         return batch

@@ -40,10 +40,21 @@ def dropout_16bit(x: Tensor, p: float) -> Tensor:
 def cpu_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value: Tensor,
                   attention_mask: Tensor | None, scaling: float | None = None, dropout: float = 0.0,
                   **kwargs) -> tuple[Tensor, Tensor]:
-    """Drop-in for transformers' eager attention; shapes ``(B, H, L, d)`` in, ``(B, L, H, d)`` out."""
+    """Drop-in for transformers' eager attention; shapes ``(B, H, L, d)`` in, ``(B, L, H, d)`` out.
+
+    Handles grouped-query attention (fewer key/value heads) and causal decoders called without a mask.
+    """
     if scaling is None:
         scaling = query.size(-1) ** -0.5
+    if key.size(1) != query.size(1):  # grouped-query attention: each key/value head serves several query heads
+        repeats = query.size(1) // key.size(1)
+        key, value = key.repeat_interleave(repeats, dim=1), value.repeat_interleave(repeats, dim=1)
     scores = torch.matmul(query * scaling, key.transpose(2, 3))  # scale the small tensor, not B*H*L*L
+    if attention_mask is None and query.size(2) > 1 and getattr(module, "is_causal", False):
+        # decoders without padding get no mask (as sdpa, which is then told is_causal)
+        causal = torch.ones(query.size(2), key.size(2), dtype=torch.bool, device=query.device).tril(
+            key.size(2) - query.size(2))
+        attention_mask = causal
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:  # True = attend (the sdpa mask convention)
             scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)

@@ -1,4 +1,5 @@
 from .base import RetrievalTrainer
+from .contrastive import ContrastiveTrainer
 from .rerank import RerankTrainer
 
-__all__ = ["RetrievalTrainer", "RerankTrainer"]
+__all__ = ["ContrastiveTrainer", "RetrievalTrainer", "RerankTrainer"]

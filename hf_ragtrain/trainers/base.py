@@ -54,6 +54,8 @@ class RetrievalTrainer(Trainer):
         self.add_callback(_EpochToDataset(self))
         self.pairs_seen = 0
         self.pairs_truncated = 0
+        self.texts_seen = 0
+        self.texts_truncated = 0
 
     # ------------------------------------------------------------------ saving and the Hub
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
@@ -120,7 +122,14 @@ class RetrievalTrainer(Trainer):
             self.pairs_seen += int(inputs["num_pairs"])
             self.pairs_truncated += int(inputs["num_truncated"])
 
+    def count_texts(self, inputs: dict[str, Any]) -> None:
+        if "num_texts" in inputs:
+            self.texts_seen += int(inputs["num_texts"])
+            self.texts_truncated += int(inputs["num_truncated_texts"])
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self.pairs_seen:
             logs["truncated_pairs"] = self.pairs_truncated
+        if "loss" in logs and self.texts_seen:
+            logs["truncated_texts"] = self.texts_truncated
         super().log(logs, start_time)

@@ -1,0 +1,48 @@
+"""Collectives for cross-device negatives: gather embeddings while keeping the local gradient."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_with_local_grad(t: Tensor) -> Tensor:
+    """Concatenate ``t`` ``(n_r, ...)`` from every process in rank order.
+
+    The other processes' rows are constants; this process's rows are ``t`` itself, so gradients flow
+    into the local slice only. Processes may hold different row counts (a last, smaller batch):
+    rows are padded for the collective and cut again.
+    """
+    if world_size() == 1:
+        return t
+    rank = dist.get_rank()
+    count = torch.tensor([t.size(0)], device=t.device)
+    counts = [torch.zeros_like(count) for _ in range(world_size())]
+    dist.all_gather(counts, count)
+    sizes = [int(c.item()) for c in counts]
+    padded = t.detach()
+    if t.size(0) < max(sizes):
+        padded = torch.cat([padded, padded.new_zeros(max(sizes) - t.size(0), *t.shape[1:])])
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded.contiguous())
+    parts = [part[:n] for part, n in zip(parts, sizes)]
+    parts[rank] = t
+    return torch.cat(parts)
+
+
+def scale_gradient(loss: Tensor, factor: float) -> Tensor:
+    """``loss`` with its value unchanged and its gradient multiplied by ``factor``.
+
+    With cross-device negatives every process computes the same global loss ``L`` but holds the
+    gradient of its own slice only; data-parallel averaging then yields ``grad L / world_size``.
+    Scaling the local gradient by ``world_size`` makes the update equal to a single-process run
+    over the global batch, while the logged loss stays ``L``.
+    """
+    if factor == 1:
+        return loss
+    return loss + (factor - 1) * (loss - loss.detach())

@@ -1,0 +1,251 @@
+"""ContrastiveTrainer: bi-encoders trained with InfoNCE, Matryoshka, cross-device negatives,
+GradCache, score distillation and embedding distillation."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from ..data.groups import GroupDataset
+from ..distributed import gather_with_local_grad, scale_gradient, world_size
+from ..losses import (EMBEDDING_DISTILL_LOSSES, group_scores, info_nce, matryoshka, relative_similarity_loss,
+                      score_distillation_kl)
+from ..modeling.attention import NAME as ATTN_CPU
+from ..modeling.attention import use_fast_dropout
+from .base import RetrievalTrainer
+
+logger = logging.getLogger(__name__)
+
+TRAINING_ARGS_NAME = "training_args.bin"
+
+
+class _RngState:
+    """The random state before a forward, so a re-run draws the same dropout masks (GradCache)."""
+
+    def __init__(self, device: torch.device):
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        self.device = device
+
+    @contextlib.contextmanager
+    def replay(self):
+        devices = [self.device] if self.cuda is not None else []
+        with torch.random.fork_rng(devices=devices):
+            torch.set_rng_state(self.cpu)
+            if self.cuda is not None:
+                torch.cuda.set_rng_state(self.cuda, self.device)
+            yield
+
+
+class ContrastiveTrainer(RetrievalTrainer):
+    """Train a :class:`~hf_ragtrain.modeling.bi_encoder.BiEncoder` on query groups.
+
+    Use with :class:`~hf_ragtrain.data.GroupDataset` and :class:`~hf_ragtrain.data.EmbeddingCollator`.
+    Settings come from :class:`~hf_ragtrain.arguments.EmbeddingTrainingArguments` (plain
+    ``TrainingArguments`` get their defaults). The loss, per Matryoshka dimension ``d`` (or once at
+    the full dimension), on re-normalised prefixes:
+
+        contrastive_weight * InfoNCE(q_d, p_d; temperature, in-batch negatives)
+        + distill_weight * KL(teacher || student) per query over its group
+
+    averaged over the dims, plus embedding distillation against ``teacher`` vectors (cosine at the
+    full dimension; similarity-matrix MSE and relative similarity at every dim).
+
+    With several processes and ``cross_device_negatives``, queries, passages and teacher scores are
+    gathered from all processes (gradients kept on the local slice) and every process computes the
+    global loss; the update equals a single-process run over the global batch.
+    """
+
+    def __init__(self, *args, teacher: Any = None, truncate_dim: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.truncate_dim = truncate_dim  # recorded in the saved folder for sentence-transformers
+        a = self.args
+        self.temperature = float(getattr(a, "temperature", 0.02))
+        self.in_batch_negatives = bool(getattr(a, "in_batch_negatives", True))
+        self.cross_device = bool(getattr(a, "cross_device_negatives", True))
+        self.dims = list(getattr(a, "matryoshka_dims", None) or [])
+        self.dim_weights = getattr(a, "matryoshka_weights", None)
+        self.grad_cache = bool(getattr(a, "grad_cache", False))
+        self.contrastive_weight = float(getattr(a, "contrastive_weight", 1.0))
+        self.teacher_temperature = float(getattr(a, "teacher_temperature", 1.0))
+        distill = getattr(a, "distill_weight", None)
+        has_scores = isinstance(self.train_dataset, GroupDataset) and self.train_dataset.has_scores
+        self.distill_weight = float(distill if distill is not None else (1.0 if has_scores else 0.0))
+        if self.distill_weight and isinstance(self.train_dataset, GroupDataset) and not has_scores:
+            raise ValueError("distill_weight > 0 needs teacher scores (pos_scores and neg_scores) in every record")
+        self.teacher = teacher
+        self.embed_weights = {name: float(getattr(a, f"{name}_weight", 0.0)) for name in EMBEDDING_DISTILL_LOSSES}
+        self.relative_margin = float(getattr(a, "relative_margin", 0.015))
+        if any(self.embed_weights.values()) and teacher is None:
+            raise ValueError("embedding distillation weights are set but no teacher (model or embeddings) was given")
+        encoder = self.accelerator.unwrap_model(self.model)
+        if self.dims and max(self.dims) > encoder.embedding_dim:
+            raise ValueError(f"matryoshka_dims {self.dims} exceed the embedding dimension {encoder.embedding_dim}")
+        if teacher is not None and self.embed_weights["cosine"] and teacher.dim != encoder.embedding_dim:
+            raise ValueError(f"the cosine distillation loss needs equal dimensions: student {encoder.embedding_dim}, "
+                             f"teacher {teacher.dim}; use similarity_mse / relative_similarity instead")
+        if getattr(encoder.config, "_attn_implementation", None) == ATTN_CPU:
+            use_fast_dropout(encoder)
+        logger.info("contrastive loss: temperature %s, in-batch negatives %s, cross-device %s, MRL dims %s, "
+                    "distill weight %s, grad cache %s", self.temperature, self.in_batch_negatives,
+                    self.cross_device, self.dims or "-", self.distill_weight, self.grad_cache)
+
+    # ------------------------------------------------------------------ settings for the card
+    def loss_description(self) -> tuple[str, dict[str, Any]]:
+        parts = []
+        if self.contrastive_weight:
+            parts.append("InfoNCE" + (" with in-batch negatives" if self.in_batch_negatives else ""))
+        if self.distill_weight:
+            parts.append("score distillation (per-query KL)")
+        parts += [f"{name} embedding distillation" for name, w in self.embed_weights.items() if w]
+        name = " + ".join(parts) + (" under Matryoshka" if self.dims else "")
+        params = {"temperature": self.temperature, "cross_device_negatives": self.cross_device,
+                  "grad_cache": self.grad_cache}
+        if self.dims:
+            params["matryoshka_dims"] = self.dims
+            if self.dim_weights:
+                params["matryoshka_weights"] = self.dim_weights
+        if self.distill_weight:
+            params.update(distill_weight=self.distill_weight, teacher_temperature=self.teacher_temperature,
+                          contrastive_weight=self.contrastive_weight)
+        params.update({f"{k}_weight": v for k, v in self.embed_weights.items() if v})
+        return name, params
+
+    # ------------------------------------------------------------------ the loss
+    @staticmethod
+    def _embed(model: torch.nn.Module, chunks: Sequence[dict[str, Tensor]], restore: Tensor) -> Tensor:
+        return torch.cat([model(**chunk) for chunk in chunks])[restore]
+
+    def _teacher_vectors(self, inputs: dict[str, Any], device: torch.device) -> tuple[Tensor, Tensor] | None:
+        if self.teacher is None or not any(self.embed_weights.values()):
+            return None
+        tq = self.teacher.vectors_for(inputs["query_texts"], "query").to(device)
+        tp = self.teacher.vectors_for(inputs["passage_texts"], "passage").to(device)
+        return tq, tp
+
+    def loss_from_embeddings(self, q: Tensor, p: Tensor, teacher_scores: Tensor | None = None,
+                             teacher_vectors: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """The training loss from this process's raw (unnormalised) embeddings ``q`` ``(B, D)``, ``p`` ``(B*G, D)``."""
+        local_q, local_p = q, p
+        world = world_size() if self.cross_device else 1
+        if world > 1:
+            q, p = gather_with_local_grad(q), gather_with_local_grad(p)
+            if teacher_scores is not None:
+                teacher_scores = gather_with_local_grad(teacher_scores)
+        normalize = self.accelerator.unwrap_model(self.model).settings.normalize
+        use_scores = self.distill_weight and teacher_scores is not None
+
+        def per_dim(qd: Tensor, pd: Tensor) -> Tensor:
+            loss = qd.new_zeros((), dtype=torch.float32)
+            if self.contrastive_weight:
+                loss = loss + self.contrastive_weight * info_nce(qd, pd, self.temperature, self.in_batch_negatives)
+            if use_scores:
+                loss = loss + self.distill_weight * score_distillation_kl(
+                    group_scores(qd, pd), teacher_scores, self.temperature, self.teacher_temperature)
+            return loss
+
+        loss = matryoshka(per_dim, q, p, self.dims or None, self.dim_weights, normalize=normalize)
+        loss = scale_gradient(loss, world)
+        if teacher_vectors is not None:  # embedding distillation: this process's texts
+            student = torch.cat([local_q, local_p])
+            teacher = torch.cat(teacher_vectors)
+            if self.embed_weights["cosine"]:
+                loss = loss + self.embed_weights["cosine"] * EMBEDDING_DISTILL_LOSSES["cosine"](student, teacher)
+            for d in self.dims or [student.size(-1)]:
+                if self.embed_weights["similarity_mse"]:
+                    loss = loss + self.embed_weights["similarity_mse"] * EMBEDDING_DISTILL_LOSSES["similarity_mse"](
+                        student[:, :d], teacher) / max(len(self.dims), 1)
+                if self.embed_weights["relative_similarity"]:
+                    loss = loss + self.embed_weights["relative_similarity"] * relative_similarity_loss(
+                        student[:, :d], teacher, self.relative_margin) / max(len(self.dims), 1)
+        return loss
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        q = self._embed(model, inputs["query_chunks"], inputs["query_restore"])
+        p = self._embed(model, inputs["passage_chunks"], inputs["passage_restore"])
+        loss = self.loss_from_embeddings(q, p, inputs.get("teacher_scores"), self._teacher_vectors(inputs, q.device))
+        if model.training:
+            self.count_texts(inputs)
+        return (loss, {"query_embeddings": q, "passage_embeddings": p}) if return_outputs else loss
+
+    # ------------------------------------------------------------------ GradCache
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if not self.grad_cache:
+            return super().training_step(model, inputs, num_items_in_batch)
+        return self._grad_cache_step(model, inputs)
+
+    def _grad_cache_step(self, model, inputs) -> Tensor:
+        """One step with GradCache: the same gradients as the plain step, the memory of one chunk.
+
+        1. embed every chunk without a graph, recording the random state (dropout) before each;
+        2. compute the loss on those embeddings and its gradient w.r.t. them (no parameter involved);
+        3. per chunk, replay the random state, embed again with a graph and back-propagate
+           ``sum(embedding * its cached gradient)``. Under DDP all but the last chunk run in
+           ``no_sync``; under DeepSpeed they are gradient-accumulation micro-steps, and the last
+           one is the boundary, so gradients are reduced once as usual.
+        """
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        chunks = [("q", c) for c in inputs["query_chunks"]] + [("p", c) for c in inputs["passage_chunks"]]
+        device = inputs["query_restore"].device
+        states, cached = [], []
+        with torch.no_grad(), self.compute_loss_context_manager():
+            for _, chunk in chunks:
+                states.append(_RngState(device))
+                cached.append(model(**chunk))
+        n_q = len(inputs["query_chunks"])
+        q = torch.cat(cached[:n_q]).detach().requires_grad_()
+        p = torch.cat(cached[n_q:]).detach().requires_grad_()
+        with self.compute_loss_context_manager():
+            loss = self.loss_from_embeddings(q[inputs["query_restore"]], p[inputs["passage_restore"]],
+                                             inputs.get("teacher_scores"),
+                                             self._teacher_vectors(inputs, device))
+        loss = loss / self.current_gradient_accumulation_steps
+        grad_q, grad_p = torch.autograd.grad(loss, [q, p])
+        grads = list(grad_q.split([c.size(0) for c in cached[:n_q]])) + \
+            list(grad_p.split([c.size(0) for c in cached[n_q:]]))
+        del cached, q, p
+        kwargs = {}
+        from accelerate.utils import DistributedType
+
+        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            kwargs["scale_wrt_gas"] = False
+        state = self.accelerator.gradient_state
+        sync = state.sync_gradients
+        for i, ((_, chunk), rng, grad) in enumerate(zip(chunks, states, grads)):
+            last = i == len(chunks) - 1
+            state._set_sync_gradients(sync and last)
+            no_sync = (self.accelerator.no_sync(model) if not last and
+                       self.accelerator.distributed_type != DistributedType.DEEPSPEED else contextlib.nullcontext())
+            with no_sync, rng.replay(), self.compute_loss_context_manager():
+                surrogate = (model(**chunk) * grad).sum()
+                self.accelerator.backward(surrogate, **kwargs)
+        state._set_sync_gradients(sync)
+        self.count_texts(inputs)
+        return loss.detach()
+
+    # ------------------------------------------------------------------ saving and loading
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        """Save the bi-encoder in the sentence-transformers layout (checkpoints and the final model)."""
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        encoder = self.accelerator.unwrap_model(self.model)
+        encoder.save_pretrained(output_dir, state_dict=state_dict, truncate_dim=self.truncate_dim)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        encoder = self.accelerator.unwrap_model(model or self.model)
+        if self.is_deepspeed_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        encoder.load_weights(resume_from_checkpoint)
+
+    def _load_best_model(self):
+        encoder = self.accelerator.unwrap_model(self.model)
+        if self.is_deepspeed_enabled:
+            return super()._load_best_model()
+        encoder.load_weights(self.state.best_model_checkpoint)

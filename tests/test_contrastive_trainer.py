@@ -1,0 +1,145 @@
+"""ContrastiveTrainer: GradCache gradients equal plain ones, training moves the loss, the saved model
+loads in sentence-transformers with the in-memory model's embeddings, checkpoints resume."""
+
+import copy
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TEXTS, build_tiny_encoder, tiny_records
+from hf_ragtrain import (BiEncoder, ContrastiveTrainer, EmbeddingCollator, EmbeddingTrainingArguments, GroupDataset,
+                         load_records)
+from hf_ragtrain.modeling.teacher import ModelTeacher, PrecomputedTeacher, write_teacher_embeddings
+
+
+def scored_records(n=8):
+    """tiny_records with teacher scores (positives high, negatives graded by position)."""
+    out = []
+    for r in tiny_records(n):
+        out.append({**r, "pos_scores": [5.0] * len(r["pos"]), "neg_scores": [float(-i) for i in range(len(r["neg"]))]})
+    return out
+
+
+def make_trainer(path, out, records=None, teacher=None, group_size=4, micro_batch_tokens=24, **args):
+    model = BiEncoder.from_pretrained(path)
+    data, _ = load_records(records or tiny_records(8))
+    defaults = dict(output_dir=str(out), per_device_train_batch_size=4, learning_rate=2e-3, num_train_epochs=3,
+                    logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, seed=7, disable_tqdm=True)
+    targs = EmbeddingTrainingArguments(**{**defaults, **args})
+    collator = EmbeddingCollator(model, micro_batch_tokens=micro_batch_tokens, keep_texts=teacher is not None)
+    return ContrastiveTrainer(model=model, args=targs, train_dataset=GroupDataset(data, group_size=group_size, seed=7),
+                              data_collator=collator, teacher=teacher)
+
+
+def grads_after_step(trainer, batch, grad_cache):
+    model = trainer.model
+    model.zero_grad()
+    trainer.grad_cache = grad_cache
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop otherwise
+    torch.manual_seed(123)  # the same dropout masks for both
+    loss = trainer.training_step(model, copy.deepcopy(batch))
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("settings", [
+    dict(),
+    dict(matryoshka_dims=[32, 16, 8], matryoshka_weights=[1.0, 0.5, 0.25]),
+    dict(in_batch_negatives=False, distill_weight=0.5),
+])
+def test_grad_cache_gives_the_plain_gradients(tmp_path, settings):
+    path = build_tiny_encoder(tmp_path / "m", dropout=0.1)  # dropout on: GradCache must replay its masks
+    trainer = make_trainer(path, tmp_path / "o", records=scored_records(), micro_batch_tokens=16, **settings)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    assert len(batch["passage_chunks"]) > 2  # several chunks, so the cache is exercised
+    loss_plain, plain = grads_after_step(trainer, batch, grad_cache=False)
+    loss_cached, cached = grads_after_step(trainer, batch, grad_cache=True)
+    assert loss_cached == pytest.approx(loss_plain, rel=1e-5)
+    assert plain.keys() == cached.keys() and len(plain) > 10
+    for name in plain:
+        torch.testing.assert_close(cached[name], plain[name], atol=1e-5, rtol=1e-4, msg=name)
+    # and the masks matter: another seed gives other gradients
+    trainer.model.zero_grad()
+    torch.manual_seed(7)
+    trainer.current_gradient_accumulation_steps = 1
+    trainer.grad_cache = False
+    trainer.training_step(trainer.model, copy.deepcopy(batch))
+    other = {n: p.grad for n, p in trainer.model.named_parameters() if p.grad is not None}
+    assert any(not torch.allclose(other[n], plain[n], atol=1e-5) for n in plain)
+
+
+def test_training_lowers_the_loss_and_saves_a_sentence_transformers_model(tiny_encoder_path, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    trainer = make_trainer(tiny_encoder_path, tmp_path, num_train_epochs=8, matryoshka_dims=[32, 16])
+    result = trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert np.mean(losses[-2:]) < 0.7 * np.mean(losses[:2])
+    assert result.training_loss > 0
+    final = str(tmp_path / "final")
+    trainer.save_model(final)
+    ours = trainer.model.encode(TEXTS, kind="query")
+    st = SentenceTransformer(final, device="cpu")
+    np.testing.assert_allclose(st.encode(TEXTS, prompt_name="query"), ours, atol=1e-5)
+    assert trainer.texts_seen == 8 * 8 * (1 + 4) and trainer.texts_truncated == 0
+
+
+def test_resume_from_checkpoint_continues_the_same_run(tiny_encoder_path, tmp_path):
+    full = make_trainer(tiny_encoder_path, tmp_path / "full", num_train_epochs=2, save_strategy="steps",
+                        save_steps=2)
+    full.train()
+    resumed = make_trainer(tiny_encoder_path, tmp_path / "full", num_train_epochs=2)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-2"))
+    a, b = full.model.encode(TEXTS), resumed.model.encode(TEXTS)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    fresh = BiEncoder.from_pretrained(tiny_encoder_path).encode(TEXTS)
+    assert np.abs(fresh - a).max() > 1e-3
+
+
+def test_distillation_weight_defaults_to_the_records(tiny_encoder_path, tmp_path):
+    assert make_trainer(tiny_encoder_path, tmp_path / "a", records=scored_records()).distill_weight == 1.0
+    assert make_trainer(tiny_encoder_path, tmp_path / "b").distill_weight == 0.0
+    with pytest.raises(ValueError, match="needs teacher scores"):
+        make_trainer(tiny_encoder_path, tmp_path / "c", distill_weight=1.0)
+
+
+def test_score_distillation_alone_pulls_the_student_towards_the_teacher(tiny_encoder_path, tmp_path):
+    trainer = make_trainer(tiny_encoder_path, tmp_path, records=scored_records(), contrastive_weight=0.0,
+                           in_batch_negatives=False, num_train_epochs=6)
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_embedding_distillation_from_a_model_or_precomputed_vectors_is_the_same(tmp_path):
+    teacher_path = build_tiny_encoder(tmp_path / "teacher", seed=5, hidden=48)
+    student_path = build_tiny_encoder(tmp_path / "student", seed=1)
+    teacher = BiEncoder.from_pretrained(teacher_path)
+    texts = [t for r in tiny_records(8) for t in [r["query"], *r["pos"], *r["neg"]]]
+    write_teacher_embeddings(teacher, texts, str(tmp_path / "t.npy"), str(tmp_path / "t.jsonl"))
+    weights = dict(similarity_mse_weight=1.0, relative_similarity_weight=1.0, contrastive_weight=0.0)
+    runs = {}
+    for name, source in [("model", ModelTeacher(teacher)),
+                         ("npy", PrecomputedTeacher.load(str(tmp_path / "t.npy"), str(tmp_path / "t.jsonl")))]:
+        trainer = make_trainer(student_path, tmp_path / name, teacher=source, num_train_epochs=4, **weights)
+        trainer.train()
+        runs[name] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    # the same loss before any update; afterwards float noise in the teacher vectors (batched
+    # differently) is amplified by training, so later steps agree less tightly
+    assert runs["model"][0] == pytest.approx(runs["npy"][0], rel=1e-5)
+    np.testing.assert_allclose(runs["model"], runs["npy"], rtol=2e-2)
+    assert runs["npy"][-1] < runs["npy"][0]
+    with pytest.raises(ValueError, match="needs equal dimensions"):
+        make_trainer(student_path, tmp_path / "x", teacher=ModelTeacher(teacher), cosine_weight=1.0)
+
+
+def test_precomputed_teacher_names_missing_texts_and_bad_lines(tmp_path):
+    vectors = np.zeros((2, 3), dtype=np.float32)
+    teacher = PrecomputedTeacher(vectors, ["a", "b"], source="t.npy")
+    with pytest.raises(KeyError, match="t.npy: no teacher vector for 1 text"):
+        teacher.vectors_for(["a", "c"], "query")
+    np.save(tmp_path / "v.npy", vectors)
+    (tmp_path / "texts.jsonl").write_text('"a"\n{"x": 1}\n')
+    with pytest.raises(ValueError, match="texts.jsonl, line 2: expected a JSON string, got dict"):
+        PrecomputedTeacher.load(str(tmp_path / "v.npy"), str(tmp_path / "texts.jsonl"))
