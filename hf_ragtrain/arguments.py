@@ -104,6 +104,10 @@ class RerankerTrainingArguments(TrainingArguments):
     ddp_find_unused_parameters: Optional[bool] = field(
         default=False, metadata={"help": "Every parameter of a cross-encoder gets a gradient, so DDP need not "
                                          "search for unused ones (set True for models that skip layers)."})
+    ddp_broadcast_buffers: Optional[bool] = field(
+        default=False, metadata={"help": "Off: a step makes one forward call per micro-batch, processes may hold "
+                                         "different numbers of them, and DDP's per-call buffer broadcasts would "
+                                         "not pair up (the buffers of text encoders are constants)."})
     max_label: Optional[int] = field(
         default=None, metadata={"help": "Grade that maps to target 1.0 in the pointwise loss. Default: 3 when the "
                                         "data has grades above 1, else 1."})
@@ -173,3 +177,8 @@ class EmbeddingTrainingArguments(TrainingArguments):
     relative_margin: float = 0.015
     ddp_find_unused_parameters: Optional[bool] = field(
         default=False, metadata={"help": "Every parameter gets a gradient; DDP need not search for unused ones."})
+    ddp_broadcast_buffers: Optional[bool] = field(
+        default=False, metadata={"help": "DDP broadcasts buffers at every forward call; a step makes one call per "
+                                         "micro-batch and processes may hold different numbers of them, so the "
+                                         "broadcasts would not pair up. The buffers of text encoders are "
+                                         "constants (position ids), so they are not broadcast by default."})

@@ -195,32 +195,72 @@ def mteb_table(results: dict[str, TaskScores], first_stage: dict[str, TaskScores
     return "\n".join(lines)
 
 
-def render_reranker_card(info: CardInfo, args: TrainingArguments | None = None,
-                         log_history: Sequence[dict[str, Any]] = ()) -> ModelCard:
-    """Build the model card of a cross-encoder reranker."""
+@dataclass
+class _CardKind:
+    """What differs between the cards of model families."""
+
+    pipeline_tag: str
+    tags: list[str]
+    default_name: str
+    intro: str  # formatted with base_model
+    usage: str
+    dev_heading: str
+
+
+_RERANKER = _CardKind(
+    pipeline_tag="text-ranking",
+    tags=["hf_ragtrain", "cross-encoder", "reranker", "text-ranking", "generated_from_trainer"],
+    default_name="reranker",
+    intro="A cross-encoder reranker fine-tuned from `{base_model}` with "
+          "[hf_ragtrain](https://pypi.org/project/hf_ragtrain/) (`RerankTrainer`). It reads a "
+          "(query, passage) pair and returns one relevance logit: higher means more relevant.\n",
+    usage="## Usage\n\nWith sentence-transformers:\n\n```python\nfrom sentence_transformers import "
+          "CrossEncoder\n\nmodel = CrossEncoder(\"PATH_OR_REPO_ID\")\nscores = model.predict([(\"how do I "
+          "sort a dict?\", \"Use sorted() with a key.\")])\n```\n\nWith transformers:\n\n```python\n"
+          "import torch\nfrom transformers import AutoModelForSequenceClassification, AutoTokenizer\n\n"
+          "tok = AutoTokenizer.from_pretrained(\"PATH_OR_REPO_ID\")\nmodel = AutoModelForSequenceClassification"
+          ".from_pretrained(\"PATH_OR_REPO_ID\").eval()\nbatch = tok([\"how do I sort a dict?\"], [\"Use sorted() "
+          "with a key.\"], return_tensors=\"pt\", truncation=True)\nwith torch.no_grad():\n    scores = "
+          "model(**batch).logits.squeeze(-1)\n```\n",
+    dev_heading="## Evaluation (dev set, reranking its candidates)",
+)
+
+_EMBEDDER = _CardKind(
+    pipeline_tag="sentence-similarity",
+    tags=["hf_ragtrain", "sentence-transformers", "feature-extraction", "sentence-similarity", "retrieval",
+          "generated_from_trainer"],
+    default_name="embedder",
+    intro="An embedding model (bi-encoder) fine-tuned from `{base_model}` with "
+          "[hf_ragtrain](https://pypi.org/project/hf_ragtrain/) (`ContrastiveTrainer`). It maps a query or a "
+          "passage to one vector; relevant passages lie close to their queries.\n",
+    usage="## Usage\n\nWith sentence-transformers (the folder is in its layout, prompts included):\n\n```python\n"
+          "from sentence_transformers import SentenceTransformer\n\nmodel = SentenceTransformer(\"PATH_OR_REPO_ID\")\n"
+          "queries = model.encode([\"how do I sort a dict?\"], prompt_name=\"query\")\n"
+          "passages = model.encode([\"Use sorted() with a key.\"], prompt_name=\"document\")\n"
+          "scores = model.similarity(queries, passages)\n```\n\nWith hf_ragtrain:\n\n```python\n"
+          "from hf_ragtrain import BiEncoder\n\nmodel = BiEncoder.from_pretrained(\"PATH_OR_REPO_ID\")\n"
+          "q = model.encode([\"how do I sort a dict?\"], kind=\"query\")\n```\n",
+    dev_heading="## Evaluation (dev set, retrieval over the dev documents)",
+)
+
+# mteb task type -> (model-index task type, task name)
+_MODEL_INDEX_TASKS = {"Retrieval": ("retrieval", "Retrieval"), "Reranking": ("text-ranking", "Reranking")}
+
+
+def _render_card(kind: _CardKind, info: CardInfo, args: TrainingArguments | None,
+                 log_history: Sequence[dict[str, Any]], eval_results: list[EvalResult]) -> ModelCard:
     data = ModelCardData(
         library_name="sentence-transformers",
-        pipeline_tag="text-ranking",
+        pipeline_tag=kind.pipeline_tag,
         base_model=info.base_model,
         license=info.license,
-        tags=["hf_ragtrain", "cross-encoder", "reranker", "text-ranking", "generated_from_trainer"],
+        tags=list(kind.tags),
         datasets=list(dict.fromkeys(d.get("hub_id") or dataset_slug(d["name"]) for d in info.datasets)) or None,
-        model_name=info.model_name or "reranker",
-        eval_results=mteb_eval_results(info.mteb_results) or None,
+        model_name=info.model_name or kind.default_name,
+        eval_results=eval_results or None,
     )
     name = info.model_name or "this model"
-    sections = [f"# {name}\n",
-                f"A cross-encoder reranker fine-tuned from `{info.base_model}` with "
-                f"[hf_ragtrain](https://pypi.org/project/hf_ragtrain/) (`RerankTrainer`). It reads a "
-                f"(query, passage) pair and returns one relevance logit: higher means more relevant.\n"]
-    sections.append("## Usage\n\nWith sentence-transformers:\n\n```python\nfrom sentence_transformers import "
-                    "CrossEncoder\n\nmodel = CrossEncoder(\"PATH_OR_REPO_ID\")\nscores = model.predict([(\"how do I "
-                    "sort a dict?\", \"Use sorted() with a key.\")])\n```\n\nWith transformers:\n\n```python\n"
-                    "import torch\nfrom transformers import AutoModelForSequenceClassification, AutoTokenizer\n\n"
-                    "tok = AutoTokenizer.from_pretrained(\"PATH_OR_REPO_ID\")\nmodel = AutoModelForSequenceClassification"
-                    ".from_pretrained(\"PATH_OR_REPO_ID\").eval()\nbatch = tok([\"how do I sort a dict?\"], [\"Use sorted() "
-                    "with a key.\"], return_tensors=\"pt\", truncation=True)\nwith torch.no_grad():\n    scores = "
-                    "model(**batch).logits.squeeze(-1)\n```\n")
+    sections = [f"# {name}\n", kind.intro.format(base_model=info.base_model), kind.usage]
     if info.datasets:
         lines = ["## Training data\n", "| Name | Split | Size | Source |", "|---|---|---|---|"]
         for d in info.datasets:
@@ -244,7 +284,7 @@ def render_reranker_card(info: CardInfo, args: TrainingArguments | None = None,
     if info.metrics_after:
         columns["after training"] = _strip_prefix(info.metrics_after)
     if columns:
-        sections.append("## Evaluation (dev set, reranking its candidates)\n\n" + metrics_table(columns) + "\n")
+        sections.append(f"{kind.dev_heading}\n\n" + metrics_table(columns) + "\n")
     if info.mteb_results:
         settings = "; ".join(f"{k}: `{v}`" for k, v in info.mteb_settings.items())
         sections.append("## MTEB evaluation\n\nComputed with mteb " + framework_versions().get("mteb", "?")
@@ -259,6 +299,22 @@ def render_reranker_card(info: CardInfo, args: TrainingArguments | None = None,
                     "training data also apply to these weights.\n")
     content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(sections)
     return ModelCard(content)
+
+
+def render_reranker_card(info: CardInfo, args: TrainingArguments | None = None,
+                         log_history: Sequence[dict[str, Any]] = ()) -> ModelCard:
+    """Build the model card of a cross-encoder reranker (its MTEB rows are reranking results)."""
+    return _render_card(_RERANKER, info, args, log_history, mteb_eval_results(info.mteb_results))
+
+
+def render_embedding_card(info: CardInfo, args: TrainingArguments | None = None,
+                          log_history: Sequence[dict[str, Any]] = ()) -> ModelCard:
+    """Build the model card of a bi-encoder; each MTEB task enters the model-index under its own type."""
+    results = []
+    for name, scores in info.mteb_results.items():
+        task_type, task_name = _MODEL_INDEX_TASKS.get(scores.task_type, ("retrieval", scores.task_type))
+        results += mteb_eval_results({name: scores}, task_type=task_type, task_name=task_name)
+    return _render_card(_EMBEDDER, info, args, log_history, results)
 
 
 def is_hf_ragtrain_card(path: str) -> bool:

@@ -176,25 +176,52 @@ class MtebEncoder:
 
     Embeddings are L2-normalised and compared by cosine (dot product of normalised vectors).
     ``query_prompt``/``document_prompt`` are prepended to the texts mteb passes as queries and
-    documents.
+    documents. An encoder that knows queries from passages itself (a
+    :class:`~hf_ragtrain.BiEncoder`, which applies its own prompts and max lengths) gets
+    ``kind="query"``/``"passage"`` instead.
+
+    ``truncate_dim`` keeps the first dimensions of each vector (Matryoshka), re-normalised.
+    ``cache`` (a dict, shareable between adapters of the same encoder) keeps each text's full vector,
+    so evaluating several dimensions encodes the corpus once.
     """
 
     def __init__(self, encoder: Any, name: str = "local/encoder", revision: str | None = None,
-                 query_prompt: str = "", document_prompt: str = "", batch_size: int = 64):
+                 query_prompt: str = "", document_prompt: str = "", batch_size: int = 64,
+                 truncate_dim: int | None = None, cache: dict | None = None):
         self.encoder = encoder
         self.query_prompt, self.document_prompt = query_prompt, document_prompt
         self.batch_size = batch_size
-        self.mteb_model_meta = _model_meta(name, revision, "cosine")
+        self.truncate_dim = truncate_dim
+        self.cache = cache
+        self.kind_aware = hasattr(encoder, "settings") and hasattr(encoder, "tokenize")
+        self.mteb_model_meta = _model_meta(name, revision, "cosine", embed_dim=truncate_dim)
+
+    def _encode(self, texts: list[str], kind: str | None) -> np.ndarray:
+        if self.kind_aware:
+            return np.asarray(self.encoder.encode(texts, kind="query" if kind == "query" else "passage",
+                                                  batch_size=self.batch_size), dtype=np.float32)
+        prefix = self.query_prompt if kind == "query" else self.document_prompt if kind == "document" else ""
+        if prefix:
+            texts = [prefix + t for t in texts]
+        return np.asarray(self.encoder.encode(texts, batch_size=self.batch_size, normalize_embeddings=True),
+                          dtype=np.float32)
 
     def encode(self, inputs, *, task_metadata=None, hf_split=None, hf_subset=None, prompt_type=None,
                **kwargs) -> np.ndarray:
         texts = _texts(inputs)
         kind = getattr(prompt_type, "value", prompt_type)
-        prefix = self.query_prompt if kind == "query" else self.document_prompt if kind == "document" else ""
-        if prefix:
-            texts = [prefix + t for t in texts]
-        vectors = self.encoder.encode(texts, batch_size=self.batch_size, normalize_embeddings=True)
-        return np.asarray(vectors, dtype=np.float32)
+        if self.cache is None:
+            vectors = self._encode(texts, kind)
+        else:
+            missing = list(dict.fromkeys(t for t in texts if (kind, t) not in self.cache))
+            if missing:
+                for text, vec in zip(missing, self._encode(missing, kind)):
+                    self.cache[(kind, text)] = vec
+            vectors = np.stack([self.cache[(kind, t)] for t in texts]) if texts else np.zeros((0, 1), np.float32)
+        if self.truncate_dim:
+            vectors = vectors[:, : self.truncate_dim]
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors
 
     def similarity(self, embeddings1, embeddings2):
         a, b = _as_tensor(embeddings1), _as_tensor(embeddings2)
@@ -360,3 +387,34 @@ def evaluate_saved_reranker(model_dir: str, tasks: Sequence[Any], first_stage: A
 def scores_as_dict(results: Mapping[str, TaskScores]) -> dict[str, dict[str, dict[str, float]]]:
     """``{task: {split: {metric: value}}}`` for JSON output."""
     return {name: ts.metrics for name, ts in results.items()}
+
+
+def evaluate_saved_embedder(model_dir: str, tasks: Sequence[Any], output_folder: str | None = None,
+                            name: str = "local/embedder", dims: Sequence[int] = (), bf16: bool = False,
+                            batch_size: int = 64) -> dict[str, Any]:
+    """Load the bi-encoder saved in ``model_dir`` and evaluate it on ``tasks`` through mteb.
+
+    ``dims`` are extra Matryoshka dimensions evaluated on the same (cached) vectors. Returns
+    ``{"full": {task: TaskScores}, "dims": {dim: {task: TaskScores}}}``.
+    """
+    import contextlib
+
+    import torch
+
+    from ..modeling.bi_encoder import BiEncoder
+
+    encoder = BiEncoder.from_pretrained(model_dir)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    encoder.to(device).eval()
+    cache: dict = {}
+    ctx = torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    out: dict[str, Any] = {"dims": {}}
+    with ctx:
+        out["full"] = run_mteb(MtebEncoder(encoder, name=name, cache=cache, batch_size=batch_size), tasks,
+                               output_folder)
+        for dim in dims:
+            if dim < encoder.embedding_dim:
+                out["dims"][int(dim)] = run_mteb(
+                    MtebEncoder(encoder, name=f"{name}-dim{dim}", cache=cache, truncate_dim=int(dim),
+                                batch_size=batch_size), tasks, output_folder)
+    return out

@@ -156,6 +156,9 @@ class BiEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.settings = settings or EncoderSettings()
         self.config = getattr(backbone, "config", None)
+        pooler = getattr(backbone, "pooler", None)  # e.g. BERT's: its output is not an embedding we use
+        if isinstance(pooler, nn.Module):
+            pooler.requires_grad_(False)  # no gradient ever reaches it; DDP must not wait for one
         if self.settings.append_eos:
             set_eos_post_processor(tokenizer)
         if tokenizer.pad_token is None:
@@ -250,19 +253,22 @@ class BiEncoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str] | str, batch_size: int = 64, kind: str | None = None,
-               prompt_name: str | None = None, prompt: str | None = None, normalize_embeddings: bool | None = None,
+               prompt_name: str | None = None, prompt: str | None = None, prompts: Sequence[str | None] | None = None,
+               normalize_embeddings: bool | None = None,
                convert_to_numpy: bool = True, convert_to_tensor: bool = False, show_progress_bar: bool = False,
                batch_tokens: int | None = None, truncate_dim: int | None = None, **unused: Any):
         """Embed texts for inference (sentence-transformers style arguments).
 
         ``kind``/``prompt_name`` (``query``, or ``passage``/``document``) pick the max length and
-        prompt; ``prompt`` gives a prompt explicitly. Texts are sorted by length and batched by
+        prompt; ``prompt`` gives a prompt explicitly, ``prompts`` one per text (``None``: the
+        default). Texts are sorted by length and batched by
         ``batch_size`` (or by ``batch_tokens`` padded tokens). Returns ``(N, D)`` float32.
         """
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         kind = kind or {"query": "query", "document": "passage", "passage": "passage"}.get(prompt_name or "", "passage")
-        prompts = None if prompt is None else [prompt] * len(texts)
+        if prompts is None and prompt is not None:
+            prompts = [prompt] * len(texts)
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device

@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Any
 
+import torch
 from transformers import Trainer, TrainerCallback
 
 logger = logging.getLogger(__name__)
@@ -115,6 +116,32 @@ class RetrievalTrainer(Trainer):
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+    # ------------------------------------------------------------------ micro-batches across processes
+    def deepspeed_zero_stage(self) -> int | None:
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None) if self.is_deepspeed_enabled else None
+        return int(plugin.zero_stage) if plugin is not None else None
+
+    def padded_chunk_count(self, n: int, every_pass_communicates: bool = False) -> int:
+        """How many micro-batches this process must run so that all processes run the same number.
+
+        Processes sort and split their own batches, so their micro-batch counts can differ. That is
+        harmless where a forward/backward pass makes no collective call (DDP's reduction happens
+        once per step), but under DeepSpeed ZeRO-3 every forward and backward gathers parameters,
+        and with ``every_pass_communicates`` (GradCache's one backward per micro-batch, which ZeRO
+        reduces each time) every pass is a collective: then the counts must match, and the process
+        with fewer micro-batches runs extra zero-weight ones.
+        """
+        import torch.distributed as dist
+
+        stage = self.deepspeed_zero_stage()
+        if stage is None or not (stage == 3 or every_pass_communicates):
+            return n
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return n
+        count = torch.tensor([n], dtype=torch.long, device=self.args.device)
+        dist.all_reduce(count, op=dist.ReduceOp.MAX)
+        return int(count.item())
 
     # ------------------------------------------------------------------ logging
     def count_pairs(self, inputs: dict[str, Any]) -> None:

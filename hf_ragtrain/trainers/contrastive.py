@@ -121,6 +121,12 @@ class ContrastiveTrainer(RetrievalTrainer):
     def _embed(model: torch.nn.Module, chunks: Sequence[dict[str, Tensor]], restore: Tensor) -> Tensor:
         return torch.cat([model(**chunk) for chunk in chunks])[restore]
 
+    def _padding_passes(self, model, inputs, every_pass_communicates: bool = False) -> list[dict[str, Tensor]]:
+        """Extra micro-batches (copies of the shortest) so every process runs as many passes (see base)."""
+        chunks = [*inputs["query_chunks"], *inputs["passage_chunks"]]
+        extra = self.padded_chunk_count(len(chunks), every_pass_communicates) - len(chunks)
+        return [min(chunks, key=lambda c: c["input_ids"].numel())] * extra
+
     def _teacher_vectors(self, inputs: dict[str, Any], device: torch.device) -> tuple[Tensor, Tensor] | None:
         if self.teacher is None or not any(self.embed_weights.values()):
             return None
@@ -169,6 +175,8 @@ class ContrastiveTrainer(RetrievalTrainer):
         q = self._embed(model, inputs["query_chunks"], inputs["query_restore"])
         p = self._embed(model, inputs["passage_chunks"], inputs["passage_restore"])
         loss = self.loss_from_embeddings(q, p, inputs.get("teacher_scores"), self._teacher_vectors(inputs, q.device))
+        for chunk in self._padding_passes(model, inputs):  # zero-weight passes, for ZeRO-3's collectives
+            loss = loss + 0.0 * model(**chunk).sum()
         if model.training:
             self.count_texts(inputs)
         return (loss, {"query_embeddings": q, "passage_embeddings": p}) if return_outputs else loss
@@ -187,20 +195,23 @@ class ContrastiveTrainer(RetrievalTrainer):
         3. per chunk, replay the random state, embed again with a graph and back-propagate
            ``sum(embedding * its cached gradient)``. Under DDP all but the last chunk run in
            ``no_sync``; under DeepSpeed they are gradient-accumulation micro-steps, and the last
-           one is the boundary, so gradients are reduced once as usual.
+           one is the boundary. ZeRO reduces at every micro-step, so all processes run the same
+           number of them (zero-gradient extra passes where a process has fewer micro-batches).
         """
         model.train()
         inputs = self._prepare_inputs(inputs)
-        chunks = [("q", c) for c in inputs["query_chunks"]] + [("p", c) for c in inputs["passage_chunks"]]
+        padding = self._padding_passes(model, inputs, every_pass_communicates=True)
+        chunks = [*inputs["query_chunks"], *inputs["passage_chunks"]]
+        n_real, n_q = len(chunks), len(inputs["query_chunks"])
+        chunks += padding
         device = inputs["query_restore"].device
         states, cached = [], []
         with torch.no_grad(), self.compute_loss_context_manager():
-            for _, chunk in chunks:
+            for chunk in chunks:
                 states.append(_RngState(device))
                 cached.append(model(**chunk))
-        n_q = len(inputs["query_chunks"])
         q = torch.cat(cached[:n_q]).detach().requires_grad_()
-        p = torch.cat(cached[n_q:]).detach().requires_grad_()
+        p = torch.cat(cached[n_q:n_real]).detach().requires_grad_()
         with self.compute_loss_context_manager():
             loss = self.loss_from_embeddings(q[inputs["query_restore"]], p[inputs["passage_restore"]],
                                              inputs.get("teacher_scores"),
@@ -208,7 +219,7 @@ class ContrastiveTrainer(RetrievalTrainer):
         loss = loss / self.current_gradient_accumulation_steps
         grad_q, grad_p = torch.autograd.grad(loss, [q, p])
         grads = list(grad_q.split([c.size(0) for c in cached[:n_q]])) + \
-            list(grad_p.split([c.size(0) for c in cached[n_q:]]))
+            list(grad_p.split([c.size(0) for c in cached[n_q:n_real]])) + [torch.zeros_like(c) for c in cached[n_real:]]
         del cached, q, p
         kwargs = {}
         from accelerate.utils import DistributedType
@@ -217,7 +228,7 @@ class ContrastiveTrainer(RetrievalTrainer):
             kwargs["scale_wrt_gas"] = False
         state = self.accelerator.gradient_state
         sync = state.sync_gradients
-        for i, ((_, chunk), rng, grad) in enumerate(zip(chunks, states, grads)):
+        for i, (chunk, rng, grad) in enumerate(zip(chunks, states, grads)):
             last = i == len(chunks) - 1
             state._set_sync_gradients(sync and last)
             no_sync = (self.accelerator.no_sync(model) if not last and

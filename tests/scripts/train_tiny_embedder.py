@@ -1,0 +1,53 @@
+"""Train a tiny bi-encoder for a few steps; run alone or under torchrun (used by test_distributed_embedding.py).
+
+    train_tiny_embedder.py MODEL_DIR OUT_DIR PER_DEVICE_BS [--deepspeed CONFIG] [--grad_cache] [--no_cross_device]
+
+Rank 0 writes OUT_DIR/log_history.json and the final model (sentence-transformers layout) to OUT_DIR/final.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # tests/ (conftest helpers)
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # repo root
+
+from conftest import tiny_records  # noqa: E402
+
+from hf_ragtrain import (BiEncoder, ContrastiveTrainer, EmbeddingCollator, EmbeddingTrainingArguments,  # noqa: E402
+                         GroupDataset, load_records)
+from hf_ragtrain.trainers.base import end_distributed  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("model")
+    p.add_argument("out")
+    p.add_argument("per_device_bs", type=int)
+    p.add_argument("--deepspeed", default=None)
+    p.add_argument("--grad_cache", action="store_true")
+    p.add_argument("--no_cross_device", action="store_true")
+    p.add_argument("--epochs", type=int, default=4)
+    a = p.parse_args()
+    model = BiEncoder.from_pretrained(a.model)
+    records, _ = load_records(tiny_records(8))
+    args = EmbeddingTrainingArguments(
+        output_dir=a.out, per_device_train_batch_size=a.per_device_bs, num_train_epochs=a.epochs,
+        learning_rate=2e-3, logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, seed=7,
+        deepspeed=a.deepspeed, disable_tqdm=True, grad_cache=a.grad_cache, matryoshka_dims=[32, 16],
+        cross_device_negatives=not a.no_cross_device,
+    )
+    trainer = ContrastiveTrainer(model=model, args=args, train_dataset=GroupDataset(records, group_size=3, seed=7),
+                                 data_collator=EmbeddingCollator(model, micro_batch_tokens=24))
+    trainer.train()
+    trainer.save_model(os.path.join(a.out, "final"))
+    if trainer.is_world_process_zero():
+        with open(os.path.join(a.out, "log_history.json"), "w") as fh:
+            json.dump(trainer.state.log_history, fh)
+    end_distributed()
+
+
+if __name__ == "__main__":
+    main()

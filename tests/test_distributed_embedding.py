@@ -1,0 +1,71 @@
+"""Cross-device negatives and GradCache under torchrun with 2 CPU processes (DDP and DeepSpeed ZeRO-2):
+the losses and the trained model equal a 1-process run over the same global batch."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import TEXTS
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+SCRIPT = os.path.join(HERE, "scripts", "train_tiny_embedder.py")
+
+
+def run(cmd, cwd):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    env.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(os.path.expanduser("~"), ".cache", "torch_extensions"))
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+def losses(out):
+    with open(os.path.join(out, "log_history.json")) as fh:
+        return [h["loss"] for h in json.load(fh) if "loss" in h]
+
+
+def torchrun(*args):
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+            str(30500 + os.getpid() % 1000), SCRIPT, *args]
+
+
+def embeddings(folder):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(folder, device="cpu").encode(TEXTS)
+
+
+@pytest.fixture(scope="module")
+def single(tiny_encoder_path, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("single"))
+    run([sys.executable, SCRIPT, tiny_encoder_path, out, "8"], cwd=out)
+    return out
+
+
+def ds(config):
+    return ["--deepspeed", os.path.join(REPO, "recipes", "configs", config)]
+
+
+@pytest.mark.parametrize("extra", [[], ["--grad_cache"], ["--grad_cache", *ds("ds_zero2.json")], ds("ds_zero3.json"),
+                                   ["--grad_cache", *ds("ds_zero3.json")]],
+                         ids=["ddp", "ddp-gradcache", "zero2-gradcache", "zero3", "zero3-gradcache"])
+def test_two_processes_with_cross_device_negatives_match_one(tiny_encoder_path, single, tmp_path, extra):
+    if "--deepspeed" in extra:
+        pytest.importorskip("deepspeed")
+    out = str(tmp_path)
+    run(torchrun(tiny_encoder_path, out, "4", *extra), cwd=out)
+    ref = losses(single)
+    assert ref[-1] < ref[0] - 0.1  # it really trained, so a wrong gradient would show
+    np.testing.assert_allclose(losses(out), ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(embeddings(os.path.join(out, "final")), embeddings(os.path.join(single, "final")),
+                               atol=1e-4)
+
+
+def test_without_cross_device_negatives_each_process_sees_fewer_negatives(tiny_encoder_path, single, tmp_path):
+    out = str(tmp_path)
+    run(torchrun(tiny_encoder_path, out, "4", "--no_cross_device"), cwd=out)
+    assert losses(out)[0] < losses(single)[0] - 0.1  # half the candidates: an easier first-step loss
