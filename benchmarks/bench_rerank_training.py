@@ -15,51 +15,19 @@ in the same invocation; peak memory is that process's peak resident set size.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
-import subprocess
 import sys
-import tempfile
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common  # noqa: E402
+from _common import StepTimer  # noqa: E402
 
 
 def build_groups(args) -> list[dict]:
-    from hf_ragtrain.data import GroupDataset, load_records
-    from hf_ragtrain.data.beir import beir_to_records, load_beir
-    from hf_ragtrain.data.mining import mine_hard_negatives
-
-    data = load_beir(args.beir_dir, split="train")
-    negatives, _ = mine_hard_negatives(data.queries, data.doc_texts(), data.qrels, method="bm25",
-                                       rank_range=(0, 50), num_negatives=args.group_size - 1, seed=0,
-                                       show_progress=False)
-    records, _ = load_records(beir_to_records(data, negatives))
-    dataset = GroupDataset(records, group_size=args.group_size, seed=0)
-    n = args.batch_size * (args.steps + args.warmup)
-    if n > len(dataset):
-        raise SystemExit(f"need {n} groups, the data has {len(dataset)} queries")
-    return [dataset[i] for i in range(n)]
-
-
-class StepTimer:
-    """Trainer callback: wall time of the steps after the first ``warmup`` ones."""
-
-    def __init__(self, warmup: int):
-        from transformers import TrainerCallback
-
-        timer = self
-
-        class _CB(TrainerCallback):
-            def on_step_end(self, args, state, control, **kw):
-                if state.global_step == warmup:
-                    timer.start = time.perf_counter()
-                timer.end = time.perf_counter()
-
-        self.callback = _CB()
-        self.start = self.end = None
+    return _common.build_groups(args.beir_dir, args.group_size, args.batch_size * (args.steps + args.warmup))
 
 
 def common_args(args, out):
@@ -69,22 +37,13 @@ def common_args(args, out):
 
 
 def run_ours(args, groups, out):
-    from torch.utils.data import Dataset
-
     from hf_ragtrain import RerankCollator, RerankerTrainingArguments, RerankTrainer, load_cross_encoder
     from hf_ragtrain.offline import resolve_model_path
-
-    class Fixed(Dataset):
-        def __len__(self):
-            return len(groups)
-
-        def __getitem__(self, i):
-            return groups[i]
 
     model, tok = load_cross_encoder(resolve_model_path(args.model))
     timer = StepTimer(args.warmup)
     trainer = RerankTrainer(model=model, args=RerankerTrainingArguments(**common_args(args, out)),
-                            train_dataset=Fixed(), processing_class=tok, callbacks=[timer.callback],
+                            train_dataset=_common.ListDataset(groups), processing_class=tok, callbacks=[timer.callback],
                             data_collator=RerankCollator(tok, max_length=args.max_length,
                                                          micro_batch_tokens=args.micro_batch_tokens or None))
     trainer.train()
@@ -120,21 +79,8 @@ def run_st(args, groups, out):
 
 
 def worker(args) -> None:
-    import torch
-
-    torch.manual_seed(0)
-    with open(args.groups) as fh:
-        groups = json.load(fh)
-    with tempfile.TemporaryDirectory() as out:
-        timer, history = (run_ours if args.worker == "ours" else run_st)(args, groups, out)
-    seconds = timer.end - timer.start
-    losses = [h["loss"] for h in history if "loss" in h]
-    print("RESULT " + json.dumps({
-        "samples_per_s": args.batch_size * args.steps / seconds,
-        "pairs_per_s": args.batch_size * args.group_size * args.steps / seconds,
-        "seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "first_loss": losses[0] if losses else None, "mean_loss": sum(losses) / len(losses) if losses else None,
-    }))
+    run = run_ours if args.worker == "ours" else run_st
+    _common.run_worker(args.groups, lambda groups, out: run(args, groups, out), args.batch_size, args.steps)
 
 
 def main() -> None:
@@ -155,24 +101,7 @@ def main() -> None:
     if args.worker:
         return worker(args)
 
-    groups = build_groups(args)
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "groups.json")
-        with open(path, "w") as fh:
-            json.dump(groups, fh)
-        argv = [a for a in sys.argv[1:]]
-        if "--write" in argv:
-            i = argv.index("--write")
-            del argv[i:i + 2]
-        for name in ("st", "ours"):
-            env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-            proc = subprocess.run([sys.executable, __file__, *argv, "--worker", name, "--groups", path],
-                                  capture_output=True, text=True, env=env)
-            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-            if proc.returncode or not lines:
-                raise SystemExit(f"{name} failed:\n{proc.stderr[-4000:]}")
-            results[name] = json.loads(lines[-1][len("RESULT "):])
+    results = _common.run_workers(__file__, sys.argv[1:], build_groups(args), ["st", "ours"])
     table = render(args, results)
     print(table)
     if args.write:
@@ -186,10 +115,10 @@ def render(args, results) -> str:
     import torch
 
     ours, st = results["ours"], results["st"]
-    cmd = "python benchmarks/bench_rerank_training.py " + " ".join(
-        a for a in sys.argv[1:] if not a.startswith("--write") and a != args.write)
+    cmd = _common.command_line("bench_rerank_training.py", args)
+    pairs = {k: r["samples_per_s"] * args.group_size for k, r in results.items()}
     lines = [
-        f"### Cross-encoder training: RerankTrainer vs sentence-transformers CrossEncoderTrainer",
+        "### Cross-encoder training: RerankTrainer vs sentence-transformers CrossEncoderTrainer",
         "",
         f"`{cmd}`  ",
         f"MiniLM-L6 cross-encoder, batch {args.batch_size} queries x group {args.group_size} "
@@ -199,9 +128,9 @@ def render(args, results) -> str:
         "",
         "| | samples/s (queries) | pairs/s | peak RSS (MB) | mean loss |",
         "|---|---|---|---|---|",
-        f"| sentence-transformers CrossEncoderTrainer | {st['samples_per_s']:.2f} | {st['pairs_per_s']:.1f} | "
+        f"| sentence-transformers CrossEncoderTrainer | {st['samples_per_s']:.2f} | {pairs['st']:.1f} | "
         f"{st['peak_rss_mb']:.0f} | {st['mean_loss']:.4f} |",
-        f"| hf_ragtrain RerankTrainer | {ours['samples_per_s']:.2f} | {ours['pairs_per_s']:.1f} | "
+        f"| hf_ragtrain RerankTrainer | {ours['samples_per_s']:.2f} | {pairs['ours']:.1f} | "
         f"{ours['peak_rss_mb']:.0f} | {ours['mean_loss']:.4f} |",
         f"| ratio (ours / theirs) | **{ours['samples_per_s'] / st['samples_per_s']:.2f}x** | | "
         f"**{ours['peak_rss_mb'] / st['peak_rss_mb']:.2f}x** | |",

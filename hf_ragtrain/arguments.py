@@ -136,6 +136,9 @@ class EmbeddingArguments:
     lora_target_modules: Optional[list[str]] = field(default=None, metadata={"help": "Default: peft's "
                                                                                      "choice for the architecture."})
     merge_lora: bool = field(default=False, metadata={"help": "Save the merged model instead of the adapter."})
+    truncate_dim: Optional[int] = field(
+        default=None, metadata={"help": "Record this output dimension in the saved model, so sentence-transformers "
+                                        "returns the first truncate_dim dimensions by default (Matryoshka models)."})
     teacher_model: Optional[str] = field(
         default=None, metadata={"help": "Embedding distillation: a frozen bi-encoder whose vectors the student "
                                         "learns (see --cosine_weight etc.)."})

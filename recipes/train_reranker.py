@@ -17,24 +17,22 @@ import logging
 import os
 import sys
 
-import torch
-from transformers import HfArgumentParser, set_seed
+from transformers import set_seed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from hf_ragtrain import (DataArguments, DataFormatError, GroupDataset, ModelArguments,  # noqa: E402
                          RerankCollator, RerankerTrainingArguments, RerankingEvaluator, RerankTrainer,
-                         load_cross_encoder, load_records)
-from hf_ragtrain.arguments import bf16_is_fast, default_micro_batch_tokens  # noqa: E402
+                         load_cross_encoder)
+from hf_ragtrain.arguments import default_micro_batch_tokens  # noqa: E402
 from hf_ragtrain.hub import CardInfo, render_reranker_card, write_model_card  # noqa: E402
 from hf_ragtrain.offline import resolve_model_path  # noqa: E402
+from hf_ragtrain.recipe_utils import (evaluation_tasks, hub_repo_error, load_training_data,  # noqa: E402
+                                      mteb_model_name, parse_recipe_args, push_run)
 from hf_ragtrain.trainers.base import end_distributed  # noqa: E402
 
 logger = logging.getLogger("train_reranker")
-
-DEFAULT_TRAIN = os.path.join(REPO, "data", "python_faq", "train.jsonl")
-DEFAULT_DEV = os.path.join(REPO, "data", "python_faq", "dev.jsonl")
 
 # Recipe defaults where the stock TrainingArguments defaults do not suit a small reranking job.
 RECIPE_DEFAULTS = dict(
@@ -44,39 +42,11 @@ RECIPE_DEFAULTS = dict(
 
 
 def parse_args(argv=None):
-    parser = HfArgumentParser((ModelArguments, DataArguments, RerankerTrainingArguments))
-    args = sys.argv[1:] if argv is None else argv
-    # bf16 mixed precision where the hardware runs it natively, unless the user chose a precision
-    auto_bf16 = bf16_is_fast() and not any(a.split("=")[0] in ("--bf16", "--fp16") for a in args)
-    # without a GPU, say so: bf16 on CPU needs it, and without it torchrun's processes train independently
-    parser.set_defaults(**RECIPE_DEFAULTS, use_cpu=not torch.cuda.is_available(),
-                        **({"bf16": True} if auto_bf16 else {}))
-    return parser.parse_args_into_dataclasses(args=argv)
-
-
-def _display_path(source: str) -> str:
-    """Bundled data by its path in the repo (not this machine's absolute path); user paths as given."""
-    parts = [p.strip() for p in source.split(",")]
-    return ", ".join(os.path.relpath(p, REPO) if os.path.abspath(p).startswith(REPO + os.sep) else p
-                     for p in parts)
+    return parse_recipe_args((ModelArguments, DataArguments, RerankerTrainingArguments), RECIPE_DEFAULTS, argv)
 
 
 def load_data(data_args: DataArguments, seed: int):
-    """Training and dev records, with a description of each for the model card."""
-    if data_args.beir_dir:
-        from hf_ragtrain.data.beir_pipeline import prepare_beir_rerank_data
-
-        return prepare_beir_rerank_data(data_args, seed=seed)
-    train_paths = data_args.train_data or [DEFAULT_TRAIN]
-    eval_path = data_args.eval_data or (DEFAULT_DEV if not data_args.train_data else None)
-    train, train_report = load_records(train_paths)
-    datasets = [{"name": _display_path(train_report.source), "split": "train", "size": len(train),
-                 "source": "bundled Python FAQ (PSF licence)" if train_paths == [DEFAULT_TRAIN] else "user"}]
-    dev = None
-    if eval_path:
-        dev, dev_report = load_records(eval_path)
-        datasets.append({"name": _display_path(dev_report.source), "split": "dev", "size": len(dev), "source": "-"})
-    return train, dev, datasets, {}
+    return load_training_data(data_args, seed, REPO)
 
 
 def main(argv=None) -> int:
@@ -105,21 +75,20 @@ def main(argv=None) -> int:
     except Exception as err:  # with --push_to_hub the Trainer creates the Hub repo first
         if not training_args.push_to_hub:
             raise
-        print(f"error: cannot create the Hub repo {training_args.hub_model_id or training_args.output_dir} "
-              f"before training ({type(err).__name__}: {err}); nothing was trained", file=sys.stderr)
-        return 3
+        return hub_repo_error(training_args, err)
 
     before = trainer.evaluate(metric_key_prefix="before") if evaluator else {}
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     after = trainer.evaluate(metric_key_prefix="after") if evaluator else {}
     trainer.save_model(training_args.output_dir)
 
+    counts = trainer.total_counts()
     status = 0
     if trainer.is_world_process_zero():
         mteb = run_mteb_evaluation(data_args, model_args, training_args, dev_records, extra)
         results = {"before": before, "after": after, **_mteb_json(mteb),
                    "train_group_stats": vars(train_dataset.stats),
-                   "train_pairs": trainer.pairs_seen, "train_pairs_truncated": trainer.pairs_truncated}
+                   "train_pairs": counts["pairs_seen"], "train_pairs_truncated": counts["pairs_truncated"]}
         with open(os.path.join(training_args.output_dir, "eval_results.json"), "w") as fh:
             json.dump(results, fh, indent=2)
         info = CardInfo(
@@ -132,7 +101,7 @@ def main(argv=None) -> int:
             datasets=datasets, metrics_before=before, metrics_after=after,
             mteb_results=mteb.get("reranked", {}), mteb_first_stage=mteb.get("first_stage", {}),
             mteb_settings=mteb.get("settings", {}),
-            notes=[f"{trainer.pairs_truncated} of {trainer.pairs_seen} training pairs were longer than "
+            notes=[f"{counts['pairs_truncated']} of {counts['pairs_seen']} training pairs were longer than "
                    f"{model_args.max_length} tokens and were truncated.", train_dataset.stats.summary(),
                    *([f"mteb evaluation: {mteb['pairs_truncated']} of {mteb['pairs']} scored pairs were longer than "
                       f"{model_args.max_length} tokens and were truncated."] if mteb else [])],
@@ -142,13 +111,9 @@ def main(argv=None) -> int:
                          render_reranker_card(info, training_args, trainer.state.log_history))
         _print_summary(before, after, mteb, training_args.output_dir)
         if training_args.push_to_hub:
-            status = push_output(trainer, training_args)
+            status = push_run(trainer, training_args)
     end_distributed()
     return status
-
-
-def _mteb_model_name(training_args) -> str:
-    return training_args.hub_model_id or f"local/{os.path.basename(os.path.abspath(training_args.output_dir))}"
 
 
 def run_mteb_evaluation(data_args: DataArguments, model_args: ModelArguments, training_args, dev_records,
@@ -159,15 +124,7 @@ def run_mteb_evaluation(data_args: DataArguments, model_args: ModelArguments, tr
         return {}
     from hf_ragtrain.evaluation import mteb_eval
 
-    tasks = []
-    if data_args.beir_dir:
-        tasks.append(mteb_eval.beir_task(data_args.beir_dir, split=data_args.beir_eval_split))
-    elif dev_records:
-        source = data_args.eval_data or DEFAULT_DEV
-        name = "_".join(os.path.splitext(p)[0] for p in os.path.normpath(source).split(os.sep)[-2:])
-        tasks.append(mteb_eval.records_task(dev_records, name=name, split="dev", source=_display_path(source)))
-    if data_args.mteb_tasks:
-        tasks += mteb_eval.get_tasks(data_args.mteb_tasks.split(","))
+    tasks = evaluation_tasks(data_args, dev_records, REPO)
     if not tasks:
         return {}
     first_stage = extra.get("first_stage")
@@ -177,7 +134,7 @@ def run_mteb_evaluation(data_args: DataArguments, model_args: ModelArguments, tr
         first_stage = load_encoder(resolve_model_path(data_args.first_stage_model))
     out = mteb_eval.evaluate_saved_reranker(
         training_args.output_dir, tasks, first_stage=first_stage, top_k=data_args.rerank_top_k,
-        output_folder=os.path.join(training_args.output_dir, "mteb"), name=_mteb_model_name(training_args),
+        output_folder=os.path.join(training_args.output_dir, "mteb"), name=mteb_model_name(training_args),
         max_length=model_args.max_length, bf16=training_args.bf16,
         first_stage_name=f"local/{os.path.basename(data_args.first_stage_model)}")
     out["settings"] = {"max_length": model_args.max_length}
@@ -193,23 +150,6 @@ def _mteb_json(mteb: dict) -> dict:
 
     return {"mteb": scores_as_dict(mteb["reranked"]), "mteb_first_stage": scores_as_dict(mteb["first_stage"]),
             "mteb_settings": {**mteb["settings"], "pairs": mteb["pairs"], "pairs_truncated": mteb["pairs_truncated"]}}
-
-
-def push_output(trainer, training_args) -> int:
-    """Push the finished output folder; on failure say so and keep everything local (exit status 3)."""
-    from hf_ragtrain.hub import HubPushError, push_folder
-
-    trainer.wait_for_pushes()
-    repo_id = getattr(trainer, "hub_model_id", None) or training_args.hub_model_id
-    try:
-        url = push_folder(training_args.output_dir, repo_id, token=training_args.hub_token,
-                          private=training_args.hub_private_repo, revision=training_args.hub_revision)
-    except HubPushError as err:
-        print(f"error: {err}\nThe model, eval_results.json and README.md are still in {training_args.output_dir}; "
-              f"push them later with: hf upload {repo_id} {training_args.output_dir}", file=sys.stderr)
-        return 3
-    print(f"pushed {training_args.output_dir} to {repo_id}: {url}")
-    return 0
 
 
 def _print_summary(before: dict, after: dict, mteb: dict, output_dir: str) -> None:

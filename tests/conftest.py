@@ -108,3 +108,21 @@ def tiny_encoder_path(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_llm_path(tmp_path_factory):
     return build_tiny_llm(tmp_path_factory.mktemp("tiny_llm"))
+
+
+def write_jsonl(path, rows):
+    """Write ``rows`` as one JSON object per line to ``path`` (a pathlib.Path); returns the path as a string."""
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def run_script(script, *args, cwd):
+    """Run a recipe (or any script) offline in a subprocess; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run([sys.executable, script, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)

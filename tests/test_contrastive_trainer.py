@@ -2,7 +2,6 @@
 loads in sentence-transformers with the in-memory model's embeddings, checkpoints resume."""
 
 import copy
-import os
 
 import numpy as np
 import pytest
@@ -130,8 +129,17 @@ def test_embedding_distillation_from_a_model_or_precomputed_vectors_is_the_same(
     assert runs["model"][0] == pytest.approx(runs["npy"][0], rel=1e-5)
     np.testing.assert_allclose(runs["model"], runs["npy"], rtol=2e-2)
     assert runs["npy"][-1] < runs["npy"][0]
-    with pytest.raises(ValueError, match="needs equal dimensions"):
-        make_trainer(student_path, tmp_path / "x", teacher=ModelTeacher(teacher), cosine_weight=1.0)
+    # cosine needs the teacher's dimension (48): a projection is trained with the student and saved beside it
+    trainer = make_trainer(student_path, tmp_path / "x", teacher=ModelTeacher(teacher), cosine_weight=1.0,
+                           contrastive_weight=0.0, num_train_epochs=4)
+    projection = trainer.model.distill_projection
+    assert tuple(projection.weight.shape) == (48, 32)
+    start = projection.weight.detach().clone()
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert losses[-1] < losses[0] and not torch.allclose(projection.weight, start)
+    trainer.save_model(str(tmp_path / "x" / "final"))
+    assert (tmp_path / "x" / "final" / "distill_projection.safetensors").exists()
 
 
 def test_precomputed_teacher_names_missing_texts_and_bad_lines(tmp_path):

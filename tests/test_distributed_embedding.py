@@ -69,3 +69,20 @@ def test_without_cross_device_negatives_each_process_sees_fewer_negatives(tiny_e
     out = str(tmp_path)
     run(torchrun(tiny_encoder_path, out, "4", "--no_cross_device"), cwd=out)
     assert losses(out)[0] < losses(single)[0] - 0.1  # half the candidates: an easier first-step loss
+
+
+def test_recipe_under_torchrun_with_zero2(tiny_encoder_path, tmp_path):
+    from conftest import tiny_records, write_jsonl
+
+    from hf_ragtrain import BiEncoder
+
+    train = write_jsonl(tmp_path / "train.jsonl", tiny_records(8))
+    out = str(tmp_path / "out")
+    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+         str(31500 + os.getpid() % 1000), os.path.join(REPO, "recipes", "train_embedding.py"), "--output_dir", out,
+         "--model_name_or_path", tiny_encoder_path, "--train_data", train, "--train_group_size", "3",
+         "--per_device_train_batch_size", "2", "--num_train_epochs", "2", "--bf16", "False", "--grad_cache", "True",
+         *ds("ds_zero2.json")], cwd=str(tmp_path))
+    with open(os.path.join(out, "eval_results.json")) as fh:
+        assert json.load(fh)["train_texts"] == 2 * 8 * 4  # summed over both processes
+    np.testing.assert_allclose(embeddings(out), BiEncoder.from_pretrained(out).encode(TEXTS), atol=1e-5)

@@ -95,3 +95,24 @@ def test_model_index_names_local_and_hub_datasets():
     hub = TaskScores("SciFact", "Retrieval", "mteb/scifact", "0123abcd", metrics)
     (a,), (b,) = mteb_eval_results({"x": local}), mteb_eval_results({"y": hub})
     assert a.dataset_type == "python_faq" and b.dataset_type == "mteb/scifact"
+
+
+def test_embedding_card_puts_each_task_under_its_own_type(tmp_path):
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    from hf_ragtrain.evaluation.mteb_eval import TaskScores
+    from hf_ragtrain.hub import render_embedding_card
+
+    metrics = {"test": {"ndcg_at_10": 0.7, "mrr_at_10": 0.6}}
+    results = {"scifact": TaskScores("scifact", "Retrieval", "/data/scifact", "local", metrics, local=True),
+               "faq_dev": TaskScores("faq_dev", "Reranking", "data/python_faq/dev.jsonl", "local", metrics, local=True)}
+    card = render_embedding_card(CardInfo(base_model="sentence-transformers/all-MiniLM-L6-v2", task="retrieval",
+                                          mteb_results=results))
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")
+    assert loaded.data.pipeline_tag == "sentence-similarity" and loaded.data.library_name == "sentence-transformers"
+    _, evals = model_index_to_eval_results(loaded.data.to_dict()["model-index"])
+    types = {(e.dataset_name, e.task_type) for e in evals}
+    assert types == {("MTEB scifact", "retrieval"), ("MTEB faq_dev", "text-ranking")}
+    assert {e.metric_value for e in evals if e.metric_type == "ndcg_at_10"} == {0.7}
+    assert "SentenceTransformer(\"PATH_OR_REPO_ID\")" in card.content

@@ -2,26 +2,17 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import tiny_records
+from conftest import run_script, tiny_records, write_jsonl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(REPO, "recipes", "train_reranker.py")
 
 
 def run_recipe(*args, cwd):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run([sys.executable, RECIPE, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
+    return run_script(RECIPE, *args, cwd=cwd)
 
 
 def test_recipe_trains_evaluates_and_writes_model_and_card(tiny_ce_path, tmp_path):

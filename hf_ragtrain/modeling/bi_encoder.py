@@ -23,7 +23,6 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -159,6 +158,7 @@ class BiEncoder(nn.Module):
         pooler = getattr(backbone, "pooler", None)  # e.g. BERT's: its output is not an embedding we use
         if isinstance(pooler, nn.Module):
             pooler.requires_grad_(False)  # no gradient ever reaches it; DDP must not wait for one
+        self.distill_projection: nn.Linear | None = None  # see add_distill_projection
         if self.settings.append_eos:
             set_eos_post_processor(tokenizer)
         if tokenizer.pad_token is None:
@@ -212,6 +212,16 @@ class BiEncoder(nn.Module):
     @property
     def embedding_dim(self) -> int:
         return int(self.config.hidden_size)
+
+    def add_distill_projection(self, dim: int) -> nn.Linear:
+        """A trainable linear map from this model's vectors to a teacher's dimension (embedding distillation).
+
+        It serves the training loss only: ``forward``/``encode`` do not apply it, and the
+        sentence-transformers folder does not contain it (it is saved beside, as
+        ``distill_projection.safetensors``).
+        """
+        self.distill_projection = nn.Linear(self.embedding_dim, dim, bias=False)
+        return self.distill_projection
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
         self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
@@ -340,6 +350,11 @@ class BiEncoder(nn.Module):
         else:
             self.backbone.save_pretrained(path, state_dict=backbone_state, safe_serialization=safe_serialization)
         self.tokenizer.save_pretrained(path)
+        if self.distill_projection is not None:
+            from safetensors.torch import save_file
+
+            weight = (state_dict or {}).get("distill_projection.weight", self.distill_projection.weight)
+            save_file({"weight": weight.detach().contiguous().cpu()}, os.path.join(path, "distill_projection.safetensors"))
         self._write_sentence_transformers_files(path, truncate_dim, adapter=self.is_peft and not merge_lora)
 
     def _write_sentence_transformers_files(self, path: str, truncate_dim: int | None, adapter: bool) -> None:

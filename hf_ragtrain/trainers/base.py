@@ -149,6 +149,16 @@ class RetrievalTrainer(Trainer):
             self.pairs_seen += int(inputs["num_pairs"])
             self.pairs_truncated += int(inputs["num_truncated"])
 
+    def total_counts(self) -> dict[str, int]:
+        """Pairs/texts seen and truncated, summed over all processes (every process must call it)."""
+        import torch.distributed as dist
+
+        names = ["pairs_seen", "pairs_truncated", "texts_seen", "texts_truncated"]
+        counts = torch.tensor([getattr(self, n) for n in names], dtype=torch.long, device=self.args.device)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(counts)
+        return dict(zip(names, counts.tolist()))
+
     def count_texts(self, inputs: dict[str, Any]) -> None:
         if "num_texts" in inputs:
             self.texts_seen += int(inputs["num_texts"])

@@ -54,7 +54,7 @@ class ContrastiveTrainer(RetrievalTrainer):
         + distill_weight * KL(teacher || student) per query over its group
 
     averaged over the dims, plus embedding distillation against ``teacher`` vectors (cosine at the
-    full dimension; similarity-matrix MSE and relative similarity at every dim).
+    full dimension, through a trained projection where the teacher's dimension differs; similarity-matrix MSE and relative similarity at every dim).
 
     With several processes and ``cross_device_negatives``, queries, passages and teacher scores are
     gathered from all processes (gradients kept on the local slice) and every process computes the
@@ -86,9 +86,11 @@ class ContrastiveTrainer(RetrievalTrainer):
         encoder = self.accelerator.unwrap_model(self.model)
         if self.dims and max(self.dims) > encoder.embedding_dim:
             raise ValueError(f"matryoshka_dims {self.dims} exceed the embedding dimension {encoder.embedding_dim}")
-        if teacher is not None and self.embed_weights["cosine"] and teacher.dim != encoder.embedding_dim:
-            raise ValueError(f"the cosine distillation loss needs equal dimensions: student {encoder.embedding_dim}, "
-                             f"teacher {teacher.dim}; use similarity_mse / relative_similarity instead")
+        if teacher is not None and self.embed_weights["cosine"] and teacher.dim != encoder.embedding_dim \
+                and encoder.distill_projection is None:
+            encoder.add_distill_projection(teacher.dim)  # cosine needs the teacher's dimension
+            logger.info("cosine distillation: a %d -> %d projection is trained with the student",
+                        encoder.embedding_dim, teacher.dim)
         if getattr(encoder.config, "_attn_implementation", None) == ATTN_CPU:
             use_fast_dropout(encoder)
         logger.info("contrastive loss: temperature %s, in-batch negatives %s, cross-device %s, MRL dims %s, "
@@ -161,7 +163,9 @@ class ContrastiveTrainer(RetrievalTrainer):
             student = torch.cat([local_q, local_p])
             teacher = torch.cat(teacher_vectors)
             if self.embed_weights["cosine"]:
-                loss = loss + self.embed_weights["cosine"] * EMBEDDING_DISTILL_LOSSES["cosine"](student, teacher)
+                projection = self.accelerator.unwrap_model(self.model).distill_projection
+                projected = projection(student) if projection is not None else student
+                loss = loss + self.embed_weights["cosine"] * EMBEDDING_DISTILL_LOSSES["cosine"](projected, teacher)
             for d in self.dims or [student.size(-1)]:
                 if self.embed_weights["similarity_mse"]:
                     loss = loss + self.embed_weights["similarity_mse"] * EMBEDDING_DISTILL_LOSSES["similarity_mse"](

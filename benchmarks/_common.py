@@ -1,0 +1,109 @@
+"""What the training benchmarks share: the query groups, a step timer, and running each side in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def build_groups(beir_dir: str, group_size: int, n: int) -> list[dict]:
+    """``n`` query groups (1 positive + ``group_size - 1`` BM25 negatives) from a BEIR folder's train split."""
+    from hf_ragtrain.data import GroupDataset, load_records
+    from hf_ragtrain.data.beir import beir_to_records, load_beir
+    from hf_ragtrain.data.mining import mine_hard_negatives
+
+    data = load_beir(beir_dir, split="train")
+    negatives, _ = mine_hard_negatives(data.queries, data.doc_texts(), data.qrels, method="bm25",
+                                       rank_range=(0, 50), num_negatives=group_size - 1, seed=0,
+                                       show_progress=False)
+    records, _ = load_records(beir_to_records(data, negatives))
+    dataset = GroupDataset(records, group_size=group_size, seed=0)
+    if n > len(dataset):
+        raise SystemExit(f"need {n} groups, the data has {len(dataset)} queries")
+    return [dataset[i] for i in range(n)]
+
+
+class StepTimer:
+    """Trainer callback: wall time of the steps after the first ``warmup`` ones."""
+
+    def __init__(self, warmup: int):
+        from transformers import TrainerCallback
+
+        timer = self
+
+        class _CB(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                if state.global_step == warmup:
+                    timer.start = time.perf_counter()
+                timer.end = time.perf_counter()
+
+        self.callback = _CB()
+        self.start = self.end = None
+
+
+def report(timer: StepTimer, history: list[dict], samples_per_step: int, steps: int) -> None:
+    """Print this worker's result line (read by :func:`run_workers`)."""
+    seconds = timer.end - timer.start
+    losses = [h["loss"] for h in history if "loss" in h]
+    print("RESULT " + json.dumps({
+        "samples_per_s": samples_per_step * steps / seconds, "seconds": seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "first_loss": losses[0] if losses else None, "mean_loss": sum(losses) / len(losses) if losses else None,
+    }))
+
+
+def run_workers(script: str, argv: list[str], groups: list[dict], names: list[str]) -> dict[str, dict]:
+    """Run ``script --worker NAME --groups FILE`` for each name, one after the other; collect their results."""
+    argv = list(argv)
+    if "--write" in argv:
+        i = argv.index("--write")
+        del argv[i:i + 2]
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "groups.json")
+        with open(path, "w") as fh:
+            json.dump(groups, fh)
+        for name in names:
+            env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+            proc = subprocess.run([sys.executable, script, *argv, "--worker", name, "--groups", path],
+                                  capture_output=True, text=True, env=env)
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+            if proc.returncode or not lines:
+                raise SystemExit(f"{name} failed:\n{proc.stderr[-4000:]}")
+            results[name] = json.loads(lines[-1][len("RESULT "):])
+    return results
+
+
+def command_line(script_name: str, args) -> str:
+    return f"python benchmarks/{script_name} " + " ".join(
+        a for a in sys.argv[1:] if not a.startswith("--write") and a != getattr(args, "write", None))
+
+
+class ListDataset:
+    """A map-style dataset over a list of groups (the same items for every trainer)."""
+
+    def __init__(self, items: list):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        return self.items[i]
+
+
+def run_worker(groups_path: str, train, samples_per_step: int, steps: int) -> None:
+    """Load the groups, call ``train(groups, out_dir) -> (timer, log_history)`` and print the result line."""
+    import torch
+
+    torch.manual_seed(0)
+    with open(groups_path) as fh:
+        groups = json.load(fh)
+    with tempfile.TemporaryDirectory() as out:
+        timer, history = train(groups, out)
+    report(timer, history, samples_per_step, steps)

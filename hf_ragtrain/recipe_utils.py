@@ -1,0 +1,104 @@
+"""Small helpers the recipes share (they live here because nothing imports the recipes)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def display_path(source: str, repo: str) -> str:
+    """Bundled data by its path in the repo (not this machine's absolute path); user paths as given."""
+    parts = [p.strip() for p in source.split(",")]
+    return ", ".join(os.path.relpath(p, repo) if os.path.abspath(p).startswith(repo + os.sep) else p for p in parts)
+
+
+def push_run(trainer, training_args) -> int:
+    """Push the finished output folder; on failure say so and keep everything local (exit status 3)."""
+    from .hub import HubPushError, push_folder
+
+    trainer.wait_for_pushes()
+    repo_id = getattr(trainer, "hub_model_id", None) or training_args.hub_model_id
+    try:
+        url = push_folder(training_args.output_dir, repo_id, token=training_args.hub_token,
+                          private=training_args.hub_private_repo, revision=training_args.hub_revision)
+    except HubPushError as err:
+        print(f"error: {err}\nThe model, eval_results.json and README.md are still in {training_args.output_dir}; "
+              f"push them later with: hf upload {repo_id} {training_args.output_dir}", file=sys.stderr)
+        return 3
+    print(f"pushed {training_args.output_dir} to {repo_id}: {url}")
+    return 0
+
+
+def mteb_model_name(training_args) -> str:
+    return training_args.hub_model_id or f"local/{os.path.basename(os.path.abspath(training_args.output_dir))}"
+
+
+def hub_repo_error(training_args, err: Exception) -> int:
+    """With --push_to_hub the Trainer creates the Hub repo at init; say why that failed (exit status 3)."""
+    print(f"error: cannot create the Hub repo {training_args.hub_model_id or training_args.output_dir} "
+          f"before training ({type(err).__name__}: {err}); nothing was trained", file=sys.stderr)
+    return 3
+
+
+def default_data_paths(repo: str) -> tuple[str, str]:
+    """The bundled Python FAQ training and dev records of a checkout."""
+    return (os.path.join(repo, "data", "python_faq", "train.jsonl"),
+            os.path.join(repo, "data", "python_faq", "dev.jsonl"))
+
+
+def parse_recipe_args(dataclass_types: tuple, defaults: dict, argv=None):
+    """``HfArgumentParser`` over ``dataclass_types`` with recipe ``defaults``; bf16 where the hardware runs
+    it natively unless the command line picks a precision; ``use_cpu`` without a GPU (bf16 on CPU needs
+    it, and without it torchrun's processes would train independently)."""
+    import torch
+    from transformers import HfArgumentParser
+
+    from .arguments import bf16_is_fast
+
+    parser = HfArgumentParser(dataclass_types)
+    args = sys.argv[1:] if argv is None else argv
+    auto_bf16 = bf16_is_fast() and not any(a.split("=")[0] in ("--bf16", "--fp16") for a in args)
+    parser.set_defaults(**defaults, use_cpu=not torch.cuda.is_available(), **({"bf16": True} if auto_bf16 else {}))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def load_training_data(data_args, seed: int, repo: str):
+    """Training and dev records, a description of each for the card, and extras (the BEIR first stage).
+
+    A BEIR folder gives mined hard negatives and a held-out dev set; otherwise ``--train_data`` (and
+    ``--eval_data``), or the bundled FAQ records when no data is given.
+    """
+    from .data import load_records
+
+    if data_args.beir_dir:
+        from .data.beir_pipeline import prepare_beir_rerank_data
+
+        return prepare_beir_rerank_data(data_args, seed=seed)
+    default_train, default_dev = default_data_paths(repo)
+    train_paths = data_args.train_data or [default_train]
+    eval_path = data_args.eval_data or (default_dev if not data_args.train_data else None)
+    train, report = load_records(train_paths)
+    datasets = [{"name": display_path(report.source, repo), "split": "train", "size": len(train),
+                 "source": "bundled Python FAQ (PSF licence)" if train_paths == [default_train] else "user"}]
+    dev = None
+    if eval_path:
+        dev, dev_report = load_records(eval_path)
+        datasets.append({"name": display_path(dev_report.source, repo), "split": "dev", "size": len(dev),
+                         "source": "-"})
+    return train, dev, datasets, {}
+
+
+def evaluation_tasks(data_args, dev_records, repo: str) -> list:
+    """mteb tasks after training: the BEIR eval split, else the dev records as a reranking task; plus --mteb_tasks."""
+    from .evaluation import mteb_eval
+
+    tasks = []
+    if data_args.beir_dir:
+        tasks.append(mteb_eval.beir_task(data_args.beir_dir, split=data_args.beir_eval_split))
+    elif dev_records:
+        source = data_args.eval_data or default_data_paths(repo)[1]
+        name = "_".join(os.path.splitext(p)[0] for p in os.path.normpath(source).split(os.sep)[-2:])
+        tasks.append(mteb_eval.records_task(dev_records, name=name, split="dev", source=display_path(source, repo)))
+    if data_args.mteb_tasks:
+        tasks += mteb_eval.get_tasks(data_args.mteb_tasks.split(","))
+    return tasks
