@@ -18,11 +18,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(REPO, "recipes", "train_reranker.py")
 
 
-def run_recipe_against(hub_url, *args, cwd):
+def run_recipe_against(hub_url, *args, cwd, recipe=RECIPE):
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env.update(HF_ENDPOINT=hub_url, HF_TOKEN="hf_test_token", TOKENIZERS_PARALLELISM="false",
                HF_HOME=str(cwd / "hf_home"), NO_PROXY="127.0.0.1")
-    return subprocess.run([sys.executable, RECIPE, *args], cwd=cwd, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, recipe, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600)
 
 
@@ -116,3 +116,25 @@ def test_push_folder_to_a_stopped_server_raises_a_clear_error(tmp_path):
         with pytest.raises(HubPushError, match=r"pushing .*model to http://127\.0\.0\.1:\d+/user/m failed: "):
             push_folder(str(tmp_path / "model"), "user/m")
     assert (tmp_path / "model" / "config.json").read_text() == "{}"
+
+
+def test_embedding_recipe_pushes_a_sentence_transformers_folder(tiny_encoder_path, tmp_path):
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from conftest import TEXTS
+
+    out = tmp_path / "out"
+    args = recipe_args(tiny_encoder_path, tmp_path, out)
+    args[args.index("--max_length"):args.index("--max_length") + 2] = ["--passage_max_length", "32"]
+    with LocalHub() as hub:
+        proc = run_recipe_against(hub.url, *args, "--push_to_hub", "--hub_model_id", "user/tiny-embedder", cwd=tmp_path,
+                                  recipe=os.path.join(REPO, "recipes", "train_embedding.py"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        pushed = hub.files("user/tiny-embedder")
+        for name in ("model.safetensors", "modules.json", "1_Pooling/config.json", "config_sentence_transformers.json",
+                     "README.md", "eval_results.json"):
+            assert pushed[name] == (out / name).read_bytes(), name
+        with hub_env(hub, cache_dir=tmp_path / "pull_cache"):
+            remote = SentenceTransformer("user/tiny-embedder", device="cpu").encode(TEXTS)
+    np.testing.assert_array_equal(remote, SentenceTransformer(str(out), device="cpu").encode(TEXTS))
