@@ -27,7 +27,7 @@ def make_trainer(path, out, records=None, teacher=None, group_size=4, micro_batc
     defaults = dict(output_dir=str(out), per_device_train_batch_size=4, learning_rate=2e-3, num_train_epochs=3,
                     logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, seed=7, disable_tqdm=True)
     targs = EmbeddingTrainingArguments(**{**defaults, **args})
-    collator = EmbeddingCollator(model, micro_batch_tokens=micro_batch_tokens, keep_texts=teacher is not None)
+    collator = EmbeddingCollator(model, micro_batch_tokens=micro_batch_tokens)  # the trainer asks for texts if needed
     return ContrastiveTrainer(model=model, args=targs, train_dataset=GroupDataset(data, group_size=group_size, seed=7),
                               data_collator=collator, teacher=teacher)
 

@@ -57,6 +57,10 @@ class ModelTeacher:
         self.encoder = encoder.eval().requires_grad_(False)
         self.dim = int(encoder.embedding_dim)
 
+    def to(self, device) -> "ModelTeacher":
+        self.encoder.to(device)
+        return self
+
     def vectors_for(self, texts: Sequence[str], kind: str) -> Tensor:
         return torch.as_tensor(self.encoder.encode(list(texts), kind=kind, convert_to_numpy=False))
 

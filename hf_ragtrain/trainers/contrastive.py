@@ -83,6 +83,11 @@ class ContrastiveTrainer(RetrievalTrainer):
         self.relative_margin = float(getattr(a, "relative_margin", 0.015))
         if any(self.embed_weights.values()) and teacher is None:
             raise ValueError("embedding distillation weights are set but no teacher (model or embeddings) was given")
+        if teacher is not None:
+            if hasattr(self.data_collator, "keep_texts"):
+                self.data_collator.keep_texts = True  # teacher vectors are looked up by text
+            if hasattr(teacher, "to"):
+                teacher.to(self.args.device)
         encoder = self.accelerator.unwrap_model(self.model)
         if self.dims and max(self.dims) > encoder.embedding_dim:
             raise ValueError(f"matryoshka_dims {self.dims} exceed the embedding dimension {encoder.embedding_dim}")
