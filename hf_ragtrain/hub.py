@@ -233,10 +233,11 @@ _EMBEDDER = _CardKind(
     intro="An embedding model (bi-encoder) fine-tuned from `{base_model}` with "
           "[hf_ragtrain](https://pypi.org/project/hf_ragtrain/) (`ContrastiveTrainer`). It maps a query or a "
           "passage to one vector; relevant passages lie close to their queries.\n",
-    usage="## Usage\n\nWith sentence-transformers (the folder is in its layout, prompts included):\n\n```python\n"
+    usage="## Usage\n\nWith sentence-transformers (the folder is in its layout; `encode_query` and `encode_document` "
+          "apply the query and passage prompts and max lengths):\n\n```python\n"
           "from sentence_transformers import SentenceTransformer\n\nmodel = SentenceTransformer(\"PATH_OR_REPO_ID\")\n"
-          "queries = model.encode([\"how do I sort a dict?\"], prompt_name=\"query\")\n"
-          "passages = model.encode([\"Use sorted() with a key.\"], prompt_name=\"document\")\n"
+          "queries = model.encode_query([\"how do I sort a dict?\"])\n"
+          "passages = model.encode_document([\"Use sorted() with a key.\"])\n"
           "scores = model.similarity(queries, passages)\n```\n\nWith hf_ragtrain:\n\n```python\n"
           "from hf_ragtrain import BiEncoder\n\nmodel = BiEncoder.from_pretrained(\"PATH_OR_REPO_ID\")\n"
           "q = model.encode([\"how do I sort a dict?\"], kind=\"query\")\n```\n",

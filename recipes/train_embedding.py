@@ -135,8 +135,8 @@ def main(argv=None) -> int:
                    f"to {s.query_max_length} tokens, passages up to {s.passage_max_length}"
                    + (f", query prompt {s.query_prompt!r}" if s.query_prompt else "")
                    + (f", passage prompt {s.passage_prompt!r}" if s.passage_prompt else "")
-                   + (", EOS appended" if s.append_eos else "") + ". sentence-transformers keeps one max length "
-                   f"({s.passage_max_length}) for both; hf_ragtrain's BiEncoder keeps both.",
+                   + (", EOS appended" if s.append_eos else "") + ". sentence-transformers' encode_query and "
+                   "encode_document apply these prompts and lengths; a plain encode() uses the passage length.",
                    f"{counts['texts_truncated']} of {counts['texts_seen']} training texts were longer than their max "
                    f"length and were truncated.", train_dataset.stats.summary(),
                    *mteb.get("notes", [])],

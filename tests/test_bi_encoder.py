@@ -50,11 +50,13 @@ def test_saved_folder_loads_in_sentence_transformers_with_prompts_and_truncate_d
     # sentence-transformers cuts the normalised vector; cosine similarity re-normalises the prefix
     np.testing.assert_allclose(unit(q_st), model.encode(texts[:4], kind="query", truncate_dim=128), atol=2e-5)
     np.testing.assert_allclose(unit(d_st), model.encode(texts, kind="passage", truncate_dim=128), atol=2e-5)
-    # full dimension without truncate_dim; the query max length (64) is ours alone, so compare short texts
+    # full dimension without truncate_dim; encode_query/encode_document apply each kind's prompt and max
+    # length (64 for queries, 48 for passages), so even the long text gives our vectors
     full = st_model(str(tmp_path))
     full.truncate_dim = None  # the saved default is 128
-    np.testing.assert_allclose(full.encode(TEXTS[:4], prompt_name="query"), model.encode(TEXTS[:4], kind="query"),
-                               atol=2e-5)
+    np.testing.assert_allclose(full.encode_query(texts), model.encode(texts, kind="query"), atol=2e-5)
+    np.testing.assert_allclose(full.encode_document(texts), model.encode(texts, kind="passage"), atol=2e-5)
+    assert np.abs(full.encode(texts, prompt_name="query")[-1] - model.encode(texts, kind="query")[-1]).max() > 1e-3
     reloaded = BiEncoder.from_pretrained(str(tmp_path))
     assert reloaded.settings == model.settings
     with open(tmp_path / ENCODER_CONFIG) as fh:

@@ -115,8 +115,10 @@ def settings_from_folder(path: str) -> dict[str, Any]:
             raise ValueError(f"{path}: sentence-transformers module {module['type']} is not supported "
                              "(hf_ragtrain bi-encoders are Transformer + Pooling [+ Normalize])")
     st_config = _read_json(os.path.join(path, "sentence_bert_config.json")) or {}
-    if st_config.get("max_seq_length"):
-        found["passage_max_length"] = int(st_config["max_seq_length"])
+    if st_config.get("document_length") or st_config.get("max_seq_length"):
+        found["passage_max_length"] = int(st_config.get("document_length") or st_config["max_seq_length"])
+    if st_config.get("query_length"):
+        found["query_max_length"] = int(st_config["query_length"])
     prompts = (_read_json(os.path.join(path, "config_sentence_transformers.json")) or {}).get("prompts") or {}
     if prompts.get("query"):
         found["query_prompt"] = prompts["query"]
@@ -331,10 +333,10 @@ class BiEncoder(nn.Module):
 
         Files: the backbone (weights and ``config.json``, or a LoRA adapter unless ``merge_lora``),
         the tokenizer, ``modules.json`` (Transformer, Pooling[, Normalize]), ``1_Pooling/config.json``,
-        ``sentence_bert_config.json`` (max length = ``passage_max_length``),
+        ``sentence_bert_config.json`` (``max_seq_length`` = ``passage_max_length``; ``query_length`` and
+        ``document_length``, which sentence-transformers 6 applies in ``encode_query``/``encode_document``),
         ``config_sentence_transformers.json`` (prompts, cosine/dot similarity, ``truncate_dim``) and
-        ``hf_ragtrain_encoder.json`` (every setting, including the query max length, which the
-        sentence-transformers layout cannot carry).
+        ``hf_ragtrain_encoder.json`` (every setting).
         ``state_dict`` (keys as in this module, e.g. gathered under DeepSpeed) replaces the live weights.
         """
         os.makedirs(path, exist_ok=True)
@@ -385,7 +387,9 @@ class BiEncoder(nn.Module):
         files = {
             "modules.json": modules,
             os.path.join("1_Pooling", "config.json"): pooling,
-            "sentence_bert_config.json": {"max_seq_length": s.passage_max_length, "do_lower_case": False},
+            # query_length/document_length: sentence-transformers 6 applies them in encode_query/encode_document
+            "sentence_bert_config.json": {"max_seq_length": s.passage_max_length, "do_lower_case": False,
+                                          "query_length": s.query_max_length, "document_length": s.passage_max_length},
             "config_sentence_transformers.json": st_config,
             ENCODER_CONFIG: {**asdict(s), **({"truncate_dim": int(truncate_dim)} if truncate_dim else {})},
         }
