@@ -1,34 +1,22 @@
 """torchrun with 2 CPU processes (DDP, DeepSpeed ZeRO-2 and ZeRO-3) gives the losses of 1 process over the same
 global batch, and the saved model loads and scores like the single-process one."""
 
-import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+import multiproc
+from multiproc import losses, run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 SCRIPT = os.path.join(HERE, "scripts", "train_tiny_reranker.py")
 
 
-def run(cmd, cwd):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    env.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(os.path.expanduser("~"), ".cache", "torch_extensions"))
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-
-
-def losses(out):
-    with open(os.path.join(out, "log_history.json")) as fh:
-        return [h["loss"] for h in json.load(fh) if "loss" in h]
-
-
 def torchrun(*args):
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-            str(29500 + os.getpid() % 1000), SCRIPT, *args]
+    return multiproc.torchrun(SCRIPT, *args, port_base=29500)
 
 
 @pytest.fixture(scope="module")

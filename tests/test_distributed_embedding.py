@@ -1,13 +1,15 @@
-"""Cross-device negatives and GradCache under torchrun with 2 CPU processes (DDP and DeepSpeed ZeRO-2):
+"""Cross-device negatives and GradCache under torchrun with 2 CPU processes (DDP, DeepSpeed ZeRO-2 and ZeRO-3):
 the losses and the trained model equal a 1-process run over the same global batch."""
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+import multiproc
+from multiproc import losses, run
 
 from conftest import TEXTS
 
@@ -16,21 +18,8 @@ REPO = os.path.dirname(HERE)
 SCRIPT = os.path.join(HERE, "scripts", "train_tiny_embedder.py")
 
 
-def run(cmd, cwd):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    env.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(os.path.expanduser("~"), ".cache", "torch_extensions"))
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-
-
-def losses(out):
-    with open(os.path.join(out, "log_history.json")) as fh:
-        return [h["loss"] for h in json.load(fh) if "loss" in h]
-
-
 def torchrun(*args):
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-            str(30500 + os.getpid() % 1000), SCRIPT, *args]
+    return multiproc.torchrun(SCRIPT, *args, port_base=30500)
 
 
 def embeddings(folder):
@@ -78,11 +67,10 @@ def test_recipe_under_torchrun_with_zero2(tiny_encoder_path, tmp_path):
 
     train = write_jsonl(tmp_path / "train.jsonl", tiny_records(8))
     out = str(tmp_path / "out")
-    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-         str(31500 + os.getpid() % 1000), os.path.join(REPO, "recipes", "train_embedding.py"), "--output_dir", out,
+    run(multiproc.torchrun(os.path.join(REPO, "recipes", "train_embedding.py"), "--output_dir", out,
          "--model_name_or_path", tiny_encoder_path, "--train_data", train, "--train_group_size", "3",
          "--per_device_train_batch_size", "2", "--num_train_epochs", "2", "--bf16", "False", "--grad_cache", "True",
-         *ds("ds_zero2.json")], cwd=str(tmp_path))
+         *ds("ds_zero2.json"), port_base=31500), cwd=str(tmp_path))
     with open(os.path.join(out, "eval_results.json")) as fh:
         assert json.load(fh)["train_texts"] == 2 * 8 * 4  # summed over both processes
     np.testing.assert_allclose(embeddings(out), BiEncoder.from_pretrained(out).encode(TEXTS), atol=1e-5)
