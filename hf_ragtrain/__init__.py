@@ -7,13 +7,14 @@ from .evaluation.metrics import ranking_metrics
 from .evaluation.reranking import RerankingEvaluator
 from .losses import info_nce, listwise_ce, matryoshka, pairwise_ranknet, pointwise_bce, score_distillation_kl
 from .modeling.bi_encoder import BiEncoder, EncoderSettings, LoraSettings
+from .modeling.colbert import ColbertEncoder, ColbertSettings, maxsim
 from .modeling.cross_encoder import load_cross_encoder, score_pairs
 from .trainers import ContrastiveTrainer, RerankTrainer, RetrievalTrainer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BiEncoder", "ContrastiveTrainer", "EmbeddingArguments", "EmbeddingCollator", "EmbeddingTrainingArguments",
+    "BiEncoder", "ColbertEncoder", "ColbertSettings", "ContrastiveTrainer", "maxsim", "EmbeddingArguments", "EmbeddingCollator", "EmbeddingTrainingArguments",
     "EncoderSettings", "LoraSettings", "info_nce", "matryoshka", "score_distillation_kl",
     "DataArguments", "DataFormatError", "GroupDataset", "ModelArguments", "RerankCollator", "RerankTrainer",
     "RerankerTrainingArguments", "RerankingEvaluator", "RetrievalRecord", "RetrievalTrainer", "listwise_ce",

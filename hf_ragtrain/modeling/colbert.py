@@ -1,0 +1,220 @@
+"""ColBERT (late interaction): one L2-normalised vector per token, scored with MaxSim.
+
+A :class:`ColbertEncoder` is a backbone ``AutoModel``, a linear projection of its token states to
+``colbert_dim`` and a normalisation. Padding, and for documents the tokens of an optional
+skip-list (e.g. punctuation), are masked out of scoring. It saves in the layout that
+sentence-transformers 6 ``MultiVectorEncoder`` loads: Transformer -> Dense -> MultiVectorMask ->
+Normalize, with per-kind max lengths and prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from ..data.collators import pad_micro_batches, tokenize_texts
+
+COLBERT_CONFIG = "hf_ragtrain_colbert.json"
+PUNCTUATION = list(string.punctuation)
+
+
+@dataclass
+class ColbertSettings:
+    colbert_dim: int = 128
+    query_max_length: int = 32
+    document_max_length: int = 256
+    query_prompt: str = ""
+    document_prompt: str = ""
+    skiplist: list[str] = field(default_factory=list)  # document tokens left out of MaxSim
+    query_expansion: bool = False  # ColBERT query augmentation: pad queries to query_max_length with [MASK]
+    attend_to_expansion: bool = False  # whether the encoder attends to those [MASK] positions
+
+
+def maxsim(q: Tensor, q_mask: Tensor, d: Tensor, d_mask: Tensor, chunk_size: int = 256,
+           average: bool = False) -> Tensor:
+    """MaxSim scores ``(Nq, Nd)``: for each query token the best dot product over a document's tokens, summed.
+
+    ``q`` ``(Nq, Lq, D)`` and ``d`` ``(Nd, Ld, D)`` with boolean masks ``(Nq, Lq)``/``(Nd, Ld)`` of the
+    tokens that count. Documents are taken ``chunk_size`` at a time, so the largest tensor is
+    ``Nq x Lq x chunk_size x Ld``. ``average`` divides by each query's number of tokens.
+    """
+    q = q * q_mask.unsqueeze(-1).to(q.dtype)
+    out = []
+    for start in range(0, d.size(0), chunk_size):
+        dc, mc = d[start:start + chunk_size], d_mask[start:start + chunk_size]
+        sim = torch.einsum("qid,cjd->qcij", q, dc)
+        sim = sim.masked_fill(~mc.bool()[None, :, None, :], float("-inf")).amax(-1)  # (Nq, c, Lq)
+        sim = sim.masked_fill(~q_mask.bool()[:, None, :], 0.0).nan_to_num(neginf=0.0)
+        out.append(sim.sum(-1))
+    scores = torch.cat(out, dim=1)
+    return scores / q_mask.sum(-1, keepdim=True).clamp(min=1) if average else scores
+
+
+class ColbertEncoder(nn.Module):
+    """Token vectors for late interaction; ``forward`` returns ``(vectors (N, L, dim), mask (N, L))``."""
+
+    def __init__(self, backbone: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, linear: nn.Linear,
+                 settings: ColbertSettings):
+        super().__init__()
+        self.backbone, self.tokenizer, self.linear, self.settings = backbone, tokenizer, linear, settings
+        self.config = backbone.config
+        pooler = getattr(backbone, "pooler", None)
+        if isinstance(pooler, nn.Module):
+            pooler.requires_grad_(False)
+        ids = [tokenizer.convert_tokens_to_ids(w) for w in settings.skiplist]
+        self.register_buffer("skip_ids", torch.tensor([i for i in ids if i != tokenizer.unk_token_id],
+                                                      dtype=torch.long), persistent=False)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, attn_implementation: str | None = None, seed: int = 0,
+                        skip_punctuation: bool = False, **settings: Any) -> "ColbertEncoder":
+        """Load a backbone and its ColBERT projection.
+
+        The projection comes from, in order: a sentence-transformers ``MultiVectorEncoder`` folder
+        (``1_Dense``), a BGE-M3-style ``colbert_linear.pt`` (``weight`` ``(dim, hidden)``, optional
+        bias), or a new one (seeded) when starting from a bi-encoder such as MiniLM.
+        """
+        from ..offline import resolve_model_path
+        from .bi_encoder import default_attention
+
+        path = resolve_model_path(name_or_path)
+        recorded = {}
+        if os.path.isfile(os.path.join(path, COLBERT_CONFIG)):
+            with open(os.path.join(path, COLBERT_CONFIG)) as fh:
+                recorded = json.load(fh)
+        merged = {**recorded, **{k: v for k, v in settings.items() if v is not None}}
+        if skip_punctuation:
+            merged["skiplist"] = sorted(set(merged.get("skiplist", [])) | set(PUNCTUATION))
+        attn = attn_implementation or default_attention(AutoConfig.from_pretrained(path))
+        backbone = AutoModel.from_pretrained(path, attn_implementation=attn)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        hidden = backbone.config.hidden_size
+        dense = os.path.join(path, "1_Dense", "model.safetensors")
+        bge = os.path.join(path, "colbert_linear.pt")
+        if os.path.isfile(dense):
+            from safetensors.torch import load_file
+
+            state = {k[len("linear."):]: v for k, v in load_file(dense).items()}
+            merged.setdefault("colbert_dim", state["weight"].size(0))
+            linear = nn.Linear(hidden, state["weight"].size(0), bias="bias" in state)
+            linear.load_state_dict(state)
+        elif os.path.isfile(bge):
+            state = torch.load(bge, map_location="cpu", weights_only=True)
+            merged.setdefault("colbert_dim", state["weight"].size(0))
+            linear = nn.Linear(hidden, state["weight"].size(0), bias="bias" in state)
+            linear.load_state_dict(state)
+        else:
+            torch.manual_seed(seed)
+            linear = nn.Linear(hidden, merged.get("colbert_dim", 128), bias=False)
+        return cls(backbone, tokenizer, linear, ColbertSettings(**merged))
+
+    # ------------------------------------------------------------------ tokens and vectors
+    def tokenize(self, texts: Sequence[str], kind: str) -> tuple[dict[str, list[list[int]]], int]:
+        s = self.settings
+        prompt, length = (s.query_prompt, s.query_max_length) if kind == "query" else \
+            (s.document_prompt, s.document_max_length)
+        return tokenize_texts(self.tokenizer, [prompt + t for t in texts], length)
+
+    def pad(self, enc: dict[str, list[list[int]]], idx: Sequence[int], kind: str) -> dict[str, Tensor]:
+        """Pad the texts ``idx`` of ``enc`` into a batch; with query expansion, queries are padded to
+        ``query_max_length`` and the pads become expansion positions holding the mask token."""
+        if kind != "query" or not self.settings.query_expansion:
+            return pad_micro_batches(self.tokenizer, enc, [list(idx)])[0]
+        features = [{k: enc[k][i] for k in enc} for i in idx]
+        batch = dict(self.tokenizer.pad(features, padding="max_length", max_length=self.settings.query_max_length,
+                                        return_tensors="pt"))
+        positions = batch["attention_mask"] == 0
+        token = self.tokenizer.mask_token_id if self.tokenizer.mask_token_id is not None else self.tokenizer.eos_token_id
+        batch["input_ids"] = batch["input_ids"].masked_fill(positions, token)
+        if self.settings.attend_to_expansion:
+            batch["attention_mask"] = batch["attention_mask"].masked_fill(positions, 1)
+        batch["expansion_positions"] = positions
+        return batch
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, kind: str = "document",
+                expansion_positions: Tensor | None = None, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        vectors = nn.functional.normalize(self.linear(hidden).float(), dim=-1)
+        mask = attention_mask.bool()
+        if expansion_positions is not None:
+            mask = mask | expansion_positions.bool()  # expansion tokens are scored
+        if kind != "query" and self.skip_ids.numel():
+            mask = mask & ~torch.isin(input_ids, self.skip_ids.to(input_ids.device))
+        return vectors, mask
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str], kind: str = "document", batch_size: int = 32) -> list[Tensor]:
+        """One ``(n_tokens, colbert_dim)`` tensor per text: the vectors of the tokens that count."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        enc, _ = self.tokenize(list(texts), kind)
+        order = sorted(range(len(texts)), key=lambda i: len(enc["input_ids"][i]))
+        out: list[Tensor | None] = [None] * len(texts)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            chunk = {k: v.to(device) for k, v in self.pad(enc, idx, kind).items()}
+            vectors, mask = self(kind=kind, **chunk)
+            for row, i in enumerate(idx):
+                out[i] = vectors[row][mask[row]].cpu()
+        if was_training:
+            self.train()
+        return out  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ saving
+    def save_pretrained(self, path: str, state_dict: dict[str, Tensor] | None = None) -> None:
+        """Write a folder that sentence-transformers ``MultiVectorEncoder(path)`` and :meth:`from_pretrained` load."""
+        import sentence_transformers
+        from safetensors.torch import save_file
+
+        os.makedirs(path, exist_ok=True)
+        backbone_state = None if state_dict is None else {
+            k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
+        linear_state = {f"linear.{k}": (state_dict or {}).get(f"linear.{k}", v) for k, v in self.linear.state_dict().items()}
+        self.backbone.save_pretrained(path, state_dict=backbone_state)
+        self.tokenizer.save_pretrained(path)
+        s = self.settings
+        for sub in ("1_Dense", "2_MultiVectorMask", "3_Normalize"):
+            os.makedirs(os.path.join(path, sub), exist_ok=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in linear_state.items()},
+                  os.path.join(path, "1_Dense", "model.safetensors"))
+        io = {"module_input_name": "token_embeddings", "module_output_name": "token_embeddings"}
+        files = {
+            "modules.json": [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Dense", "type": "sentence_transformers.base.modules.dense.Dense"},
+                {"idx": 2, "name": "2", "path": "2_MultiVectorMask",
+                 "type": "sentence_transformers.multi_vector_encoder.modules.multi_vector_mask.MultiVectorMask"},
+                {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.base.modules.normalize.Normalize"},
+            ],
+            "sentence_bert_config.json": {
+                "transformer_task": "feature-extraction",
+                "modality_config": {"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
+                "module_output_name": "token_embeddings",
+                "query_length": s.query_max_length, "document_length": s.document_max_length,
+                "query_expansion": {"strategy": "fixed", "attend": s.attend_to_expansion, "token": None,
+                                    "length": s.query_max_length} if s.query_expansion else None},
+            os.path.join("1_Dense", "config.json"): {
+                "in_features": self.linear.in_features, "out_features": self.linear.out_features,
+                "bias": self.linear.bias is not None,
+                "activation_function": "torch.nn.modules.linear.Identity", **io},
+            os.path.join("2_MultiVectorMask", "config.json"): {
+                "skiplist_words": list(s.skiplist), "skiplist_tasks": ["document"], "keep_only_token_ids": None},
+            os.path.join("3_Normalize", "config.json"): io,
+            "config_sentence_transformers.json": {
+                "__version__": {"sentence_transformers": sentence_transformers.__version__,
+                                "transformers": __import__("transformers").__version__, "pytorch": torch.__version__},
+                "model_type": "MultiVectorEncoder", "default_prompt_name": None,
+                "prompts": {"query": s.query_prompt, "document": s.document_prompt}, "similarity_fn_name": "maxsim"},
+            COLBERT_CONFIG: asdict(s),
+        }
+        for name, content in files.items():
+            with open(os.path.join(path, name), "w") as fh:
+                json.dump(content, fh, indent=2)

@@ -1,0 +1,107 @@
+"""ColBERT encoder: MaxSim against a loop, and folders that sentence-transformers' MultiVectorEncoder loads
+with the same token vectors and scores (prompts, per-kind lengths, punctuation skip-list, BGE-M3 weights)."""
+
+import os
+import shutil
+
+import pytest
+import torch
+
+from conftest import TEXTS
+from hf_ragtrain.modeling.colbert import ColbertEncoder, maxsim
+
+QUERIES = ["how do i sort a dict, by value?", "what is a lambda expression and where is it used? " * 3]
+DOCS = ["use sorted(d.items(), key=...) to sort.", "a lambda is a small anonymous function! " * 8, "x"]
+
+
+def padded(vectors):
+    length = max(v.size(0) for v in vectors)
+    out = torch.zeros(len(vectors), length, vectors[0].size(1))
+    mask = torch.zeros(len(vectors), length, dtype=torch.bool)
+    for i, v in enumerate(vectors):
+        out[i, :len(v)], mask[i, :len(v)] = v, True
+    return out, mask
+
+
+def test_maxsim_matches_a_loop_and_ignores_masked_tokens():
+    torch.manual_seed(0)
+    q, d = torch.randn(3, 4, 8), torch.randn(5, 6, 8)
+    qm, dm = torch.rand(3, 4) > 0.3, torch.rand(5, 6) > 0.3
+    qm[:, 0], dm[:, 0] = True, True
+    expected = torch.zeros(3, 5)
+    for i in range(3):
+        for j in range(5):
+            for a in range(4):
+                if qm[i, a]:
+                    expected[i, j] += max(float(q[i, a] @ d[j, b]) for b in range(6) if dm[j, b])
+    for chunk in (1, 2, 256):
+        torch.testing.assert_close(maxsim(q, qm, d, dm, chunk_size=chunk), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(maxsim(q, qm, d, dm, average=True), expected / qm.sum(1, keepdim=True), atol=1e-5,
+                               rtol=1e-5)
+
+
+def test_saved_folder_loads_in_multi_vector_encoder_with_the_same_vectors_and_scores(tmp_path):
+    from sentence_transformers import MultiVectorEncoder
+
+    model = ColbertEncoder.from_pretrained("minilm", skip_punctuation=True, query_prompt="query: ",
+                                           query_max_length=12, document_max_length=40)
+    q, d = model.encode(QUERIES, "query"), model.encode(DOCS, "document")
+    assert [len(v) for v in q] == [12, 12]  # the long query is cut at its own max length
+    assert len(d[0]) < len(model.tokenize(DOCS[:1], "document")[0]["input_ids"][0])  # punctuation left out
+    model.save_pretrained(str(tmp_path))
+    st = MultiVectorEncoder(str(tmp_path), device="cpu")
+    sq, sd = st.encode_query(QUERIES), st.encode_document(DOCS)
+    for ours, theirs in zip(q + d, list(sq) + list(sd)):
+        torch.testing.assert_close(ours, torch.as_tensor(theirs), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(maxsim(*padded(q), *padded(d)), torch.as_tensor(st.similarity(sq, sd)), atol=1e-4,
+                               rtol=1e-4)
+    again = ColbertEncoder.from_pretrained(str(tmp_path))
+    assert again.settings == model.settings
+    for ours, reloaded in zip(q, again.encode(QUERIES, "query")):
+        torch.testing.assert_close(ours, reloaded)
+
+
+def test_bge_m3_style_colbert_linear_is_loaded(tiny_encoder_path, tmp_path):
+    from sentence_transformers import MultiVectorEncoder
+
+    folder = tmp_path / "bge"
+    shutil.copytree(tiny_encoder_path, folder)
+    torch.manual_seed(3)
+    weight, bias = torch.randn(16, 32), torch.randn(16)
+    torch.save({"weight": weight, "bias": bias}, folder / "colbert_linear.pt")
+    model = ColbertEncoder.from_pretrained(str(folder))
+    assert model.settings.colbert_dim == 16
+    torch.testing.assert_close(model.linear.weight, weight)
+    torch.testing.assert_close(model.linear.bias, bias)
+    vectors = model.encode(TEXTS[:3], "document")
+    assert vectors[0].shape[1] == 16
+    model.save_pretrained(str(tmp_path / "saved"))
+    assert not os.path.exists(tmp_path / "saved" / "colbert_linear.pt")
+    st = MultiVectorEncoder(str(tmp_path / "saved"), device="cpu")
+    for ours, theirs in zip(vectors, st.encode_document(TEXTS[:3])):
+        torch.testing.assert_close(ours, torch.as_tensor(theirs), atol=1e-5, rtol=1e-4)
+
+
+def test_a_new_projection_is_seeded(tiny_encoder_path):
+    a = ColbertEncoder.from_pretrained(tiny_encoder_path, colbert_dim=8, seed=1)
+    b = ColbertEncoder.from_pretrained(tiny_encoder_path, colbert_dim=8, seed=1)
+    c = ColbertEncoder.from_pretrained(tiny_encoder_path, colbert_dim=8, seed=2)
+    assert torch.equal(a.linear.weight, b.linear.weight) and not torch.equal(a.linear.weight, c.linear.weight)
+    with pytest.raises(TypeError, match="not_a_setting"):
+        ColbertEncoder.from_pretrained(tiny_encoder_path, not_a_setting=1)
+
+
+@pytest.mark.parametrize("attend", [False, True])
+def test_query_expansion_with_mask_tokens_matches_multi_vector_encoder(tmp_path, attend):
+    from sentence_transformers import MultiVectorEncoder
+
+    model = ColbertEncoder.from_pretrained("minilm", query_expansion=True, attend_to_expansion=attend,
+                                           query_max_length=16)
+    q = model.encode(QUERIES[:1] + ["sort"], "query")
+    assert [len(v) for v in q] == [16, 16]  # every query scores exactly query_max_length vectors
+    model.save_pretrained(str(tmp_path))
+    st = MultiVectorEncoder(str(tmp_path), device="cpu")
+    for ours, theirs in zip(q, st.encode_query(QUERIES[:1] + ["sort"])):
+        torch.testing.assert_close(ours, torch.as_tensor(theirs), atol=1e-5, rtol=1e-4)
+    plain = ColbertEncoder.from_pretrained("minilm", query_max_length=16).encode(["sort"], "query")[0]
+    assert len(plain) == 3  # [CLS] sort [SEP] without expansion
