@@ -9,12 +9,12 @@ from .losses import info_nce, listwise_ce, matryoshka, pairwise_ranknet, pointwi
 from .modeling.bi_encoder import BiEncoder, EncoderSettings, LoraSettings
 from .modeling.colbert import ColbertEncoder, ColbertSettings, maxsim
 from .modeling.cross_encoder import load_cross_encoder, score_pairs
-from .trainers import ContrastiveTrainer, RerankTrainer, RetrievalTrainer
+from .trainers import ColbertTrainer, ContrastiveTrainer, RerankTrainer, RetrievalTrainer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BiEncoder", "ColbertEncoder", "ColbertSettings", "ContrastiveTrainer", "maxsim", "EmbeddingArguments", "EmbeddingCollator", "EmbeddingTrainingArguments",
+    "BiEncoder", "ColbertEncoder", "ColbertSettings", "ColbertTrainer", "ContrastiveTrainer", "maxsim", "EmbeddingArguments", "EmbeddingCollator", "EmbeddingTrainingArguments",
     "EncoderSettings", "LoraSettings", "info_nce", "matryoshka", "score_distillation_kl",
     "DataArguments", "DataFormatError", "GroupDataset", "ModelArguments", "RerankCollator", "RerankTrainer",
     "RerankerTrainingArguments", "RerankingEvaluator", "RetrievalRecord", "RetrievalTrainer", "listwise_ce",

@@ -83,14 +83,28 @@ def info_nce(q: Tensor, p: Tensor, temperature: float = 0.02, in_batch_negatives
     b = q.size(0)
     if p.size(0) % b:
         raise ValueError(f"{p.size(0)} passages do not split into groups for {b} queries")
-    group = p.size(0) // b
+    scores = q @ p.T if in_batch_negatives else group_scores(q, p)
+    return info_nce_from_scores(scores, temperature, in_batch_negatives)
+
+
+def info_nce_from_scores(scores: Tensor, temperature: float = 0.02, in_batch_negatives: bool = True) -> Tensor:
+    """InfoNCE from a score matrix: ``(B, B*G)`` against every passage of the batch (query i's positive in
+    column ``i*G``), or ``(B, G)`` against its own group (positive in column 0)."""
+    b = scores.size(0)
     if in_batch_negatives:
-        scores = q @ p.T
-        target = torch.arange(b, device=q.device) * group
+        if scores.size(1) % b:
+            raise ValueError(f"{scores.size(1)} passages do not split into groups for {b} queries")
+        target = torch.arange(b, device=scores.device) * (scores.size(1) // b)
     else:
-        scores = group_scores(q, p)
-        target = torch.zeros(b, dtype=torch.long, device=q.device)
+        target = torch.zeros(b, dtype=torch.long, device=scores.device)
     return F.cross_entropy(scores.float() / temperature, target)
+
+
+def own_group(scores: Tensor) -> Tensor:
+    """The ``(B, G)`` block of a ``(B, B*G)`` score matrix where each query meets its own group."""
+    b = scores.size(0)
+    group = scores.size(1) // b
+    return scores.view(b, b, group)[torch.arange(b, device=scores.device), torch.arange(b, device=scores.device)]
 
 
 def score_distillation_kl(student_scores: Tensor, teacher_scores: Tensor, temperature: float = 0.02,

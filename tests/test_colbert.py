@@ -105,3 +105,40 @@ def test_query_expansion_with_mask_tokens_matches_multi_vector_encoder(tmp_path,
         torch.testing.assert_close(ours, torch.as_tensor(theirs), atol=1e-5, rtol=1e-4)
     plain = ColbertEncoder.from_pretrained("minilm", query_max_length=16).encode(["sort"], "query")[0]
     assert len(plain) == 3  # [CLS] sort [SEP] without expansion
+
+
+def test_colbert_trainer_loss_is_infonce_over_maxsim_and_training_saves_a_loadable_model(tiny_encoder_path, tmp_path):
+    import numpy as np
+    import torch.nn.functional as F
+    from sentence_transformers import MultiVectorEncoder
+
+    from conftest import tiny_records
+    from hf_ragtrain import ColbertTrainer, EmbeddingCollator, EmbeddingTrainingArguments, GroupDataset, load_records
+
+    model = ColbertEncoder.from_pretrained(tiny_encoder_path, colbert_dim=16, query_max_length=12,
+                                           query_expansion=True, skip_punctuation=True)
+    records, _ = load_records(tiny_records(8))
+    args = EmbeddingTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, num_train_epochs=6,
+                                      learning_rate=3e-3, logging_steps=1, report_to="none", save_strategy="no",
+                                      use_cpu=True, disable_tqdm=True, temperature=0.05)
+    trainer = ColbertTrainer(model=model, args=args, train_dataset=GroupDataset(records, group_size=3, seed=1),
+                             data_collator=EmbeddingCollator(model, micro_batch_tokens=40))
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    assert all(c["input_ids"].shape[1] == 12 for c in batch["query_chunks"])  # expanded to the fixed width
+    loss = trainer.compute_loss(model, batch)
+    # the same loss by hand: encode each text alone, MaxSim, cross-entropy with query i's positive at i*G
+    items = [trainer.train_dataset[i] for i in range(4)]
+    q = model.encode([it["query"] for it in items], "query")
+    d = model.encode([doc for it in items for doc in it["docs"]], "document")
+    scores = maxsim(*padded(q), *padded(d))
+    expected = F.cross_entropy(scores / 0.05, torch.arange(4) * 3)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert np.mean(losses[-2:]) < 0.7 * np.mean(losses[:2])
+    trainer.save_model(str(tmp_path / "final"))
+    st = MultiVectorEncoder(str(tmp_path / "final"), device="cpu")
+    for ours, theirs in zip(model.encode(TEXTS[:4], "query") + model.encode(TEXTS[:4], "document"),
+                            list(st.encode_query(TEXTS[:4])) + list(st.encode_document(TEXTS[:4]))):
+        torch.testing.assert_close(ours, torch.as_tensor(theirs), atol=1e-5, rtol=1e-4)

@@ -74,3 +74,28 @@ def test_recipe_under_torchrun_with_zero2(tiny_encoder_path, tmp_path):
     with open(os.path.join(out, "eval_results.json")) as fh:
         assert json.load(fh)["train_texts"] == 2 * 8 * 4  # summed over both processes
     np.testing.assert_allclose(embeddings(out), BiEncoder.from_pretrained(out).encode(TEXTS), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def single_colbert(tiny_encoder_path, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("single_colbert"))
+    run([sys.executable, SCRIPT, tiny_encoder_path, out, "8", "--colbert"], cwd=out)
+    return out
+
+
+def token_vectors(folder):
+    from sentence_transformers import MultiVectorEncoder
+
+    return [np.asarray(v) for v in MultiVectorEncoder(folder, device="cpu").encode_document(TEXTS)]
+
+
+@pytest.mark.parametrize("extra", [[], ds("ds_zero2.json")], ids=["ddp", "zero2"])
+def test_colbert_two_processes_with_cross_device_negatives_match_one(tiny_encoder_path, single_colbert, tmp_path,
+                                                                      extra):
+    out = str(tmp_path)
+    run(torchrun(tiny_encoder_path, out, "4", "--colbert", *extra), cwd=out)
+    ref = losses(single_colbert)
+    assert ref[-1] < ref[0] - 0.1
+    np.testing.assert_allclose(losses(out), ref, rtol=1e-4, atol=1e-5)
+    for a, b in zip(token_vectors(os.path.join(out, "final")), token_vectors(os.path.join(single_colbert, "final"))):
+        np.testing.assert_allclose(a, b, atol=1e-4)

@@ -151,3 +151,13 @@ def test_pooling_ignores_padding_on_either_side(side):
             torch.testing.assert_close(got[i], ref(r))
     with pytest.raises(ValueError, match="unknown pooling"):
         pool(h, mask, "max")
+
+
+def test_own_group_picks_each_query_against_its_group(batch):
+    from hf_ragtrain.losses import info_nce_from_scores, own_group
+
+    q, p, b, g = batch
+    full = q @ p.T
+    torch.testing.assert_close(own_group(full), group_scores(q, p))
+    assert info_nce_from_scores(own_group(full), 0.05, False).item() == pytest.approx(
+        info_nce(q, p, 0.05, in_batch_negatives=False).item(), rel=1e-9)

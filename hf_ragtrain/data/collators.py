@@ -157,10 +157,12 @@ def _chunked(enc: dict[str, list[list[int]]], tokenizer: PreTrainedTokenizerBase
 
 @dataclass
 class EmbeddingCollator:
-    """Collate query groups for a bi-encoder: queries and passages tokenised separately by the model.
+    """Collate query groups for a bi-encoder or ColBERT: queries and passages tokenised separately by the model.
 
-    ``encoder`` is a :class:`~hf_ragtrain.modeling.bi_encoder.BiEncoder` (its ``tokenize`` applies
-    prompts, max lengths and EOS). A record's ``prompt`` replaces the model's query prompt.
+    ``encoder`` is a :class:`~hf_ragtrain.modeling.bi_encoder.BiEncoder` or a
+    :class:`~hf_ragtrain.modeling.colbert.ColbertEncoder` (its ``tokenize`` applies prompts, max
+    lengths and EOS; a ColBERT encoder pads queries itself). A record's ``prompt`` replaces the
+    model's query prompt.
 
     Output keys:
       - ``query_chunks`` / ``passage_chunks``: length-sorted padded micro-batches of at most
@@ -186,9 +188,8 @@ class EmbeddingCollator:
         passages = [d for f in features for d in f["docs"]]
         q_enc, q_cut = self.encoder.tokenize(queries, "query", prompts=[f.get("prompt") for f in features])
         p_enc, p_cut = self.encoder.tokenize(passages, "passage")
-        tokenizer = self.encoder.tokenizer
-        q_chunks, q_restore = _chunked(q_enc, tokenizer, self.micro_batch_tokens, self.pad_to_multiple_of)
-        p_chunks, p_restore = _chunked(p_enc, tokenizer, self.micro_batch_tokens, self.pad_to_multiple_of)
+        q_chunks, q_restore = self._chunked(q_enc, "query")
+        p_chunks, p_restore = self._chunked(p_enc, "passage")
         batch = {
             "query_chunks": q_chunks, "query_restore": q_restore,
             "passage_chunks": p_chunks, "passage_restore": p_restore,
@@ -200,3 +201,11 @@ class EmbeddingCollator:
         if self.keep_texts:
             batch["query_texts"], batch["passage_texts"] = queries, passages
         return batch
+
+    def _chunked(self, enc: dict[str, list[list[int]]], kind: str) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
+        """Length-sorted micro-batches; an encoder with its own ``pad`` (ColBERT query expansion) pads them."""
+        if not hasattr(self.encoder, "pad"):
+            return _chunked(enc, self.encoder.tokenizer, self.micro_batch_tokens, self.pad_to_multiple_of)
+        batches = pack_by_length([len(ids) for ids in enc["input_ids"]], self.micro_batch_tokens)
+        order = torch.tensor([i for b in batches for i in b], dtype=torch.long)
+        return [self.encoder.pad(enc, b, kind) for b in batches], torch.argsort(order)

@@ -116,11 +116,16 @@ class ColbertEncoder(nn.Module):
         return cls(backbone, tokenizer, linear, ColbertSettings(**merged))
 
     # ------------------------------------------------------------------ tokens and vectors
-    def tokenize(self, texts: Sequence[str], kind: str) -> tuple[dict[str, list[list[int]]], int]:
+    def tokenize(self, texts: Sequence[str], kind: str,
+                 prompts: Sequence[str | None] | None = None) -> tuple[dict[str, list[list[int]]], int]:
+        """Unpadded ids of ``texts`` as ``query`` or ``document`` (``passage``), and how many were cut.
+        ``prompts`` (one per text) replace the default prompt where given."""
         s = self.settings
         prompt, length = (s.query_prompt, s.query_max_length) if kind == "query" else \
             (s.document_prompt, s.document_max_length)
-        return tokenize_texts(self.tokenizer, [prompt + t for t in texts], length)
+        prompts = prompts or [None] * len(texts)
+        return tokenize_texts(self.tokenizer, [(p if p is not None else prompt) + t for p, t in zip(prompts, texts)],
+                              length)
 
     def pad(self, enc: dict[str, list[list[int]]], idx: Sequence[int], kind: str) -> dict[str, Tensor]:
         """Pad the texts ``idx`` of ``enc`` into a batch; with query expansion, queries are padded to
@@ -137,6 +142,10 @@ class ColbertEncoder(nn.Module):
             batch["attention_mask"] = batch["attention_mask"].masked_fill(positions, 1)
         batch["expansion_positions"] = positions
         return batch
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.linear.out_features
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, kind: str = "document",
                 expansion_positions: Tensor | None = None, **kwargs: Any) -> tuple[Tensor, Tensor]:

@@ -1,6 +1,7 @@
 """Train a tiny bi-encoder for a few steps; run alone or under torchrun (used by test_distributed_embedding.py).
 
     train_tiny_embedder.py MODEL_DIR OUT_DIR PER_DEVICE_BS [--deepspeed CONFIG] [--grad_cache] [--no_cross_device]
+        [--colbert]   # a ColBERT model (ColbertTrainer) instead of a bi-encoder
 
 Rank 0 writes OUT_DIR/log_history.json and the final model (sentence-transformers layout) to OUT_DIR/final.
 """
@@ -16,8 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # repo root
 
 from conftest import tiny_records  # noqa: E402
 
-from hf_ragtrain import (BiEncoder, ContrastiveTrainer, EmbeddingCollator, EmbeddingTrainingArguments,  # noqa: E402
-                         GroupDataset, load_records)
+from hf_ragtrain import (BiEncoder, ColbertEncoder, ColbertTrainer, ContrastiveTrainer,  # noqa: E402
+                         EmbeddingCollator, EmbeddingTrainingArguments, GroupDataset, load_records)
 from hf_ragtrain.trainers.base import end_distributed  # noqa: E402
 
 
@@ -30,16 +31,20 @@ def main():
     p.add_argument("--grad_cache", action="store_true")
     p.add_argument("--no_cross_device", action="store_true")
     p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--colbert", action="store_true")
     a = p.parse_args()
-    model = BiEncoder.from_pretrained(a.model)
+    if a.colbert:
+        model = ColbertEncoder.from_pretrained(a.model, colbert_dim=16, query_max_length=12, query_expansion=True)
+    else:
+        model = BiEncoder.from_pretrained(a.model)
     records, _ = load_records(tiny_records(8))
     args = EmbeddingTrainingArguments(
         output_dir=a.out, per_device_train_batch_size=a.per_device_bs, num_train_epochs=a.epochs,
         learning_rate=2e-3, logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, seed=7,
-        deepspeed=a.deepspeed, disable_tqdm=True, grad_cache=a.grad_cache, matryoshka_dims=[32, 16],
-        cross_device_negatives=not a.no_cross_device,
+        deepspeed=a.deepspeed, disable_tqdm=True, grad_cache=a.grad_cache,
+        matryoshka_dims=None if a.colbert else [32, 16], cross_device_negatives=not a.no_cross_device,
     )
-    trainer = ContrastiveTrainer(model=model, args=args, train_dataset=GroupDataset(records, group_size=3, seed=7),
+    trainer = (ColbertTrainer if a.colbert else ContrastiveTrainer)(model=model, args=args, train_dataset=GroupDataset(records, group_size=3, seed=7),
                                  data_collator=EmbeddingCollator(model, micro_batch_tokens=24))
     trainer.train()
     trainer.save_model(os.path.join(a.out, "final"))

@@ -1,0 +1,113 @@
+"""ColbertTrainer: late-interaction models trained with InfoNCE over MaxSim scores, cross-device
+negatives and score distillation (the contrastive trainer's data path and losses)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from ..data.groups import GroupDataset
+from ..distributed import gather_with_local_grad, scale_gradient, world_size
+from ..losses import info_nce_from_scores, own_group, score_distillation_kl
+from ..modeling.colbert import maxsim
+from .base import RetrievalTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def _pad_tokens(t: Tensor, length: int) -> Tensor:
+    """Pad dimension 1 (tokens) of ``t`` with zeros up to ``length``."""
+    if t.size(1) == length:
+        return t
+    pad = t.new_zeros(t.size(0), length - t.size(1), *t.shape[2:])
+    return torch.cat([t, pad], dim=1)
+
+
+class ColbertTrainer(RetrievalTrainer):
+    """Train a :class:`~hf_ragtrain.modeling.colbert.ColbertEncoder` on query groups.
+
+    Data: :class:`~hf_ragtrain.data.GroupDataset` with :class:`~hf_ragtrain.data.EmbeddingCollator`
+    (the model tokenises and pads). Settings come from
+    :class:`~hf_ragtrain.arguments.EmbeddingTrainingArguments`: ``temperature``,
+    ``in_batch_negatives``, ``cross_device_negatives``, ``contrastive_weight``, ``distill_weight`` and
+    ``teacher_temperature``. The loss is InfoNCE over MaxSim scores plus, when the records carry
+    teacher scores, the per-query KL to the teacher over each group. With several processes and
+    cross-device negatives, token vectors are padded to a common length and gathered (the local
+    slice keeps its gradient), so the update equals a single-process run over the global batch.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        a = self.args
+        self.temperature = float(getattr(a, "temperature", 0.02))
+        self.in_batch_negatives = bool(getattr(a, "in_batch_negatives", True))
+        self.cross_device = bool(getattr(a, "cross_device_negatives", True))
+        self.contrastive_weight = float(getattr(a, "contrastive_weight", 1.0))
+        self.teacher_temperature = float(getattr(a, "teacher_temperature", 1.0))
+        distill = getattr(a, "distill_weight", None)
+        has_scores = isinstance(self.train_dataset, GroupDataset) and self.train_dataset.has_scores
+        self.distill_weight = float(distill if distill is not None else (1.0 if has_scores else 0.0))
+        if self.distill_weight and isinstance(self.train_dataset, GroupDataset) and not has_scores:
+            raise ValueError("distill_weight > 0 needs teacher scores (pos_scores and neg_scores) in every record")
+
+    def _encode(self, model, chunks: Sequence[dict[str, Tensor]], restore: Tensor, kind: str) -> tuple[Tensor, Tensor]:
+        outputs = [model(kind=kind, **chunk) for chunk in chunks]
+        length = max(v.size(1) for v, _ in outputs)
+        vectors = torch.cat([_pad_tokens(v, length) for v, _ in outputs])[restore]
+        mask = torch.cat([_pad_tokens(m, length) for _, m in outputs])[restore]
+        return vectors, mask
+
+    @staticmethod
+    def _gather_tokens(vectors: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Pad to the longest token count of any process, then gather (local slice with its gradient)."""
+        length = torch.tensor([vectors.size(1)], device=vectors.device)
+        dist.all_reduce(length, op=dist.ReduceOp.MAX)
+        vectors, mask = _pad_tokens(vectors, int(length)), _pad_tokens(mask, int(length))
+        return gather_with_local_grad(vectors), gather_with_local_grad(mask.to(torch.uint8)).bool()
+
+    def loss_from_tokens(self, q: Tensor, qm: Tensor, p: Tensor, pm: Tensor,
+                         teacher_scores: Tensor | None = None) -> Tensor:
+        world = world_size() if self.cross_device else 1
+        if world > 1:
+            (q, qm), (p, pm) = self._gather_tokens(q, qm), self._gather_tokens(p, pm)
+            if teacher_scores is not None:
+                teacher_scores = gather_with_local_grad(teacher_scores)
+        scores = maxsim(q, qm, p, pm)  # (B, B*G): every query against every passage
+        loss = scores.new_zeros((), dtype=torch.float32)
+        if self.contrastive_weight:
+            candidates = scores if self.in_batch_negatives else own_group(scores)
+            loss = loss + self.contrastive_weight * info_nce_from_scores(candidates, self.temperature,
+                                                                         self.in_batch_negatives)
+        if self.distill_weight and teacher_scores is not None:
+            loss = loss + self.distill_weight * score_distillation_kl(own_group(scores), teacher_scores,
+                                                                      self.temperature, self.teacher_temperature)
+        return scale_gradient(loss, world)
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        q, qm = self._encode(model, inputs["query_chunks"], inputs["query_restore"], "query")
+        p, pm = self._encode(model, inputs["passage_chunks"], inputs["passage_restore"], "document")
+        loss = self.loss_from_tokens(q, qm, p, pm, inputs.get("teacher_scores"))
+        chunks = [*inputs["query_chunks"], *inputs["passage_chunks"]]
+        for _ in range(self.padded_chunk_count(len(chunks)) - len(chunks)):  # equal pass counts under ZeRO-3
+            loss = loss + 0.0 * model(kind="document", **min(chunks, key=lambda c: c["input_ids"].numel()))[0].sum()
+        if model.training:
+            self.count_texts(inputs)
+        return (loss, {"query_vectors": q, "passage_vectors": p}) if return_outputs else loss
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        """Save in the layout sentence-transformers' MultiVectorEncoder loads (checkpoints and final model)."""
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, state_dict=state_dict)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def loss_description(self) -> tuple[str, dict[str, Any]]:
+        name = "InfoNCE over MaxSim" + (" with in-batch negatives" if self.in_batch_negatives else "")
+        if self.distill_weight:
+            name += " + score distillation (per-query KL)"
+        return name, {"temperature": self.temperature, "cross_device_negatives": self.cross_device}
