@@ -142,3 +142,29 @@ def test_colbert_trainer_loss_is_infonce_over_maxsim_and_training_saves_a_loadab
     for ours, theirs in zip(model.encode(TEXTS[:4], "query") + model.encode(TEXTS[:4], "document"),
                             list(st.encode_query(TEXTS[:4])) + list(st.encode_document(TEXTS[:4]))):
         torch.testing.assert_close(ours, torch.as_tensor(theirs), atol=1e-5, rtol=1e-4)
+
+
+def test_search_and_rerank_agree_with_maxsim_over_the_whole_corpus(tiny_encoder_path):
+    from conftest import tiny_records
+    from hf_ragtrain.data import load_records
+    from hf_ragtrain.evaluation.metrics import ranking_metrics
+    from hf_ragtrain.evaluation.retrieval import RetrievalEvaluator
+
+    model = ColbertEncoder.from_pretrained(tiny_encoder_path, colbert_dim=16, skip_punctuation=True)
+    queries, docs = TEXTS[:4:2], TEXTS
+    full = maxsim(*padded(model.encode(queries, "query")), *padded(model.encode(docs, "document")))
+    scores, idx = model.search(queries, docs, top_k=5, doc_chunk=3)  # blocks smaller than the corpus
+    ref_s, ref_i = full.topk(5, dim=1)
+    torch.testing.assert_close(scores, ref_s, atol=1e-5, rtol=1e-5)
+    assert torch.equal(idx, ref_i)
+    torch.testing.assert_close(model.rerank(queries[1], docs[3:7]), full[1, 3:7], atol=1e-5, rtol=1e-5)
+    # the in-training evaluator searches with MaxSim for a ColBERT model
+    records, _ = load_records(tiny_records(4))
+    evaluator = RetrievalEvaluator(records, k_values=(1, 3))
+    docs_all, qrels = evaluator.doc_texts, evaluator.qrels
+    s_all = maxsim(*padded(model.encode([r.query for r in records], "query")),
+                   *padded(model.encode(docs_all, "document")))
+    run = {qid: {evaluator.doc_ids[j]: float(s_all[i, j]) for j in range(len(docs_all))}
+           for i, qid in enumerate(evaluator.qids)}
+    expected = ranking_metrics(run, qrels, (1, 3))
+    assert evaluator(model) == pytest.approx(expected)

@@ -1,4 +1,5 @@
-"""In-training retrieval evaluation of a bi-encoder: dense search over the documents of dev records."""
+"""In-training retrieval evaluation of a bi-encoder (dense search) or a ColBERT model (MaxSim search)
+over the documents of dev records."""
 
 from __future__ import annotations
 
@@ -42,13 +43,19 @@ class RetrievalEvaluator:
     def __call__(self, encoder: Any) -> dict[str, float]:
         queries = [r.query for r in self.records]
         prompts = [r.prompt for r in self.records]
+        k = min(max(self.k_values), len(self.doc_ids))
+        if hasattr(encoder, "search"):  # late interaction (ColBERT): brute-force MaxSim
+            scores, idx = encoder.search(queries, self.doc_texts, top_k=k, prompts=prompts)
+            return self._metrics(scores, idx)
         q = torch.as_tensor(encoder.encode(queries, kind="query", prompts=prompts, batch_size=self.batch_size,
                                            convert_to_numpy=False))
         d = torch.as_tensor(encoder.encode(self.doc_texts, kind="passage", batch_size=self.batch_size,
                                            convert_to_numpy=False))
         q, d = torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(d, dim=-1)
-        k = min(max(self.k_values), len(self.doc_ids))
         scores, idx = (q @ d.T).topk(k, dim=1)
+        return self._metrics(scores, idx)
+
+    def _metrics(self, scores, idx) -> dict[str, float]:
         run = {qid: {self.doc_ids[j]: float(s) for s, j in zip(scores[i].tolist(), idx[i].tolist())}
                for i, qid in enumerate(self.qids)}
         return ranking_metrics(run, self.qrels, self.k_values)

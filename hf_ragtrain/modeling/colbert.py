@@ -57,6 +57,16 @@ def maxsim(q: Tensor, q_mask: Tensor, d: Tensor, d_mask: Tensor, chunk_size: int
     return scores / q_mask.sum(-1, keepdim=True).clamp(min=1) if average else scores
 
 
+def _stack(vectors: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Pad per-text token vectors into ``(N, L, D)`` with a boolean mask ``(N, L)``."""
+    length = max(v.size(0) for v in vectors)
+    out = torch.zeros(len(vectors), length, vectors[0].size(1))
+    mask = torch.zeros(len(vectors), length, dtype=torch.bool)
+    for i, v in enumerate(vectors):
+        out[i, :len(v)], mask[i, :len(v)] = v, True
+    return out, mask
+
+
 class ColbertEncoder(nn.Module):
     """Token vectors for late interaction; ``forward`` returns ``(vectors (N, L, dim), mask (N, L))``."""
 
@@ -159,12 +169,14 @@ class ColbertEncoder(nn.Module):
         return vectors, mask
 
     @torch.no_grad()
-    def encode(self, texts: Sequence[str], kind: str = "document", batch_size: int = 32) -> list[Tensor]:
-        """One ``(n_tokens, colbert_dim)`` tensor per text: the vectors of the tokens that count."""
+    def encode(self, texts: Sequence[str], kind: str = "document", batch_size: int = 32,
+               prompts: Sequence[str | None] | None = None) -> list[Tensor]:
+        """One ``(n_tokens, colbert_dim)`` tensor per text: the vectors of the tokens that count.
+        ``prompts`` (one per text) replace the default prompt where given."""
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        enc, _ = self.tokenize(list(texts), kind)
+        enc, _ = self.tokenize(list(texts), kind, prompts)
         order = sorted(range(len(texts)), key=lambda i: len(enc["input_ids"][i]))
         out: list[Tensor | None] = [None] * len(texts)
         for start in range(0, len(order), batch_size):
@@ -176,6 +188,38 @@ class ColbertEncoder(nn.Module):
         if was_training:
             self.train()
         return out  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ retrieval and reranking
+    @torch.no_grad()
+    def search(self, queries: Sequence[str], documents: Sequence[str], top_k: int = 100, batch_size: int = 32,
+               doc_chunk: int = 256, prompts: Sequence[str | None] | None = None,
+               show_progress: bool = False) -> tuple[Tensor, Tensor]:
+        """Brute-force MaxSim search of a corpus that fits in memory.
+
+        Documents are encoded once and padded into blocks of ``doc_chunk``; every block is scored
+        against all queries and only the running top ``top_k`` is kept, so memory stays at one
+        block's scores. Returns ``(scores, indices)`` of shape ``(len(queries), min(top_k, len(documents)))``.
+        """
+        from tqdm.auto import tqdm
+
+        q, qm = _stack(self.encode(queries, "query", batch_size, prompts=prompts))
+        k = min(top_k, len(documents))
+        best_s = torch.full((len(queries), 0), float("-inf"))
+        best_i = torch.zeros((len(queries), 0), dtype=torch.long)
+        for start in tqdm(range(0, len(documents), doc_chunk), desc="MaxSim search", disable=not show_progress):
+            d, dm = _stack(self.encode(documents[start:start + doc_chunk], "document", batch_size))
+            scores = maxsim(q, qm, d, dm)
+            idx = torch.arange(start, start + d.size(0)).expand(len(queries), -1)
+            best_s, order = torch.cat([best_s, scores], 1).topk(min(k, best_s.size(1) + scores.size(1)), dim=1)
+            best_i = torch.cat([best_i, idx], 1).gather(1, order)
+        return best_s, best_i
+
+    @torch.no_grad()
+    def rerank(self, query: str, candidates: Sequence[str], batch_size: int = 32) -> Tensor:
+        """MaxSim scores ``(len(candidates),)`` of one query's candidate documents, in their order."""
+        q, qm = _stack(self.encode([query], "query"))
+        d, dm = _stack(self.encode(list(candidates), "document", batch_size))
+        return maxsim(q, qm, d, dm)[0]
 
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, path: str, state_dict: dict[str, Tensor] | None = None) -> None:
