@@ -185,3 +185,22 @@ class EmbeddingTrainingArguments(TrainingArguments):
                                          "micro-batch and processes may hold different numbers of them, so the "
                                          "broadcasts would not pair up. The buffers of text encoders are "
                                          "constants (position ids), so they are not broadcast by default."})
+
+
+@dataclass
+class ColbertArguments:
+    """The ColBERT model: projection size, lengths, prompts (markers), skip-list and query expansion."""
+
+    colbert_dim: Optional[int] = field(default=None, metadata={"help": "Token vector size. Default: the loaded "
+                                                                       "projection's, else 128."})
+    query_max_length: int = field(default=32, metadata={"help": "Max tokens of a query (the fixed width with "
+                                                                "--query_expansion)."})
+    document_max_length: int = field(default=256, metadata={"help": "Max tokens of a document."})
+    query_prompt: Optional[str] = field(default=None, metadata={"help": "Text before every query (a marker)."})
+    document_prompt: Optional[str] = field(default=None, metadata={"help": "Text before every document."})
+    skip_punctuation: bool = field(default=False, metadata={"help": "Leave punctuation tokens of documents out "
+                                                                    "of MaxSim."})
+    query_expansion: Optional[bool] = field(default=None, metadata={"help": "Pad queries to query_max_length "
+                                                                            "with [MASK] tokens that are scored."})
+    attend_to_expansion: Optional[bool] = field(default=None, metadata={"help": "Let the encoder attend to the "
+                                                                                "[MASK] expansion tokens."})

@@ -244,6 +244,23 @@ _EMBEDDER = _CardKind(
     dev_heading="## Evaluation (dev set, retrieval over the dev documents)",
 )
 
+_COLBERT = _CardKind(
+    pipeline_tag="sentence-similarity",
+    tags=["hf_ragtrain", "sentence-transformers", "colbert", "late-interaction", "retrieval", "generated_from_trainer"],
+    default_name="colbert",
+    intro="A ColBERT (late-interaction) model fine-tuned from `{base_model}` with "
+          "[hf_ragtrain](https://pypi.org/project/hf_ragtrain/) (`ColbertTrainer`). It maps a text to one vector "
+          "per token; a query scores a document by MaxSim (each query token's best match, summed).\n",
+    usage="## Usage\n\nWith sentence-transformers:\n\n```python\nfrom sentence_transformers import "
+          "MultiVectorEncoder\n\nmodel = MultiVectorEncoder(\"PATH_OR_REPO_ID\")\n"
+          "queries = model.encode_query([\"how do I sort a dict?\"])\n"
+          "documents = model.encode_document([\"Use sorted() with a key.\"])\n"
+          "scores = model.similarity(queries, documents)\n```\n\nWith hf_ragtrain:\n\n```python\n"
+          "from hf_ragtrain import ColbertEncoder\n\nmodel = ColbertEncoder.from_pretrained(\"PATH_OR_REPO_ID\")\n"
+          "scores, indices = model.search([\"how do I sort a dict?\"], corpus, top_k=10)\n```\n",
+    dev_heading="## Evaluation (dev set, MaxSim retrieval over the dev documents)",
+)
+
 # mteb task type -> (model-index task type, task name)
 _MODEL_INDEX_TASKS = {"Retrieval": ("retrieval", "Retrieval"), "Reranking": ("text-ranking", "Reranking")}
 
@@ -309,13 +326,14 @@ def render_reranker_card(info: CardInfo, args: TrainingArguments | None = None,
 
 
 def render_embedding_card(info: CardInfo, args: TrainingArguments | None = None,
-                          log_history: Sequence[dict[str, Any]] = ()) -> ModelCard:
-    """Build the model card of a bi-encoder; each MTEB task enters the model-index under its own type."""
+                          log_history: Sequence[dict[str, Any]] = (), colbert: bool = False) -> ModelCard:
+    """Build the model card of a bi-encoder (or, with ``colbert``, a late-interaction model); each MTEB
+    task enters the model-index under its own type."""
     results = []
     for name, scores in info.mteb_results.items():
         task_type, task_name = _MODEL_INDEX_TASKS.get(scores.task_type, ("retrieval", scores.task_type))
         results += mteb_eval_results({name: scores}, task_type=task_type, task_name=task_name)
-    return _render_card(_EMBEDDER, info, args, log_history, results)
+    return _render_card(_COLBERT if colbert else _EMBEDDER, info, args, log_history, results)
 
 
 def is_hf_ragtrain_card(path: str) -> bool:

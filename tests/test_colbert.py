@@ -168,3 +168,34 @@ def test_search_and_rerank_agree_with_maxsim_over_the_whole_corpus(tiny_encoder_
            for i, qid in enumerate(evaluator.qids)}
     expected = ranking_metrics(run, qrels, (1, 3))
     assert evaluator(model) == pytest.approx(expected)
+
+
+def test_colbert_recipe_trains_and_saves_a_multi_vector_encoder_folder(tiny_encoder_path, tmp_path):
+    import json
+
+    from sentence_transformers import MultiVectorEncoder
+
+    from conftest import run_script, tiny_records, write_jsonl
+    from hf_ragtrain.data import load_records
+    from hf_ragtrain.evaluation.retrieval import RetrievalEvaluator
+
+    train = write_jsonl(tmp_path / "train.jsonl", tiny_records(8))
+    dev = write_jsonl(tmp_path / "dev.jsonl", tiny_records(4))
+    out = tmp_path / "out"
+    proc = run_script(os.path.join(os.path.dirname(os.path.dirname(__file__)), "recipes", "train_colbert.py"),
+                      "--output_dir", str(out), "--model_name_or_path", tiny_encoder_path, "--train_data", train,
+                      "--eval_data", dev, "--colbert_dim", "16", "--query_max_length", "12", "--query_expansion",
+                      "True", "--train_group_size", "3", "--num_train_epochs", "3", "--learning_rate", "3e-3",
+                      "--per_device_train_batch_size", "4", "--bf16", "False", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["train_texts"] == 3 * 8 * 4
+    saved = ColbertEncoder.from_pretrained(str(out))
+    assert saved.settings.query_expansion and saved.settings.colbert_dim == 16
+    again = RetrievalEvaluator(load_records(dev)[0])(saved)
+    assert results["after"]["after_ndcg@10"] == pytest.approx(again["ndcg@10"], abs=1e-6)
+    st = MultiVectorEncoder(str(out), device="cpu")
+    for ours, theirs in zip(saved.encode(TEXTS[:3], "query"), st.encode_query(TEXTS[:3])):
+        torch.testing.assert_close(ours, torch.as_tensor(theirs), atol=1e-5, rtol=1e-4)
+    card = (out / "README.md").read_text()
+    assert "MultiVectorEncoder(" in card and "InfoNCE over MaxSim" in card

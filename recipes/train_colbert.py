@@ -1,0 +1,136 @@
+#!/usr/bin/env python
+"""Train a ColBERT (late-interaction) model, evaluate it before and after, save it with a model card.
+
+    python recipes/train_colbert.py --output_dir runs/colbert                   # bundled Python FAQ data, MiniLM
+    python recipes/train_colbert.py --output_dir runs/colbert-scifact --beir_dir ../shared/data/scifact \\
+        --skip_punctuation True --query_expansion True
+    torchrun --nproc_per_node 2 recipes/train_colbert.py --output_dir runs/ddp --deepspeed recipes/configs/ds_zero2.json
+
+Every ``transformers.TrainingArguments`` flag works. The output folder loads with
+``sentence_transformers.MultiVectorEncoder(DIR)`` and ``hf_ragtrain.ColbertEncoder.from_pretrained(DIR)``;
+``eval_results.json`` holds dev retrieval metrics (brute-force MaxSim) before and after training and,
+with ``--beir_dir``, the eval split's; ``README.md`` is the model card.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+from transformers import set_seed
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # run from a checkout without installing
+
+from hf_ragtrain import (ColbertEncoder, ColbertTrainer, DataArguments, DataFormatError,  # noqa: E402
+                         EmbeddingCollator, EmbeddingTrainingArguments, GroupDataset, ModelArguments)
+from hf_ragtrain.arguments import ColbertArguments, default_micro_batch_tokens  # noqa: E402
+from hf_ragtrain.evaluation.retrieval import RetrievalEvaluator  # noqa: E402
+from hf_ragtrain.hub import CardInfo, render_embedding_card, write_model_card  # noqa: E402
+from hf_ragtrain.recipe_utils import hub_repo_error, load_training_data, parse_recipe_args, push_run  # noqa: E402
+from hf_ragtrain.trainers.base import end_distributed  # noqa: E402
+
+logger = logging.getLogger("train_colbert")
+
+RECIPE_DEFAULTS = dict(
+    learning_rate=3e-5, num_train_epochs=1, per_device_train_batch_size=16, warmup_steps=0.1,
+    logging_steps=5, eval_strategy="epoch", save_strategy="no", report_to="none", seed=42,
+)
+
+
+def beir_test_metrics(model_dir: str, data_args: DataArguments) -> dict[str, float]:
+    """The saved model on the BEIR eval split: brute-force MaxSim over the whole corpus."""
+    from hf_ragtrain.data.beir import load_beir
+    from hf_ragtrain.evaluation.metrics import ranking_metrics
+
+    data = load_beir(data_args.beir_dir, split=data_args.beir_eval_split)
+    model = ColbertEncoder.from_pretrained(model_dir)
+    doc_ids, texts = list(data.corpus), data.doc_texts()
+    qids = [q for q in data.queries if q in data.qrels]
+    scores, idx = model.search([data.queries[q] for q in qids], [texts[d] for d in doc_ids], top_k=100,
+                               show_progress=True)
+    run = {q: {doc_ids[j]: float(s) for s, j in zip(scores[i].tolist(), idx[i].tolist())} for i, q in enumerate(qids)}
+    return ranking_metrics(run, data.qrels, (1, 3, 5, 10, 100))
+
+
+def main(argv=None) -> int:
+    model_args, col, data_args, training_args = parse_recipe_args(
+        (ModelArguments, ColbertArguments, DataArguments, EmbeddingTrainingArguments), RECIPE_DEFAULTS, argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        level=logging.INFO if training_args.should_log else logging.WARNING)
+    set_seed(training_args.seed)
+    try:
+        train_records, dev_records, datasets, _ = load_training_data(data_args, training_args.seed, REPO)
+    except (DataFormatError, FileNotFoundError) as err:
+        print(f"error: bad training data: {err}", file=sys.stderr)
+        return 2
+
+    model = ColbertEncoder.from_pretrained(
+        model_args.model_name_or_path, attn_implementation=model_args.attn_implementation, seed=training_args.seed,
+        skip_punctuation=col.skip_punctuation, colbert_dim=col.colbert_dim, query_max_length=col.query_max_length,
+        document_max_length=col.document_max_length, query_prompt=col.query_prompt,
+        document_prompt=col.document_prompt, query_expansion=col.query_expansion,
+        attend_to_expansion=col.attend_to_expansion)
+    train_dataset = GroupDataset(train_records, group_size=data_args.train_group_size, seed=training_args.seed)
+    collator = EmbeddingCollator(model, micro_batch_tokens=default_micro_batch_tokens()
+                                 if data_args.micro_batch_tokens is None else data_args.micro_batch_tokens or None)
+    evaluator = RetrievalEvaluator(dev_records) if dev_records else None
+    if evaluator is None:
+        training_args.eval_strategy = "no"
+    try:
+        trainer = ColbertTrainer(model=model, args=training_args, train_dataset=train_dataset, eval_dataset=evaluator,
+                                 data_collator=collator)
+    except ValueError:
+        raise
+    except Exception as err:  # with --push_to_hub the Trainer creates the Hub repo first
+        if not training_args.push_to_hub:
+            raise
+        return hub_repo_error(training_args, err)
+
+    before = trainer.evaluate(metric_key_prefix="before") if evaluator else {}
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    after = trainer.evaluate(metric_key_prefix="after") if evaluator else {}
+    trainer.save_model(training_args.output_dir)
+    counts = trainer.total_counts()
+    status = 0
+    if trainer.is_world_process_zero():
+        test = beir_test_metrics(training_args.output_dir, data_args) if data_args.beir_dir else {}
+        results = {"before": before, "after": after, "beir_test": test, "train_group_stats": vars(train_dataset.stats),
+                   "train_texts": counts["texts_seen"], "train_texts_truncated": counts["texts_truncated"]}
+        with open(os.path.join(training_args.output_dir, "eval_results.json"), "w") as fh:
+            json.dump(results, fh, indent=2)
+        loss_name, loss_params = trainer.loss_description()
+        s = model.settings
+        notes = [f"ColBERT: {s.colbert_dim}-dimensional token vectors, queries up to {s.query_max_length} tokens"
+                 + (" (padded to it with scored [MASK] tokens)" if s.query_expansion else "")
+                 + f", documents up to {s.document_max_length}"
+                 + (f", {len(s.skiplist)} skip-list tokens left out of document scoring" if s.skiplist else "") + ".",
+                 f"{counts['texts_truncated']} of {counts['texts_seen']} training texts were longer than their max "
+                 "length and were truncated.", train_dataset.stats.summary()]
+        if test:
+            notes.append(f"{data_args.beir_dir} ({data_args.beir_eval_split}), brute-force MaxSim over the corpus: "
+                         f"nDCG@10 {test['ndcg@10']:.4f}, MRR@10 {test['mrr@10']:.4f}, "
+                         f"Recall@100 {test['recall@100']:.4f} (hf_ragtrain metrics, not mteb).")
+        info = CardInfo(base_model=model_args.model_name_or_path, task="retrieval",
+                        loss=f"{loss_name} ({type(trainer).__name__})",
+                        loss_params={"train_group_size": data_args.train_group_size, **loss_params},
+                        datasets=datasets, metrics_before=before, metrics_after=after, notes=notes,
+                        model_name=os.path.basename(os.path.abspath(training_args.output_dir)))
+        write_model_card(training_args.output_dir,
+                         render_embedding_card(info, training_args, trainer.state.log_history, colbert=True))
+        for k in ("ndcg@10", "mrr@10", "recall@10"):
+            if f"before_{k}" in before:
+                print(f"dev {k}: {before[f'before_{k}']:.4f} -> {after[f'after_{k}']:.4f}")
+        if test:
+            print(notes[-1])
+        print(f"model, eval_results.json and model card written to {training_args.output_dir}")
+        if training_args.push_to_hub:
+            status = push_run(trainer, training_args)
+    end_distributed()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
