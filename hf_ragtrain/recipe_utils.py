@@ -102,3 +102,24 @@ def evaluation_tasks(data_args, dev_records, repo: str) -> list:
     if data_args.mteb_tasks:
         tasks += mteb_eval.get_tasks(data_args.mteb_tasks.split(","))
     return tasks
+
+
+def train_evaluate_save(make_trainer, training_args, evaluate: bool):
+    """Build the trainer, evaluate (``before_*``), train, evaluate (``after_*``) and save to ``output_dir``.
+
+    Returns ``(trainer, before, after)``, or an exit status (3) when ``--push_to_hub`` cannot create
+    the Hub repo (the Trainer does that at construction), so nothing is trained for nothing.
+    """
+    try:
+        trainer = make_trainer()
+    except ValueError:
+        raise
+    except Exception as err:
+        if not training_args.push_to_hub:
+            raise
+        return hub_repo_error(training_args, err)
+    before = trainer.evaluate(metric_key_prefix="before") if evaluate else {}
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    after = trainer.evaluate(metric_key_prefix="after") if evaluate else {}
+    trainer.save_model(training_args.output_dir)
+    return trainer, before, after

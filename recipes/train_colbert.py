@@ -29,7 +29,8 @@ from hf_ragtrain import (ColbertEncoder, ColbertTrainer, DataArguments, DataForm
 from hf_ragtrain.arguments import ColbertArguments, default_micro_batch_tokens  # noqa: E402
 from hf_ragtrain.evaluation.retrieval import RetrievalEvaluator  # noqa: E402
 from hf_ragtrain.hub import CardInfo, render_embedding_card, write_model_card  # noqa: E402
-from hf_ragtrain.recipe_utils import hub_repo_error, load_training_data, parse_recipe_args, push_run  # noqa: E402
+from hf_ragtrain.recipe_utils import (load_training_data, parse_recipe_args, push_run,  # noqa: E402
+                                      train_evaluate_save)
 from hf_ragtrain.trainers.base import end_distributed  # noqa: E402
 
 logger = logging.getLogger("train_colbert")
@@ -79,20 +80,11 @@ def main(argv=None) -> int:
     evaluator = RetrievalEvaluator(dev_records) if dev_records else None
     if evaluator is None:
         training_args.eval_strategy = "no"
-    try:
-        trainer = ColbertTrainer(model=model, args=training_args, train_dataset=train_dataset, eval_dataset=evaluator,
-                                 data_collator=collator)
-    except ValueError:
-        raise
-    except Exception as err:  # with --push_to_hub the Trainer creates the Hub repo first
-        if not training_args.push_to_hub:
-            raise
-        return hub_repo_error(training_args, err)
-
-    before = trainer.evaluate(metric_key_prefix="before") if evaluator else {}
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    after = trainer.evaluate(metric_key_prefix="after") if evaluator else {}
-    trainer.save_model(training_args.output_dir)
+    run = train_evaluate_save(lambda: ColbertTrainer(model=model, args=training_args, train_dataset=train_dataset, eval_dataset=evaluator,
+                               data_collator=collator), training_args, evaluate=evaluator is not None)
+    if isinstance(run, int):
+        return run
+    trainer, before, after = run
     counts = trainer.total_counts()
     status = 0
     if trainer.is_world_process_zero():

@@ -117,6 +117,23 @@ class RetrievalTrainer(Trainer):
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
+    # ------------------------------------------------------------------ score distillation settings
+    def distillation_settings(self) -> tuple[float, float, float]:
+        """``(contrastive_weight, distill_weight, teacher_temperature)`` from the arguments.
+
+        ``distill_weight`` defaults to 1 when every training record carries teacher scores, else 0;
+        asking for distillation without teacher scores is an error.
+        """
+        from ..data.groups import GroupDataset
+
+        a = self.args
+        distill = getattr(a, "distill_weight", None)
+        has_scores = isinstance(self.train_dataset, GroupDataset) and self.train_dataset.has_scores
+        weight = float(distill if distill is not None else (1.0 if has_scores else 0.0))
+        if weight and isinstance(self.train_dataset, GroupDataset) and not has_scores:
+            raise ValueError("distill_weight > 0 needs teacher scores (pos_scores and neg_scores) in every record")
+        return float(getattr(a, "contrastive_weight", 1.0)), weight, float(getattr(a, "teacher_temperature", 1.0))
+
     # ------------------------------------------------------------------ micro-batches across processes
     def deepspeed_zero_stage(self) -> int | None:
         plugin = getattr(self.accelerator.state, "deepspeed_plugin", None) if self.is_deepspeed_enabled else None

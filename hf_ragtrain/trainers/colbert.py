@@ -11,7 +11,6 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..data.groups import GroupDataset
 from ..distributed import gather_with_local_grad, scale_gradient, world_size
 from ..losses import info_nce_from_scores, own_group, score_distillation_kl
 from ..modeling.colbert import maxsim
@@ -47,13 +46,7 @@ class ColbertTrainer(RetrievalTrainer):
         self.temperature = float(getattr(a, "temperature", 0.02))
         self.in_batch_negatives = bool(getattr(a, "in_batch_negatives", True))
         self.cross_device = bool(getattr(a, "cross_device_negatives", True))
-        self.contrastive_weight = float(getattr(a, "contrastive_weight", 1.0))
-        self.teacher_temperature = float(getattr(a, "teacher_temperature", 1.0))
-        distill = getattr(a, "distill_weight", None)
-        has_scores = isinstance(self.train_dataset, GroupDataset) and self.train_dataset.has_scores
-        self.distill_weight = float(distill if distill is not None else (1.0 if has_scores else 0.0))
-        if self.distill_weight and isinstance(self.train_dataset, GroupDataset) and not has_scores:
-            raise ValueError("distill_weight > 0 needs teacher scores (pos_scores and neg_scores) in every record")
+        self.contrastive_weight, self.distill_weight, self.teacher_temperature = self.distillation_settings()
 
     def _encode(self, model, chunks: Sequence[dict[str, Tensor]], restore: Tensor, kind: str) -> tuple[Tensor, Tensor]:
         outputs = [model(kind=kind, **chunk) for chunk in chunks]

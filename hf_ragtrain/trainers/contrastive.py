@@ -11,7 +11,6 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ..data.groups import GroupDataset
 from ..distributed import gather_with_local_grad, scale_gradient, world_size
 from ..losses import (EMBEDDING_DISTILL_LOSSES, group_scores, info_nce, matryoshka, relative_similarity_loss,
                       score_distillation_kl)
@@ -71,13 +70,7 @@ class ContrastiveTrainer(RetrievalTrainer):
         self.dims = list(getattr(a, "matryoshka_dims", None) or [])
         self.dim_weights = getattr(a, "matryoshka_weights", None)
         self.grad_cache = bool(getattr(a, "grad_cache", False))
-        self.contrastive_weight = float(getattr(a, "contrastive_weight", 1.0))
-        self.teacher_temperature = float(getattr(a, "teacher_temperature", 1.0))
-        distill = getattr(a, "distill_weight", None)
-        has_scores = isinstance(self.train_dataset, GroupDataset) and self.train_dataset.has_scores
-        self.distill_weight = float(distill if distill is not None else (1.0 if has_scores else 0.0))
-        if self.distill_weight and isinstance(self.train_dataset, GroupDataset) and not has_scores:
-            raise ValueError("distill_weight > 0 needs teacher scores (pos_scores and neg_scores) in every record")
+        self.contrastive_weight, self.distill_weight, self.teacher_temperature = self.distillation_settings()
         self.teacher = teacher
         self.embed_weights = {name: float(getattr(a, f"{name}_weight", 0.0)) for name in EMBEDDING_DISTILL_LOSSES}
         self.relative_margin = float(getattr(a, "relative_margin", 0.015))
