@@ -14,7 +14,8 @@ QUERIES = ["how do i sort a dict, by value?", "what is a lambda expression and w
 DOCS = ["use sorted(d.items(), key=...) to sort.", "a lambda is a small anonymous function! " * 8, "x"]
 
 
-def padded(vectors):  # the same as hf_ragtrain.modeling.colbert._stack, kept here as the reference
+def padded(vectors):
+    """Pad per-text token vectors into (N, L, D) and a mask: the test's own copy, as the reference."""
     length = max(v.size(0) for v in vectors)
     out = torch.zeros(len(vectors), length, vectors[0].size(1))
     mask = torch.zeros(len(vectors), length, dtype=torch.bool)
