@@ -148,13 +148,6 @@ class RerankCollator:
         return batch
 
 
-def _chunked(enc: dict[str, list[list[int]]], tokenizer: PreTrainedTokenizerBase, max_tokens: int | None,
-             pad_to_multiple_of: int | None) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
-    batches = pack_by_length([len(ids) for ids in enc["input_ids"]], max_tokens)
-    order = torch.tensor([i for b in batches for i in b], dtype=torch.long)
-    return pad_micro_batches(tokenizer, enc, batches, pad_to_multiple_of), torch.argsort(order)
-
-
 @dataclass
 class EmbeddingCollator:
     """Collate query groups for a bi-encoder or ColBERT: queries and passages tokenised separately by the model.
@@ -204,8 +197,10 @@ class EmbeddingCollator:
 
     def _chunked(self, enc: dict[str, list[list[int]]], kind: str) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
         """Length-sorted micro-batches; an encoder with its own ``pad`` (ColBERT query expansion) pads them."""
-        if not hasattr(self.encoder, "pad"):
-            return _chunked(enc, self.encoder.tokenizer, self.micro_batch_tokens, self.pad_to_multiple_of)
         batches = pack_by_length([len(ids) for ids in enc["input_ids"]], self.micro_batch_tokens)
         order = torch.tensor([i for b in batches for i in b], dtype=torch.long)
-        return [self.encoder.pad(enc, b, kind) for b in batches], torch.argsort(order)
+        if hasattr(self.encoder, "pad"):
+            chunks = [self.encoder.pad(enc, b, kind) for b in batches]
+        else:
+            chunks = pad_micro_batches(self.encoder.tokenizer, enc, batches, self.pad_to_multiple_of)
+        return chunks, torch.argsort(order)

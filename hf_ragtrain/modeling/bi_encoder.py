@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 ENCODER_CONFIG = "hf_ragtrain_encoder.json"  # our settings, next to the sentence-transformers files
 ST_POOLING_NAMES = {"cls": "cls", "mean": "mean", "last_token": "lasttoken"}
+ST_LEGACY_POOLING_KEYS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
+                          "last_token": "pooling_mode_lasttoken"}
 KINDS = ("query", "passage")
 
 
@@ -101,9 +103,7 @@ def settings_from_folder(path: str) -> dict[str, Any]:
             cfg = _read_json(os.path.join(path, module["path"], "config.json")) or {}
             mode = cfg.get("pooling_mode")
             if mode is None:  # legacy boolean keys
-                mode = next((m for m, st in ST_POOLING_NAMES.items()
-                             if cfg.get({"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
-                                         "last_token": "pooling_mode_lasttoken"}[m])), None)
+                mode = next((m for m, key in ST_LEGACY_POOLING_KEYS.items() if cfg.get(key)), None)
             mode = {v: k for k, v in ST_POOLING_NAMES.items()}.get(mode, mode)
             if mode not in POOLING_MODES:
                 raise ValueError(f"{path}: sentence-transformers pooling {cfg} is not supported; "
@@ -125,6 +125,14 @@ def settings_from_folder(path: str) -> dict[str, Any]:
     if prompts.get("document") or prompts.get("passage"):
         found["passage_prompt"] = prompts.get("document") or prompts.get("passage")
     return found
+
+
+def freeze_unused_pooler(backbone: nn.Module) -> None:
+    """Freeze a backbone's pooler head (e.g. BERT's): its output is never used, so no gradient reaches it
+    and DDP must not wait for one."""
+    pooler = getattr(backbone, "pooler", None)
+    if isinstance(pooler, nn.Module):
+        pooler.requires_grad_(False)
 
 
 def set_eos_post_processor(tokenizer: PreTrainedTokenizerBase) -> None:
@@ -157,9 +165,7 @@ class BiEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.settings = settings or EncoderSettings()
         self.config = getattr(backbone, "config", None)
-        pooler = getattr(backbone, "pooler", None)  # e.g. BERT's: its output is not an embedding we use
-        if isinstance(pooler, nn.Module):
-            pooler.requires_grad_(False)  # no gradient ever reaches it; DDP must not wait for one
+        freeze_unused_pooler(backbone)
         self.distill_projection: nn.Linear | None = None  # see add_distill_projection
         if self.settings.append_eos:
             set_eos_post_processor(tokenizer)
@@ -257,11 +263,6 @@ class BiEncoder(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor, **kwargs: Any) -> Tensor:
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         return pool(out.last_hidden_state, attention_mask, self.settings.pooling).float()
-
-    def embed_chunks(self, chunks: Sequence[dict[str, Tensor]], restore: Tensor | None = None) -> Tensor:
-        """Pooled vectors of padded micro-batches, concatenated and put back in input order."""
-        vectors = torch.cat([self(**chunk) for chunk in chunks])
-        return vectors if restore is None else vectors[restore]
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str] | str, batch_size: int = 64, kind: str | None = None,

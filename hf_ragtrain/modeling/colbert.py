@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.collators import pad_micro_batches, tokenize_texts
+from .bi_encoder import default_attention, freeze_unused_pooler
 
 COLBERT_CONFIG = "hf_ragtrain_colbert.json"
 PUNCTUATION = list(string.punctuation)
@@ -75,9 +76,7 @@ class ColbertEncoder(nn.Module):
         super().__init__()
         self.backbone, self.tokenizer, self.linear, self.settings = backbone, tokenizer, linear, settings
         self.config = backbone.config
-        pooler = getattr(backbone, "pooler", None)
-        if isinstance(pooler, nn.Module):
-            pooler.requires_grad_(False)
+        freeze_unused_pooler(backbone)
         ids = [tokenizer.convert_tokens_to_ids(w) for w in settings.skiplist]
         self.register_buffer("skip_ids", torch.tensor([i for i in ids if i != tokenizer.unk_token_id],
                                                       dtype=torch.long), persistent=False)
@@ -92,7 +91,6 @@ class ColbertEncoder(nn.Module):
         bias), or a new one (seeded) when starting from a bi-encoder such as MiniLM.
         """
         from ..offline import resolve_model_path
-        from .bi_encoder import default_attention
 
         path = resolve_model_path(name_or_path)
         recorded = {}

@@ -160,6 +160,14 @@ class RetrievalTrainer(Trainer):
         dist.all_reduce(count, op=dist.ReduceOp.MAX)
         return int(count.item())
 
+    def padding_chunks(self, chunks: list[dict[str, Any]], every_pass_communicates: bool = False) -> list[dict[str, Any]]:
+        """The extra micro-batches this process must run (copies of its shortest), see :meth:`padded_chunk_count`.
+
+        Their outputs enter the loss with weight 0, so they change no gradient, only the pass count.
+        """
+        extra = self.padded_chunk_count(len(chunks), every_pass_communicates) - len(chunks)
+        return [min(chunks, key=lambda c: c["input_ids"].numel())] * extra
+
     # ------------------------------------------------------------------ logging
     def count_pairs(self, inputs: dict[str, Any]) -> None:
         if "num_pairs" in inputs:

@@ -85,9 +85,8 @@ class ColbertTrainer(RetrievalTrainer):
         q, qm = self._encode(model, inputs["query_chunks"], inputs["query_restore"], "query")
         p, pm = self._encode(model, inputs["passage_chunks"], inputs["passage_restore"], "document")
         loss = self.loss_from_tokens(q, qm, p, pm, inputs.get("teacher_scores"))
-        chunks = [*inputs["query_chunks"], *inputs["passage_chunks"]]
-        for _ in range(self.padded_chunk_count(len(chunks)) - len(chunks)):  # equal pass counts under ZeRO-3
-            loss = loss + 0.0 * model(kind="document", **min(chunks, key=lambda c: c["input_ids"].numel()))[0].sum()
+        for chunk in self.padding_chunks([*inputs["query_chunks"], *inputs["passage_chunks"]]):  # ZeRO-3 pass counts
+            loss = loss + 0.0 * model(kind="document", **chunk)[0].sum()
         if model.training:
             self.count_texts(inputs)
         return (loss, {"query_vectors": q, "passage_vectors": p}) if return_outputs else loss

@@ -121,11 +121,6 @@ class ContrastiveTrainer(RetrievalTrainer):
     def _embed(model: torch.nn.Module, chunks: Sequence[dict[str, Tensor]], restore: Tensor) -> Tensor:
         return torch.cat([model(**chunk) for chunk in chunks])[restore]
 
-    def _padding_passes(self, model, inputs, every_pass_communicates: bool = False) -> list[dict[str, Tensor]]:
-        """Extra micro-batches (copies of the shortest) so every process runs as many passes (see base)."""
-        chunks = [*inputs["query_chunks"], *inputs["passage_chunks"]]
-        extra = self.padded_chunk_count(len(chunks), every_pass_communicates) - len(chunks)
-        return [min(chunks, key=lambda c: c["input_ids"].numel())] * extra
 
     def _teacher_vectors(self, inputs: dict[str, Any], device: torch.device) -> tuple[Tensor, Tensor] | None:
         if self.teacher is None or not any(self.embed_weights.values()):
@@ -177,7 +172,7 @@ class ContrastiveTrainer(RetrievalTrainer):
         q = self._embed(model, inputs["query_chunks"], inputs["query_restore"])
         p = self._embed(model, inputs["passage_chunks"], inputs["passage_restore"])
         loss = self.loss_from_embeddings(q, p, inputs.get("teacher_scores"), self._teacher_vectors(inputs, q.device))
-        for chunk in self._padding_passes(model, inputs):  # zero-weight passes, for ZeRO-3's collectives
+        for chunk in self.padding_chunks([*inputs["query_chunks"], *inputs["passage_chunks"]]):  # ZeRO-3 pass counts
             loss = loss + 0.0 * model(**chunk).sum()
         if model.training:
             self.count_texts(inputs)
@@ -202,10 +197,9 @@ class ContrastiveTrainer(RetrievalTrainer):
         """
         model.train()
         inputs = self._prepare_inputs(inputs)
-        padding = self._padding_passes(model, inputs, every_pass_communicates=True)
         chunks = [*inputs["query_chunks"], *inputs["passage_chunks"]]
         n_real, n_q = len(chunks), len(inputs["query_chunks"])
-        chunks += padding
+        chunks += self.padding_chunks(chunks, every_pass_communicates=True)
         device = inputs["query_restore"].device
         states, cached = [], []
         with torch.no_grad(), self.compute_loss_context_manager():

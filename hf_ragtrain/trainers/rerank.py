@@ -79,9 +79,8 @@ class RerankTrainer(RetrievalTrainer):
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         scores = self.score_groups(model, inputs)
         loss = self.loss_from_scores(scores, inputs["labels"])
-        chunks = inputs["chunks"]
-        for _ in range(self.padded_chunk_count(len(chunks)) - len(chunks)):  # equal pass counts under ZeRO-3
-            loss = loss + 0.0 * model(**min(chunks, key=lambda c: c["input_ids"].numel())).logits.sum()
+        for chunk in self.padding_chunks(inputs["chunks"]):  # equal pass counts under ZeRO-3
+            loss = loss + 0.0 * model(**chunk).logits.sum()
         if model.training:
             self.count_pairs(inputs)
         return (loss, {"scores": scores}) if return_outputs else loss
