@@ -1,7 +1,7 @@
 """hf_ragtrain: fine-tune the retrieval models behind RAG with the stock transformers Trainer."""
 
-from .arguments import (DataArguments, EmbeddingArguments, EmbeddingTrainingArguments, ModelArguments,
-                        RerankerTrainingArguments)
+from .arguments import (ColbertTrainingArguments, DataArguments, EmbeddingArguments, EmbeddingTrainingArguments,
+                        ModelArguments, RerankerTrainingArguments)
 from .data import DataFormatError, EmbeddingCollator, GroupDataset, RerankCollator, RetrievalRecord, load_records
 from .evaluation.metrics import ranking_metrics
 from .evaluation.reranking import RerankingEvaluator
@@ -14,7 +14,8 @@ from .trainers import ColbertTrainer, ContrastiveTrainer, RerankTrainer, Retriev
 __version__ = "0.1.0"
 
 __all__ = [
-    "BiEncoder", "ColbertEncoder", "ColbertSettings", "ColbertTrainer", "ContrastiveTrainer", "maxsim", "EmbeddingArguments", "EmbeddingCollator", "EmbeddingTrainingArguments",
+    "BiEncoder", "ColbertEncoder", "ColbertSettings", "ColbertTrainer", "ColbertTrainingArguments", "ContrastiveTrainer",
+    "maxsim", "EmbeddingArguments", "EmbeddingCollator", "EmbeddingTrainingArguments",
     "EncoderSettings", "LoraSettings", "info_nce", "matryoshka", "score_distillation_kl",
     "DataArguments", "DataFormatError", "GroupDataset", "ModelArguments", "RerankCollator", "RerankTrainer",
     "RerankerTrainingArguments", "RerankingEvaluator", "RetrievalRecord", "RetrievalTrainer", "listwise_ce",

@@ -188,6 +188,16 @@ class EmbeddingTrainingArguments(TrainingArguments):
 
 
 @dataclass
+class ColbertTrainingArguments(EmbeddingTrainingArguments):
+    """:class:`EmbeddingTrainingArguments` for :class:`~hf_ragtrain.ColbertTrainer`. MaxSim adds one
+    similarity per query token, so scores run to tens, not to 1 as a cosine does; the InfoNCE
+    temperature therefore defaults to 1 (ColBERTv2 applies its cross-entropy to the raw sums)."""
+
+    temperature: float = field(default=1.0, metadata={"help": "InfoNCE temperature over summed MaxSim scores "
+                                                              "(also the student's in score distillation)."})
+
+
+@dataclass
 class ColbertArguments:
     """The ColBERT model: projection size, lengths, prompts (markers), skip-list and query expansion."""
 

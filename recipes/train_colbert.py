@@ -24,8 +24,8 @@ from transformers import set_seed
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
-from hf_ragtrain import (ColbertEncoder, ColbertTrainer, DataArguments, DataFormatError,  # noqa: E402
-                         EmbeddingCollator, EmbeddingTrainingArguments, GroupDataset, ModelArguments)
+from hf_ragtrain import (ColbertEncoder, ColbertTrainer, ColbertTrainingArguments, DataArguments,  # noqa: E402
+                         DataFormatError, EmbeddingCollator, GroupDataset, ModelArguments)
 from hf_ragtrain.arguments import ColbertArguments, default_micro_batch_tokens  # noqa: E402
 from hf_ragtrain.evaluation.retrieval import RetrievalEvaluator  # noqa: E402
 from hf_ragtrain.hub import CardInfo, render_embedding_card, write_model_card  # noqa: E402
@@ -58,7 +58,7 @@ def beir_test_metrics(model_dir: str, data_args: DataArguments) -> dict[str, flo
 
 def main(argv=None) -> int:
     model_args, col, data_args, training_args = parse_recipe_args(
-        (ModelArguments, ColbertArguments, DataArguments, EmbeddingTrainingArguments), RECIPE_DEFAULTS, argv)
+        (ModelArguments, ColbertArguments, DataArguments, ColbertTrainingArguments), RECIPE_DEFAULTS, argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         level=logging.INFO if training_args.should_log else logging.WARNING)
     set_seed(training_args.seed)

@@ -32,7 +32,8 @@ class ColbertTrainer(RetrievalTrainer):
 
     Data: :class:`~hf_ragtrain.data.GroupDataset` with :class:`~hf_ragtrain.data.EmbeddingCollator`
     (the model tokenises and pads). Settings come from
-    :class:`~hf_ragtrain.arguments.EmbeddingTrainingArguments`: ``temperature``,
+    :class:`~hf_ragtrain.arguments.ColbertTrainingArguments` (temperature 1 by default, for summed
+    MaxSim scores): ``temperature``,
     ``in_batch_negatives``, ``cross_device_negatives``, ``contrastive_weight``, ``distill_weight`` and
     ``teacher_temperature``. The loss is InfoNCE over MaxSim scores plus, when the records carry
     teacher scores, the per-query KL to the teacher over each group. With several processes and
@@ -43,6 +44,11 @@ class ColbertTrainer(RetrievalTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         a = self.args
+        unsupported = [name for name in ("matryoshka_dims", "grad_cache", "cosine_weight", "similarity_mse_weight",
+                                         "relative_similarity_weight") if getattr(a, name, None)]
+        if unsupported:
+            raise ValueError(f"ColbertTrainer does not support {', '.join(unsupported)} (bi-encoder options of "
+                             "ContrastiveTrainer); leave them unset")
         self.temperature = float(getattr(a, "temperature", 0.02))
         self.in_batch_negatives = bool(getattr(a, "in_batch_negatives", True))
         self.cross_device = bool(getattr(a, "cross_device_negatives", True))
