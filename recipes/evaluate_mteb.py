@@ -1,10 +1,13 @@
 #!/usr/bin/env python
-"""Evaluate an embedder, or a reranker over an embedder's top k, with mteb.
+"""Evaluate an embedder, a reranker over an embedder's top k, or a ColBERT model, with mteb.
 
     # the embedder alone on a local BEIR folder
     python recipes/evaluate_mteb.py --embedder minilm --beir_dir ../shared/data/scifact --split test
     # a trained cross-encoder reranking the embedder's top 100
     python recipes/evaluate_mteb.py --reranker runs/reranker --beir_dir ../shared/data/scifact --top_k 100
+    # a ColBERT folder: brute-force MaxSim over the corpus, or reranking the embedder's top 100
+    python recipes/evaluate_mteb.py --colbert runs/colbert --beir_dir ../shared/data/scifact
+    python recipes/evaluate_mteb.py --colbert runs/colbert --colbert_rerank --beir_dir ../shared/data/scifact
     # mteb's own tasks (they download their data from the Hub)
     python recipes/evaluate_mteb.py --embedder minilm --tasks SciFact,NFCorpus
 
@@ -31,6 +34,9 @@ def parse_args(argv=None):
     p.add_argument("--embedder", default="minilm", help="first-stage bi-encoder (sentence-transformers folder, or "
                                                         "'minilm' for the bundled all-MiniLM-L6-v2)")
     p.add_argument("--reranker", help="a cross-encoder folder: rerank the embedder's top --top_k")
+    p.add_argument("--colbert", help="a ColBERT folder: full-corpus MaxSim retrieval (or, with --colbert_rerank, "
+                                     "MaxSim reranking of the embedder's top --top_k)")
+    p.add_argument("--colbert_rerank", action="store_true")
     p.add_argument("--beir_dir", help="a local BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
     p.add_argument("--split", default="test")
     p.add_argument("--tasks", help="comma-separated mteb task names")
@@ -58,7 +64,24 @@ def main(argv=None) -> int:
     start = time.time()
     embedder = load_encoder(resolve_model_path(args.embedder))
     embedder_name = f"local/{os.path.basename(os.path.normpath(args.embedder))}"
-    if args.reranker:
+    if args.reranker and args.colbert:
+        print("error: give --reranker or --colbert, not both", file=sys.stderr)
+        return 2
+    if args.colbert:
+        import torch
+
+        from hf_ragtrain import ColbertEncoder
+
+        model = ColbertEncoder.from_pretrained(args.colbert).eval()
+        name = f"local/{os.path.basename(os.path.normpath(args.colbert))}"
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            colbert = mteb_eval.MtebColbert(model, name=name, show_progress=True)
+            if args.colbert_rerank:
+                stages = mteb_eval.two_stage(colbert, mteb_eval.MtebEncoder(embedder, name=embedder_name), tasks,
+                                             top_k=args.top_k, output_folder=args.output_folder)
+            else:
+                stages = {"colbert": mteb_eval.run_mteb(colbert, tasks, output_folder=args.output_folder)}
+    elif args.reranker:
         out = mteb_eval.evaluate_saved_reranker(
             args.reranker, tasks, first_stage=embedder, top_k=args.top_k, output_folder=args.output_folder,
             name=f"local/{os.path.basename(os.path.normpath(args.reranker))}", max_length=args.max_length,

@@ -8,8 +8,10 @@
 
 Every ``transformers.TrainingArguments`` flag works. The output folder loads with
 ``sentence_transformers.MultiVectorEncoder(DIR)`` and ``hf_ragtrain.ColbertEncoder.from_pretrained(DIR)``;
-``eval_results.json`` holds dev retrieval metrics (brute-force MaxSim) before and after training and,
-with ``--beir_dir``, the eval split's; ``README.md`` is the model card.
+``eval_results.json`` holds dev retrieval metrics (brute-force MaxSim) before and after training and the
+mteb results of the saved folder (the BEIR eval split as full-corpus MaxSim retrieval, else the dev
+records as a MaxSim reranking task, plus --mteb_tasks); ``README.md`` is the model card, with those
+results in its model-index.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from hf_ragtrain import (ColbertEncoder, ColbertTrainer, ColbertTrainingArgument
 from hf_ragtrain.arguments import ColbertArguments, default_micro_batch_tokens  # noqa: E402
 from hf_ragtrain.evaluation.retrieval import RetrievalEvaluator  # noqa: E402
 from hf_ragtrain.hub import CardInfo, render_embedding_card, write_model_card  # noqa: E402
-from hf_ragtrain.recipe_utils import (load_training_data, parse_recipe_args, push_run,  # noqa: E402
-                                      train_evaluate_save)
+from hf_ragtrain.recipe_utils import (evaluation_tasks, load_training_data, mteb_model_name,  # noqa: E402
+                                      parse_recipe_args, push_run, train_evaluate_save)
 from hf_ragtrain.trainers.base import end_distributed  # noqa: E402
 
 logger = logging.getLogger("train_colbert")
@@ -41,19 +43,27 @@ RECIPE_DEFAULTS = dict(
 )
 
 
-def beir_test_metrics(model_dir: str, data_args: DataArguments) -> dict[str, float]:
-    """The saved model on the BEIR eval split: brute-force MaxSim over the whole corpus."""
-    from hf_ragtrain.data.beir import load_beir
-    from hf_ragtrain.evaluation.metrics import ranking_metrics
+def run_mteb_evaluation(data_args: DataArguments, training_args, dev_records) -> dict:
+    """mteb evaluation of the saved folder: the BEIR eval split by brute-force MaxSim over its corpus
+    (or the dev records as a reranking task) and --mteb_tasks. Written to OUTPUT_DIR/mteb."""
+    if not data_args.mteb_eval:
+        return {}
+    from hf_ragtrain.evaluation import mteb_eval
 
-    data = load_beir(data_args.beir_dir, split=data_args.beir_eval_split)
-    model = ColbertEncoder.from_pretrained(model_dir)
-    doc_ids, texts = list(data.corpus), data.doc_texts()
-    qids = [q for q in data.queries if q in data.qrels]
-    scores, idx = model.search([data.queries[q] for q in qids], [texts[d] for d in doc_ids], top_k=100,
-                               show_progress=True)
-    run = {q: {doc_ids[j]: float(s) for s, j in zip(scores[i].tolist(), idx[i].tolist())} for i, q in enumerate(qids)}
-    return ranking_metrics(run, data.qrels, (1, 3, 5, 10, 100))
+    tasks = evaluation_tasks(data_args, dev_records, REPO)
+    if not tasks:
+        return {}
+    results = mteb_eval.evaluate_saved_colbert(training_args.output_dir, tasks,
+                                               output_folder=os.path.join(training_args.output_dir, "mteb"),
+                                               name=mteb_model_name(training_args), bf16=training_args.bf16,
+                                               show_progress=True)
+    how = {"Retrieval": "brute-force MaxSim over the whole corpus", "Reranking": "MaxSim reranking of each query's "
+           "candidates"}
+    notes = [f"mteb {task} ({split}), {how.get(scores.task_type, scores.task_type)}: nDCG@10 "
+             f"{m['ndcg_at_10']:.4f}, MRR@10 {m['mrr_at_10']:.4f}, Recall@100 {m['recall_at_100']:.4f}."
+             for task, scores in results.items() for split, m in scores.metrics.items()]
+    return {"full": results, "json": {"mteb": mteb_eval.scores_as_dict(results)}, "notes": notes,
+            "settings": {"precision": "bf16 autocast" if training_args.bf16 else "fp32"}}
 
 
 def main(argv=None) -> int:
@@ -88,8 +98,9 @@ def main(argv=None) -> int:
     counts = trainer.total_counts()
     status = 0
     if trainer.is_world_process_zero():
-        test = beir_test_metrics(training_args.output_dir, data_args) if data_args.beir_dir else {}
-        results = {"before": before, "after": after, "beir_test": test, "train_group_stats": vars(train_dataset.stats),
+        mteb = run_mteb_evaluation(data_args, training_args, dev_records)
+        results = {"before": before, "after": after, **mteb.get("json", {}),
+                   "train_group_stats": vars(train_dataset.stats),
                    "train_texts": counts["texts_seen"], "train_texts_truncated": counts["texts_truncated"]}
         with open(os.path.join(training_args.output_dir, "eval_results.json"), "w") as fh:
             json.dump(results, fh, indent=2)
@@ -100,23 +111,20 @@ def main(argv=None) -> int:
                  + f", documents up to {s.document_max_length}"
                  + (f", {len(s.skiplist)} skip-list tokens left out of document scoring" if s.skiplist else "") + ".",
                  f"{counts['texts_truncated']} of {counts['texts_seen']} training texts were longer than their max "
-                 "length and were truncated.", train_dataset.stats.summary()]
-        if test:
-            notes.append(f"{data_args.beir_dir} ({data_args.beir_eval_split}), brute-force MaxSim over the corpus: "
-                         f"nDCG@10 {test['ndcg@10']:.4f}, MRR@10 {test['mrr@10']:.4f}, "
-                         f"Recall@100 {test['recall@100']:.4f} (hf_ragtrain metrics, not mteb).")
+                 "length and were truncated.", train_dataset.stats.summary(), *mteb.get("notes", [])]
         info = CardInfo(base_model=model_args.model_name_or_path, task="retrieval",
                         loss=f"{loss_name} ({type(trainer).__name__})",
                         loss_params={"train_group_size": data_args.train_group_size, **loss_params},
                         datasets=datasets, metrics_before=before, metrics_after=after, notes=notes,
+                        mteb_results=mteb.get("full", {}), mteb_settings=mteb.get("settings", {}),
                         model_name=os.path.basename(os.path.abspath(training_args.output_dir)))
         write_model_card(training_args.output_dir,
                          render_embedding_card(info, training_args, trainer.state.log_history, colbert=True))
         for k in ("ndcg@10", "mrr@10", "recall@10"):
             if f"before_{k}" in before:
                 print(f"dev {k}: {before[f'before_{k}']:.4f} -> {after[f'after_{k}']:.4f}")
-        if test:
-            print(notes[-1])
+        for note in mteb.get("notes", []):
+            print(note)
         print(f"model, eval_results.json and model card written to {training_args.output_dir}")
         if training_args.push_to_hub:
             status = push_run(trainer, training_args)

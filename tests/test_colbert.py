@@ -200,3 +200,57 @@ def test_colbert_recipe_trains_and_saves_a_multi_vector_encoder_folder(tiny_enco
         torch.testing.assert_close(ours, torch.as_tensor(theirs), atol=1e-5, rtol=1e-4)
     card = (out / "README.md").read_text()
     assert "MultiVectorEncoder(" in card and "InfoNCE over MaxSim" in card
+    # mteb scored the saved folder on the dev records as a reranking task: MaxSim over each record's candidates
+    from huggingface_hub import ModelCard
+
+    from hf_ragtrain.evaluation.metrics import ranking_metrics
+    (task, by_split), = results["mteb"].items()
+    records = load_records(dev)[0]
+    run = {r.query_id: {f"{r.query_id}-{j}": float(s) for j, s in enumerate(saved.rerank(r.query, [*r.pos, *r.neg]))}
+           for r in records}
+    qrels = {r.query_id: {f"{r.query_id}-{j}": 1 for j in range(len(r.pos))} for r in records}
+    assert by_split["dev"]["ndcg_at_10"] == pytest.approx(ranking_metrics(run, qrels, (10,))["ndcg@10"], abs=1e-5)
+    indexed = {m.dataset_name: m.metric_value for m in ModelCard.load(str(out / "README.md")).data.eval_results
+               if m.metric_type == "ndcg_at_10"}
+    assert indexed[f"MTEB {task}"] == pytest.approx(by_split["dev"]["ndcg_at_10"], abs=1e-5)
+
+
+def test_colbert_distillation_is_per_query_kl_to_the_teacher_over_maxsim(tiny_encoder_path, tmp_path):
+    """Records with teacher scores: the loss is KL(teacher || student) within each query's group of MaxSim scores,
+    plus InfoNCE over all MaxSim scores when both weights are on."""
+    from conftest import tiny_records
+    from hf_ragtrain import (ColbertTrainer, ColbertTrainingArguments, EmbeddingCollator, GroupDataset,
+                             load_records)
+
+    rows = tiny_records(4, n_neg=2)
+    for i, r in enumerate(rows):
+        r["pos_scores"], r["neg_scores"] = [3.0 + i], [1.0, -0.5 * i]
+    records, _ = load_records(rows)
+    model = ColbertEncoder.from_pretrained(tiny_encoder_path, colbert_dim=16, query_max_length=12)
+    data = GroupDataset(records, group_size=3, seed=0)
+    items = [data[i] for i in range(4)]
+    q = model.encode([it["query"] for it in items], "query")
+    d = model.encode([doc for it in items for doc in it["docs"]], "document")
+    student = maxsim(*padded(q), *padded(d)).view(4, 4, 3)[torch.arange(4), torch.arange(4)]  # own groups (4, 3)
+    teacher = torch.tensor([it["scores"] for it in items])
+    t_s, t_t = 0.5, 2.0
+    p_teacher = torch.softmax(teacher / t_t, dim=1)
+    expected_kl = (p_teacher * (p_teacher.log() - torch.log_softmax(student / t_s, dim=1))).sum(1).mean()
+    expected_nce = torch.nn.functional.cross_entropy(maxsim(*padded(q), *padded(d)) / t_s, torch.arange(4) * 3)
+    for weights, expected in (((0.0, 1.0), expected_kl), ((1.0, 0.7), expected_nce + 0.7 * expected_kl)):
+        args = ColbertTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, report_to="none",
+                                        use_cpu=True, temperature=t_s, teacher_temperature=t_t,
+                                        contrastive_weight=weights[0], distill_weight=weights[1])
+        trainer = ColbertTrainer(model=model, args=args, train_dataset=data, data_collator=EmbeddingCollator(model))
+        loss = trainer.compute_loss(model, trainer.data_collator(items))
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    assert ColbertTrainingArguments(output_dir=str(tmp_path)).temperature == 1.0  # summed MaxSim, not cosine
+
+
+def test_colbert_trainer_rejects_bi_encoder_only_options(tiny_encoder_path, tmp_path):
+    from hf_ragtrain import ColbertTrainer, ColbertTrainingArguments
+
+    model = ColbertEncoder.from_pretrained(tiny_encoder_path, colbert_dim=16)
+    with pytest.raises(ValueError, match="matryoshka_dims"):
+        ColbertTrainer(model=model, args=ColbertTrainingArguments(output_dir=str(tmp_path), matryoshka_dims=[8],
+                                                                  report_to="none", use_cpu=True))

@@ -138,3 +138,27 @@ def test_embedding_recipe_pushes_a_sentence_transformers_folder(tiny_encoder_pat
         with hub_env(hub, cache_dir=tmp_path / "pull_cache"):
             remote = SentenceTransformer("user/tiny-embedder", device="cpu").encode(TEXTS)
     np.testing.assert_array_equal(remote, SentenceTransformer(str(out), device="cpu").encode(TEXTS))
+
+
+def test_colbert_recipe_pushes_a_multi_vector_encoder_folder(tiny_encoder_path, tmp_path):
+    from sentence_transformers import MultiVectorEncoder
+
+    from conftest import TEXTS
+
+    out = tmp_path / "out"
+    args = recipe_args(tiny_encoder_path, tmp_path, out)
+    args[args.index("--max_length"):args.index("--max_length") + 2] = ["--document_max_length", "32",
+                                                                       "--colbert_dim", "16"]
+    with LocalHub() as hub:
+        proc = run_recipe_against(hub.url, *args, "--push_to_hub", "--hub_model_id", "user/tiny-colbert", cwd=tmp_path,
+                                  recipe=os.path.join(REPO, "recipes", "train_colbert.py"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        pushed = hub.files("user/tiny-colbert")
+        for name in ("model.safetensors", "modules.json", "1_Dense/model.safetensors", "sentence_bert_config.json",
+                     "README.md", "eval_results.json"):
+            assert pushed[name] == (out / name).read_bytes(), name
+        with hub_env(hub, cache_dir=tmp_path / "pull_cache"):
+            remote = MultiVectorEncoder("user/tiny-colbert", device="cpu").encode_document(TEXTS)
+    local = MultiVectorEncoder(str(out), device="cpu").encode_document(TEXTS)
+    for a, b in zip(remote, local):
+        torch.testing.assert_close(torch.as_tensor(a), torch.as_tensor(b), atol=0, rtol=0)

@@ -282,6 +282,81 @@ class MtebCrossEncoder:
         return np.asarray(scores, dtype=np.float32)
 
 
+def _dataset_texts(dataset, task_metadata, prompt_type) -> list[str]:
+    """The texts mteb's own encoders would get for ``dataset``: documents as title + text, queries
+    with their instruction (mteb's dataloader, so every adapter sees the same strings)."""
+    from mteb._create_dataloaders import create_dataloader
+
+    return _texts(create_dataloader(dataset, task_metadata=task_metadata, prompt_type=prompt_type, batch_size=1024))
+
+
+class MtebColbert:
+    """mteb search protocol (``index`` + ``search``) over a :class:`~hf_ragtrain.ColbertEncoder`.
+
+    Retrieval tasks: brute-force MaxSim over the task's whole corpus
+    (:meth:`ColbertEncoder.search`, documents encoded in blocks of ``doc_chunk`` with a running top
+    k). Reranking tasks (mteb passes ``top_ranked``): each query's candidates are scored by MaxSim,
+    every candidate document encoded once. Scores are raw MaxSim sums.
+    """
+
+    def __init__(self, encoder: Any, name: str = "local/colbert", revision: str | None = None,
+                 batch_size: int = 32, doc_chunk: int = 256, show_progress: bool = False):
+        self.encoder = encoder
+        self.batch_size, self.doc_chunk, self.show_progress = batch_size, doc_chunk, show_progress
+        self.corpus_ids: list[str] = []
+        self.corpus_texts: list[str] = []
+        s = encoder.settings
+        self.mteb_model_meta = _model_meta(name, revision, "MaxSim",
+                                           n_parameters=sum(p.numel() for p in encoder.parameters()),
+                                           max_tokens=s.document_max_length, embed_dim=encoder.embedding_dim)
+
+    def index(self, corpus, *, task_metadata, hf_split=None, hf_subset=None, encode_kwargs=None, num_proc=None,
+              **kwargs) -> None:
+        from mteb.types import PromptType
+
+        self.corpus_ids = [row["id"] for row in corpus]
+        self.corpus_texts = _dataset_texts(corpus, task_metadata, PromptType.document)
+
+    def search(self, queries, *, task_metadata, top_k: int, hf_split=None, hf_subset=None, encode_kwargs=None,
+               top_ranked=None, num_proc=None, **kwargs) -> dict[str, dict[str, float]]:
+        from mteb.types import PromptType
+
+        qids = [row["id"] for row in queries]
+        texts = _dataset_texts(queries, task_metadata, PromptType.query)
+        if top_ranked is None:
+            scores, idx = self.encoder.search(texts, self.corpus_texts, top_k=top_k, batch_size=self.batch_size,
+                                              doc_chunk=self.doc_chunk, show_progress=self.show_progress)
+            return {q: {self.corpus_ids[j]: float(v) for v, j in zip(scores[i].tolist(), idx[i].tolist())}
+                    for i, q in enumerate(qids)}
+        return self._rerank(qids, texts, top_ranked, top_k)
+
+    def _rerank(self, qids: list[str], texts: list[str], top_ranked, top_k: int) -> dict[str, dict[str, float]]:
+        import torch
+
+        from ..modeling.colbert import _stack, maxsim
+
+        position = {d: i for i, d in enumerate(self.corpus_ids)}
+        needed = list(dict.fromkeys(d for q in qids for d in top_ranked.get(q, [])))
+        missing = [d for d in needed if d not in position]
+        if missing:
+            raise ValueError(f"{len(missing)} candidate ids are not in the task's corpus, e.g. {missing[:3]}")
+        with torch.no_grad():
+            doc_vectors = dict(zip(needed, self.encoder.encode([self.corpus_texts[position[d]] for d in needed],
+                                                               "document", self.batch_size)))
+            query_vectors = self.encoder.encode(texts, "query", self.batch_size)
+        out: dict[str, dict[str, float]] = {}
+        for qid, qv in zip(qids, query_vectors):
+            candidates = top_ranked.get(qid, [])
+            if not candidates:
+                out[qid] = {}
+                continue
+            d, dm = _stack([doc_vectors[c] for c in candidates])
+            scores = maxsim(qv[None], torch.ones(1, qv.size(0), dtype=torch.bool), d, dm)[0]
+            best = scores.topk(min(top_k, len(candidates)))
+            out[qid] = {candidates[j]: float(v) for v, j in zip(best.values.tolist(), best.indices.tolist())}
+        return out
+
+
 # ------------------------------------------------------------------------------------------- running
 
 
@@ -418,3 +493,23 @@ def evaluate_saved_embedder(model_dir: str, tasks: Sequence[Any], output_folder:
                     MtebEncoder(encoder, name=f"{name}-dim{dim}", cache=cache, truncate_dim=int(dim),
                                 batch_size=batch_size), tasks, output_folder)
     return out
+
+
+def evaluate_saved_colbert(model_dir: str, tasks: Sequence[Any], output_folder: str | None = None,
+                           name: str = "local/colbert", bf16: bool = False, batch_size: int = 32,
+                           show_progress: bool = False) -> dict[str, TaskScores]:
+    """Load the ColBERT model saved in ``model_dir`` and evaluate it on ``tasks`` through mteb:
+    brute-force MaxSim retrieval for retrieval tasks, MaxSim reranking for reranking tasks."""
+    import contextlib
+
+    import torch
+
+    from ..modeling.colbert import ColbertEncoder
+
+    encoder = ColbertEncoder.from_pretrained(model_dir)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    encoder.to(device).eval()
+    ctx = torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with ctx:
+        return run_mteb(MtebColbert(encoder, name=name, batch_size=batch_size, show_progress=show_progress), tasks,
+                        output_folder)
