@@ -78,7 +78,7 @@ def build_tiny_encoder(path, seed: int = 0, hidden: int = 32, layers: int = 2, d
     return path
 
 
-def build_tiny_llm(path, seed: int = 0, hidden: int = 32, layers: int = 2):
+def build_tiny_llm(path, seed: int = 0, hidden: int = 32, layers: int = 2, initializer_range: float = 0.02):
     """Save a randomly initialised 2-layer Llama (causal LM) with a fast tokenizer whose EOS differs from PAD."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -86,7 +86,7 @@ def build_tiny_llm(path, seed: int = 0, hidden: int = 32, layers: int = 2):
 
     path = str(path)
     os.makedirs(path, exist_ok=True)
-    vocab = tiny_vocab() + ["<eos>"]
+    vocab = tiny_vocab() + ["Yes", "No", "<eos>"]
     backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]",
@@ -94,7 +94,8 @@ def build_tiny_llm(path, seed: int = 0, hidden: int = 32, layers: int = 2):
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
                          num_key_value_heads=2, intermediate_size=2 * hidden, max_position_embeddings=128,
-                         pad_token_id=0, eos_token_id=len(vocab) - 1, bos_token_id=None)
+                         pad_token_id=0, eos_token_id=len(vocab) - 1, bos_token_id=None,
+                         initializer_range=initializer_range)
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -116,13 +116,16 @@ class RerankCollator:
 
     ``micro_batch_tokens`` bounds the padded tokens of one forward pass (``None``: no bound; the
     recipes use :func:`hf_ragtrain.arguments.default_micro_batch_tokens`).
-    A ``prompt`` in a record is put before its query.
+    A ``prompt`` in a record is put before its query. ``encode_pairs(queries, docs, max_length) ->
+    (encodings, n_truncated)`` replaces the tokenizer's pair encoding (an LLM reranker writes pairs
+    into its prompt template: :meth:`hf_ragtrain.LlmReranker.collator`).
     """
 
     tokenizer: PreTrainedTokenizerBase
     max_length: int = 512
     micro_batch_tokens: int | None = 8192
     pad_to_multiple_of: int | None = None
+    encode_pairs: Callable[[Sequence[str], Sequence[str], int], tuple[dict[str, list[list[int]]], int]] | None = None
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         group = len(features[0]["docs"])
@@ -133,7 +136,10 @@ class RerankCollator:
             q = (f.get("prompt") or "") + f["query"]
             queries.extend([q] * group)
             docs.extend(f["docs"])
-        enc, n_cut = tokenize_pairs(self.tokenizer, queries, docs, self.max_length)
+        if self.encode_pairs is not None:
+            enc, n_cut = self.encode_pairs(queries, docs, self.max_length)
+        else:
+            enc, n_cut = tokenize_pairs(self.tokenizer, queries, docs, self.max_length)
         batches = pack_by_length([len(ids) for ids in enc["input_ids"]], self.micro_batch_tokens)
         order = torch.tensor([i for b in batches for i in b], dtype=torch.long)
         batch = {

@@ -73,6 +73,7 @@ class RerankingEvaluator:
     def scorer_for(self, model, tokenizer, max_length: int = 512) -> Scorer:
         """A scorer over a cross-encoder; counts truncated pairs in ``self.last_report``."""
         self.last_report = ScoreReport()
+        tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
         return lambda q, d: score_pairs(model, tokenizer, q, d, max_length=max_length,
                                         batch_tokens=self.batch_tokens, report=self.last_report)
 

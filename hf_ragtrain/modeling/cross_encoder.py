@@ -55,7 +55,8 @@ def score_pairs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, quer
     """Score (query, doc) pairs with a cross-encoder; returns raw logits in input order.
 
     Pairs are sorted by token length and packed into batches of at most ``batch_tokens`` padded
-    tokens, so short pairs do not pay for long ones.
+    tokens, so short pairs do not pay for long ones. A model with its own ``tokenize_pairs`` (an
+    :class:`~hf_ragtrain.LlmReranker`) writes the pairs into its prompt itself.
     """
     if len(queries) != len(docs):
         raise ValueError(f"got {len(queries)} queries but {len(docs)} documents")
@@ -64,7 +65,8 @@ def score_pairs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, quer
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    enc, n_cut = tokenize_pairs(tokenizer, queries, docs, max_length)
+    own = getattr(model, "tokenize_pairs", None)
+    enc, n_cut = own(queries, docs, max_length) if own else tokenize_pairs(tokenizer, queries, docs, max_length)
     batches = pack_by_length([len(ids) for ids in enc["input_ids"]], batch_tokens)
     out = np.empty(len(docs), dtype=np.float32)
     progress = tqdm(total=len(docs), desc="scoring pairs", unit="pair", disable=not show_progress)
