@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""Add a teacher's scores to training records (for distillation): ``pos_scores``/``neg_scores``.
+
+    python recipes/score_with_teacher.py --teacher runs/llm-reranker --input data/python_faq/train.jsonl \\
+        --output runs/train.scored.jsonl
+    python recipes/score_with_teacher.py --teacher minilm --teacher_kind bi-encoder --input ... --output ...
+
+The teacher is any folder the package loads: an LLM reranker (``hf_ragtrain_reranker.json``), a
+bi-encoder (sentence-transformers layout; score = cosine) or a cross-encoder (raw logit); the kind
+is detected, or given with --teacher_kind. Scores are cached in OUTPUT.cache.jsonl as they are made;
+run the same command again after an interruption and it continues where it stopped. OUTPUT is
+replaced only once it is complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # run from a checkout without installing
+
+from hf_ragtrain.data.errors import DataFormatError  # noqa: E402
+from hf_ragtrain.scoring import TEACHER_KINDS, load_teacher, score_records  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", required=True, help="teacher folder (or minilm / smollm2)")
+    p.add_argument("--teacher_kind", choices=TEACHER_KINDS, help="default: detected from the folder")
+    p.add_argument("--input", required=True, help="records (jsonl)")
+    p.add_argument("--output", required=True, help="records with teacher scores (jsonl)")
+    p.add_argument("--cache", help="score cache (default: OUTPUT.cache.jsonl)")
+    p.add_argument("--max_length", type=int, default=512, help="cross-encoder: max tokens per pair")
+    p.add_argument("--batch_tokens", type=int, default=16384, help="padded tokens per forward pass")
+    p.add_argument("--chunk_pairs", type=int, default=1024, help="pairs scored between cache writes")
+    p.add_argument("--bf16", action="store_true", help="score under bf16 autocast")
+    p.add_argument("--overwrite_scores", action="store_true", help="replace scores the records already have")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    teacher = load_teacher(args.teacher, kind=args.teacher_kind, max_length=args.max_length,
+                           batch_tokens=args.batch_tokens, bf16=args.bf16)
+    try:
+        stats = score_records(args.input, args.output, teacher, cache_path=args.cache, chunk_pairs=args.chunk_pairs,
+                              overwrite_scores=args.overwrite_scores)
+    except DataFormatError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{stats.summary()}; written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
