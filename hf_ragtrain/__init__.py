@@ -1,7 +1,7 @@
 """hf_ragtrain: fine-tune the retrieval models behind RAG with the stock transformers Trainer."""
 
-from .arguments import (ColbertTrainingArguments, DataArguments, EmbeddingArguments, EmbeddingTrainingArguments,
-                        ModelArguments, RerankerTrainingArguments)
+from .arguments import (ColbertTrainingArguments, DataArguments, DistillTrainingArguments, EmbeddingArguments,
+                        EmbeddingTrainingArguments, LlmRerankerArguments, ModelArguments, RerankerTrainingArguments)
 from .data import DataFormatError, EmbeddingCollator, GroupDataset, RerankCollator, RetrievalRecord, load_records
 from .evaluation.metrics import ranking_metrics
 from .evaluation.reranking import RerankingEvaluator
@@ -10,15 +10,16 @@ from .modeling.bi_encoder import BiEncoder, EncoderSettings, LoraSettings
 from .modeling.colbert import ColbertEncoder, ColbertSettings, maxsim
 from .modeling.cross_encoder import load_cross_encoder, score_pairs
 from .modeling.llm_reranker import LlmReranker, LlmRerankerSettings
-from .trainers import ColbertTrainer, ContrastiveTrainer, RerankTrainer, RetrievalTrainer
+from .trainers import ColbertTrainer, ContrastiveTrainer, DistillTrainer, RerankTrainer, RetrievalTrainer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BiEncoder", "ColbertEncoder", "ColbertSettings", "ColbertTrainer", "ColbertTrainingArguments", "ContrastiveTrainer",
-    "maxsim", "EmbeddingArguments", "EmbeddingCollator", "EmbeddingTrainingArguments",
-    "EncoderSettings", "LlmReranker", "LlmRerankerSettings", "LoraSettings", "info_nce", "matryoshka", "score_distillation_kl",
-    "DataArguments", "DataFormatError", "GroupDataset", "ModelArguments", "RerankCollator", "RerankTrainer",
-    "RerankerTrainingArguments", "RerankingEvaluator", "RetrievalRecord", "RetrievalTrainer", "listwise_ce",
-    "load_cross_encoder", "load_records", "pairwise_ranknet", "pointwise_bce", "ranking_metrics", "score_pairs",
+    "BiEncoder", "ColbertEncoder", "ColbertSettings", "ColbertTrainer", "ColbertTrainingArguments",
+    "ContrastiveTrainer", "DataArguments", "DataFormatError", "DistillTrainer", "DistillTrainingArguments",
+    "EmbeddingArguments", "EmbeddingCollator", "EmbeddingTrainingArguments", "EncoderSettings", "GroupDataset",
+    "info_nce", "listwise_ce", "LlmReranker", "LlmRerankerArguments", "LlmRerankerSettings", "load_cross_encoder",
+    "load_records", "LoraSettings", "matryoshka", "maxsim", "ModelArguments", "pairwise_ranknet", "pointwise_bce",
+    "ranking_metrics", "RerankCollator", "RerankerTrainingArguments", "RerankingEvaluator", "RerankTrainer",
+    "RetrievalRecord", "RetrievalTrainer", "score_distillation_kl", "score_pairs",
 ]

@@ -114,6 +114,47 @@ class RerankerTrainingArguments(TrainingArguments):
 
 
 @dataclass
+class LlmRerankerArguments:
+    """A decoder-only (LLM) reranker: head, prompt template, layerwise heads, LoRA."""
+
+    llm_head: Optional[Literal["yes_token", "classifier"]] = field(
+        default=None, metadata={"help": "Train a decoder as an LLM reranker: yes_token (the logit of --yes_token after "
+                                        "the prompt) or classifier (a 1-logit head on the last token). Default: "
+                                        "what the folder records, else a cross-encoder."})
+    template: Optional[str] = field(default=None, metadata={"help": "Prompt with {query} and {document}; the score "
+                                                                    "is read at its last token."})
+    yes_token: Optional[str] = field(default=None, metadata={"help": "The answer token whose logit is the score "
+                                                                     "(one token; default ' Yes')."})
+    layerwise: bool = field(default=False, metadata={"help": "Score heads on the layers from --start_layer up; the "
+                                                             "loss is summed over them, the last layer teaching "
+                                                             "the others."})
+    start_layer: Optional[int] = field(default=None, metadata={"help": "First scored layer (1-based). Default: "
+                                                                       "the middle one."})
+    lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft) instead of all weights."})
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: Optional[list[str]] = field(default=None, metadata={"help": "Default: peft's choice for "
+                                                                                     "the architecture."})
+    merge_lora: bool = field(default=False, metadata={"help": "Save the merged model instead of the adapter."})
+
+
+@dataclass
+class DistillTrainingArguments(RerankerTrainingArguments):
+    """:class:`RerankerTrainingArguments` for :class:`~hf_ragtrain.DistillTrainer`."""
+
+    distill_loss: Literal["mse", "soft_ce", "bce"] = field(
+        default="soft_ce", metadata={"help": "mse: squared error of raw scores (logits, no activation); soft_ce: "
+                                             "cross-entropy to the teacher's softmax over each query's group; bce: "
+                                             "pointwise BCE with the teacher's sigmoid probability as target."})
+    distill_temperature: float = field(default=1.0, metadata={"help": "Divides teacher and student scores in "
+                                                                      "soft_ce and bce."})
+    distill_weight: float = field(default=1.0, metadata={"help": "Weight of the distillation loss."})
+    hard_label_weight: float = field(default=0.0, metadata={"help": "Weight of the ordinary ranking loss "
+                                                                    "(--rerank_loss) on the labels, mixed in."})
+
+
+@dataclass
 class EmbeddingArguments:
     """The bi-encoder: pooling, lengths, prompts, LoRA, and an optional embedding teacher."""
 

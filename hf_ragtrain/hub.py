@@ -41,6 +41,7 @@ class CardInfo:
     notes: list[str] = field(default_factory=list)
     license: str = "apache-2.0"
     model_name: str | None = None
+    trainer: str | None = None  # the trainer class named in the card's intro (default: the family's)
 
 
 # Always listed, default or not: what a reader needs to reproduce the run.
@@ -202,9 +203,11 @@ class _CardKind:
     pipeline_tag: str
     tags: list[str]
     default_name: str
-    intro: str  # formatted with base_model
+    intro: str  # formatted with base_model and trainer
     usage: str
     dev_heading: str
+    trainer: str = "RerankTrainer"
+    library_name: str = "sentence-transformers"
 
 
 _RERANKER = _CardKind(
@@ -212,7 +215,7 @@ _RERANKER = _CardKind(
     tags=["hf_ragtrain", "cross-encoder", "reranker", "text-ranking", "generated_from_trainer"],
     default_name="reranker",
     intro="A cross-encoder reranker fine-tuned from `{base_model}` with "
-          "[hf_ragtrain](https://pypi.org/project/hf_ragtrain/) (`RerankTrainer`). It reads a "
+          "[hf_ragtrain](https://pypi.org/project/hf_ragtrain/) (`{trainer}`). It reads a "
           "(query, passage) pair and returns one relevance logit: higher means more relevant.\n",
     usage="## Usage\n\nWith sentence-transformers:\n\n```python\nfrom sentence_transformers import "
           "CrossEncoder\n\nmodel = CrossEncoder(\"PATH_OR_REPO_ID\")\nscores = model.predict([(\"how do I "
@@ -261,6 +264,21 @@ _COLBERT = _CardKind(
     dev_heading="## Evaluation (dev set, MaxSim retrieval over the dev documents)",
 )
 
+_LLM_RERANKER = _CardKind(
+    pipeline_tag="text-ranking",
+    tags=["hf_ragtrain", "llm-reranker", "reranker", "text-ranking", "generated_from_trainer"],
+    default_name="llm-reranker",
+    intro="A decoder-only (LLM) reranker fine-tuned from `{base_model}` with "
+          "[hf_ragtrain](https://pypi.org/project/hf_ragtrain/) (`{trainer}`). A (query, passage) pair is written "
+          "into the prompt template recorded in `hf_ragtrain_reranker.json`; the score is read at the prompt's last "
+          "token (the logit of the yes token, or a classification head). Higher means more relevant.\n",
+    usage="## Usage\n\nWith hf_ragtrain (it applies the recorded template, yes token and any LoRA adapter):"
+          "\n\n```python\nfrom hf_ragtrain import LlmReranker\n\nmodel = LlmReranker.from_pretrained(\"PATH_OR_REPO_ID\")"
+          ".eval()\nscores = model.score([\"how do I sort a dict?\"], [\"Use sorted() with a key.\"])\n```\n",
+    dev_heading="## Evaluation (dev set, reranking its candidates)",
+    library_name="transformers",
+)
+
 # mteb task type -> (model-index task type, task name)
 _MODEL_INDEX_TASKS = {"Retrieval": ("retrieval", "Retrieval"), "Reranking": ("text-ranking", "Reranking")}
 
@@ -268,7 +286,7 @@ _MODEL_INDEX_TASKS = {"Retrieval": ("retrieval", "Retrieval"), "Reranking": ("te
 def _render_card(kind: _CardKind, info: CardInfo, args: TrainingArguments | None,
                  log_history: Sequence[dict[str, Any]], eval_results: list[EvalResult]) -> ModelCard:
     data = ModelCardData(
-        library_name="sentence-transformers",
+        library_name=kind.library_name,
         pipeline_tag=kind.pipeline_tag,
         base_model=info.base_model,
         license=info.license,
@@ -278,7 +296,8 @@ def _render_card(kind: _CardKind, info: CardInfo, args: TrainingArguments | None
         eval_results=eval_results or None,
     )
     name = info.model_name or "this model"
-    sections = [f"# {name}\n", kind.intro.format(base_model=info.base_model), kind.usage]
+    sections = [f"# {name}\n", kind.intro.format(base_model=info.base_model, trainer=info.trainer or kind.trainer),
+                kind.usage]
     if info.datasets:
         lines = ["## Training data\n", "| Name | Split | Size | Source |", "|---|---|---|---|"]
         for d in info.datasets:
@@ -320,9 +339,11 @@ def _render_card(kind: _CardKind, info: CardInfo, args: TrainingArguments | None
 
 
 def render_reranker_card(info: CardInfo, args: TrainingArguments | None = None,
-                         log_history: Sequence[dict[str, Any]] = ()) -> ModelCard:
-    """Build the model card of a cross-encoder reranker (its MTEB rows are reranking results)."""
-    return _render_card(_RERANKER, info, args, log_history, mteb_eval_results(info.mteb_results))
+                         log_history: Sequence[dict[str, Any]] = (), llm: bool = False) -> ModelCard:
+    """Build the model card of a cross-encoder reranker (or, with ``llm``, an LlmReranker); its MTEB
+    rows are reranking results."""
+    return _render_card(_LLM_RERANKER if llm else _RERANKER, info, args, log_history,
+                        mteb_eval_results(info.mteb_results))
 
 
 def render_embedding_card(info: CardInfo, args: TrainingArguments | None = None,

@@ -54,6 +54,39 @@ def listwise_ce(scores: Tensor, labels: Tensor | None = None, temperature: float
     return F.cross_entropy(scores / temperature, target)
 
 
+# ------------------------------------------------------------------ reranker distillation
+# Student and teacher scores are (B, G) raw scores: logits for cross-encoders, the yes-token logit
+# for LLM rerankers (what score_with_teacher writes). None of these losses applies a sigmoid or a
+# softmax to its inputs before it is asked to.
+
+
+def distill_mse(student: Tensor, teacher: Tensor) -> Tensor:
+    """Mean squared error between raw student and teacher scores (the logit scale, no activation)."""
+    return F.mse_loss(student.float(), teacher.float())
+
+
+def distill_soft_ce(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
+    """Cross-entropy with soft labels over each query's group: ``-sum_j p_j log q_j`` with
+    ``p = softmax(teacher / T)`` and ``q = softmax(student / T)`` within the group (never across the
+    batch), averaged over queries. Its gradient equals that of KL(p || q)."""
+    p = F.softmax(teacher.float() / temperature, dim=-1)
+    return -(p * F.log_softmax(student.float() / temperature, dim=-1)).sum(-1).mean()
+
+
+def distill_bce(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
+    """Pointwise binary cross-entropy with the teacher's probability ``sigmoid(teacher / T)`` as the
+    target of the student's logit ``student / T``, averaged over all pairs."""
+    target = torch.sigmoid(teacher.float() / temperature)
+    return F.binary_cross_entropy_with_logits(student.float() / temperature, target)
+
+
+DISTILL_LOSSES: dict[str, Callable[..., Tensor]] = {
+    "mse": lambda s, t, temperature=1.0: distill_mse(s, t),
+    "soft_ce": distill_soft_ce,
+    "bce": distill_bce,
+}
+
+
 RERANK_LOSSES: dict[str, Callable[..., Tensor]] = {
     "pointwise": pointwise_bce,
     "pairwise": pairwise_ranknet,

@@ -112,7 +112,8 @@ class RerankCollator:
         length and padded per chunk;
       - ``restore``: ``(B*G,)`` index such that ``torch.cat(chunk_scores)[restore]`` is in group order;
       - ``labels``: ``(B, G)`` float grades; ``teacher_scores`` ``(B, G)`` when the records carry them;
-      - ``num_truncated``, ``num_pairs``: counts for the truncation report.
+      - ``num_truncated``, ``num_pairs``: counts for the truncation report;
+      - ``pair_queries`` / ``pair_docs``: the texts of the pairs in group order, when ``keep_texts``.
 
     ``micro_batch_tokens`` bounds the padded tokens of one forward pass (``None``: no bound; the
     recipes use :func:`hf_ragtrain.arguments.default_micro_batch_tokens`).
@@ -126,6 +127,7 @@ class RerankCollator:
     micro_batch_tokens: int | None = 8192
     pad_to_multiple_of: int | None = None
     encode_pairs: Callable[[Sequence[str], Sequence[str], int], tuple[dict[str, list[list[int]]], int]] | None = None
+    keep_texts: bool = False  # add pair_queries / pair_docs (group order): an online teacher scores them
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         group = len(features[0]["docs"])
@@ -151,6 +153,8 @@ class RerankCollator:
         }
         if all("scores" in f for f in features):
             batch["teacher_scores"] = torch.tensor([f["scores"] for f in features], dtype=torch.float32)
+        if self.keep_texts:
+            batch["pair_queries"], batch["pair_docs"] = queries, docs
         return batch
 
 

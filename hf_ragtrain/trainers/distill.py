@@ -1,0 +1,87 @@
+"""DistillTrainer: a reranker (typically a small BERT cross-encoder) learns a teacher's scores."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..losses import DISTILL_LOSSES
+from .rerank import RerankTrainer
+
+logger = logging.getLogger(__name__)
+
+
+class DistillTrainer(RerankTrainer):
+    """Distil a teacher reranker into the model being trained.
+
+    Teacher scores come from the records (``pos_scores``/``neg_scores``, written by
+    ``recipes/score_with_teacher.py``), or, when ``teacher`` is given (a
+    :class:`hf_ragtrain.scoring.Teacher`, e.g. ``load_teacher("runs/llm-reranker")``), from that
+    frozen model during training: without gradients, each distinct (query, document) pair scored
+    once and cached. Settings come from :class:`~hf_ragtrain.arguments.DistillTrainingArguments`:
+
+    - ``distill_loss``: ``mse`` (raw scores), ``soft_ce`` (per-query softmax over the group, soft
+      labels) or ``bce`` (pointwise, target ``sigmoid(teacher / T)``); see :mod:`hf_ragtrain.losses`;
+    - ``distill_temperature`` ``T``; ``distill_weight``;
+    - ``hard_label_weight``: adds the ordinary ranking loss (``rerank_loss``) on the labels.
+    """
+
+    def __init__(self, *args, teacher: Any = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        a = self.args
+        self.distill_loss = getattr(a, "distill_loss", "soft_ce")
+        if self.distill_loss not in DISTILL_LOSSES:
+            raise ValueError(f"unknown distill loss {self.distill_loss!r}; choose one of {sorted(DISTILL_LOSSES)}")
+        self.distill_temperature = float(getattr(a, "distill_temperature", 1.0))
+        self.distill_weight = float(getattr(a, "distill_weight", 1.0))
+        self.hard_label_weight = float(getattr(a, "hard_label_weight", 0.0))
+        self.teacher = teacher
+        self.teacher_cache: dict[tuple[str, str], float] = {}
+        self.teacher_pairs_scored = 0
+        if teacher is not None:
+            if not hasattr(self.data_collator, "keep_texts"):
+                raise ValueError("an online teacher needs a RerankCollator (it reads the pair texts)")
+            self.data_collator.keep_texts = True
+
+    def teacher_scores(self, inputs: dict[str, Any]) -> Tensor:
+        """``(B, G)`` teacher scores of the batch: from the online teacher if there is one, else the records'."""
+        if self.teacher is None:
+            if "teacher_scores" not in inputs:
+                raise ValueError("DistillTrainer needs teacher scores: records with pos_scores/neg_scores "
+                                 "(recipes/score_with_teacher.py) or a teacher= model")
+            return inputs["teacher_scores"]
+        pairs = list(zip(inputs["pair_queries"], inputs["pair_docs"]))
+        missing = list(dict.fromkeys(p for p in pairs if p not in self.teacher_cache))
+        if missing:
+            with torch.no_grad():
+                scores = self.teacher.score([q for q, _ in missing], [d for _, d in missing])
+            self.teacher_cache.update(zip(missing, (float(s) for s in scores)))
+            self.teacher_pairs_scored += len(missing)
+        return torch.tensor([self.teacher_cache[p] for p in pairs], dtype=torch.float32).view(inputs["labels"].shape)
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        scores = self.score_groups(model, inputs)
+        teacher = self.teacher_scores(inputs).to(scores.device)
+        loss = self.distill_weight * DISTILL_LOSSES[self.distill_loss](scores, teacher,
+                                                                       temperature=self.distill_temperature)
+        if self.hard_label_weight:
+            loss = loss + self.hard_label_weight * self.loss_from_scores(scores, inputs["labels"])
+        for chunk in self.padding_chunks(inputs["chunks"]):  # equal pass counts under ZeRO-3
+            loss = loss + 0.0 * model(**chunk).logits.sum()
+        if model.training:
+            self.count_pairs(inputs)
+        return (loss, {"scores": scores}) if return_outputs else loss
+
+    def loss_description(self) -> tuple[str, dict[str, Any]]:
+        name = {"mse": "MSE of raw scores", "soft_ce": "soft-label cross-entropy over each group",
+                "bce": "pointwise BCE to the teacher's probability"}[self.distill_loss]
+        params: dict[str, Any] = {"distill_weight": self.distill_weight}
+        if self.distill_loss != "mse":
+            params["temperature"] = self.distill_temperature
+        if self.hard_label_weight:
+            name += f" + {self.loss_name} loss on the labels"
+            params["hard_label_weight"] = self.hard_label_weight
+        return f"distillation: {name}", params
