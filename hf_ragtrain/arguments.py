@@ -140,6 +140,22 @@ class LlmRerankerArguments:
 
 
 @dataclass
+class DistillArguments:
+    """Where a distillation run's teacher scores come from."""
+
+    teacher: Optional[str] = field(
+        default=None, metadata={"help": "A teacher folder scoring pairs during training (LLM reranker, cross-encoder "
+                                        "or bi-encoder), each distinct pair once. Default: the pos_scores/neg_scores "
+                                        "in the records (recipes/score_with_teacher.py)."})
+    teacher_kind: Optional[Literal["cross-encoder", "llm", "bi-encoder"]] = field(
+        default=None, metadata={"help": "Default: detected from the teacher folder."})
+    teacher_max_length: int = field(default=512, metadata={"help": "A cross-encoder teacher's max tokens per pair."})
+    teacher_batch_tokens: int = field(default=16384, metadata={"help": "Padded tokens per teacher forward pass."})
+    evaluate_teacher: bool = field(default=True, metadata={"help": "With --teacher: score the dev set with the "
+                                                                   "teacher too, and time teacher and student."})
+
+
+@dataclass
 class DistillTrainingArguments(RerankerTrainingArguments):
     """:class:`RerankerTrainingArguments` for :class:`~hf_ragtrain.DistillTrainer`."""
 

@@ -123,3 +123,67 @@ def train_evaluate_save(make_trainer, training_args, evaluate: bool):
     after = trainer.evaluate(metric_key_prefix="after") if evaluate else {}
     trainer.save_model(training_args.output_dir)
     return trainer, before, after
+
+
+def reranker_mteb_evaluation(data_args, model_args, training_args, dev_records, extra: dict, repo: str) -> dict:
+    """mteb evaluation of the saved reranker (cross-encoder or LlmReranker): the dev records as a
+    reranking task, the BEIR split and --mteb_tasks two-stage. Written to OUTPUT_DIR/mteb in mteb's layout."""
+    if not data_args.mteb_eval:
+        return {}
+    from .evaluation import mteb_eval
+    from .offline import resolve_model_path
+
+    tasks = evaluation_tasks(data_args, dev_records, repo)
+    if not tasks:
+        return {}
+    first_stage = extra.get("first_stage")
+    if first_stage is None and any(t.metadata.type != "Reranking" for t in tasks):
+        from .data.mining import load_encoder
+
+        first_stage = load_encoder(resolve_model_path(data_args.first_stage_model))
+    out = mteb_eval.evaluate_saved_reranker(
+        training_args.output_dir, tasks, first_stage=first_stage, top_k=data_args.rerank_top_k,
+        output_folder=os.path.join(training_args.output_dir, "mteb"), name=mteb_model_name(training_args),
+        max_length=model_args.max_length, bf16=training_args.bf16,
+        first_stage_name=f"local/{os.path.basename(data_args.first_stage_model)}")
+    out["settings"] = {"max_length": model_args.max_length}
+    if out["first_stage"]:  # some task was retrieval: say which retriever supplied the candidates
+        out["settings"].update(first_stage_model=data_args.first_stage_model, top_k=data_args.rerank_top_k)
+    return out
+
+
+def reranker_mteb_json(mteb: dict) -> dict:
+    """The eval_results.json entries of :func:`reranker_mteb_evaluation`'s result."""
+    if not mteb:
+        return {}
+    from .evaluation.mteb_eval import scores_as_dict
+
+    return {"mteb": scores_as_dict(mteb["reranked"]), "mteb_first_stage": scores_as_dict(mteb["first_stage"]),
+            "mteb_settings": {**mteb["settings"], "pairs": mteb["pairs"], "pairs_truncated": mteb["pairs_truncated"]}}
+
+
+def print_reranker_summary(before: dict, after: dict, mteb: dict, output_dir: str) -> None:
+    keys = ["ndcg@10", "mrr@10", "map@10", "recall@10"]
+    if before or after:
+        print("\nDev reranking metrics      before     after")
+        for k in keys:
+            b, a = before.get(f"before_{k}"), after.get(f"after_{k}")
+            if b is not None and a is not None:
+                print(f"  {k:<22} {b:>9.4f} {a:>9.4f}")
+    for stage in ("first_stage", "reranked"):
+        for task, scores in mteb.get(stage, {}).items():
+            for split, m in scores.metrics.items():
+                print(f"mteb {task} ({split}) {stage}: nDCG@10 {m['ndcg_at_10']:.4f}  MRR@10 {m['mrr_at_10']:.4f}")
+    print(f"\nmodel, eval_results.json and model card written to {output_dir}")
+
+
+def card_base_model(name: str) -> str:
+    """The Hub id of a model given by its offline alias (what a card's ``base_model`` should say)."""
+    from .offline import MINILM_ALIASES, SMOLLM2_ALIASES
+
+    key = name.strip().lower()
+    if key in MINILM_ALIASES:
+        return "sentence-transformers/all-MiniLM-L6-v2"
+    if key in SMOLLM2_ALIASES:
+        return "HuggingFaceTB/SmolLM2-135M-Instruct"
+    return name

@@ -31,7 +31,7 @@ from hf_ragtrain import (BiEncoder, ContrastiveTrainer, DataArguments, DataForma
 from hf_ragtrain.arguments import default_micro_batch_tokens  # noqa: E402
 from hf_ragtrain.evaluation.retrieval import RetrievalEvaluator  # noqa: E402
 from hf_ragtrain.hub import CardInfo, render_embedding_card, write_model_card  # noqa: E402
-from hf_ragtrain.recipe_utils import (evaluation_tasks, load_training_data, mteb_model_name,  # noqa: E402
+from hf_ragtrain.recipe_utils import (card_base_model, evaluation_tasks, load_training_data, mteb_model_name,  # noqa: E402
                                       parse_recipe_args, push_run, train_evaluate_save)
 from hf_ragtrain.trainers.base import end_distributed  # noqa: E402
 
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
         loss_name, loss_params = trainer.loss_description()
         s = model.settings
         info = CardInfo(
-            base_model=_card_base_model(model_args.model_name_or_path),
+            base_model=card_base_model(model_args.model_name_or_path),
             task="retrieval", loss=f"{loss_name} ({type(trainer).__name__})",
             loss_params={"train_group_size": data_args.train_group_size, **loss_params},
             datasets=datasets, metrics_before=before, metrics_after=after,
@@ -139,17 +139,6 @@ def main(argv=None) -> int:
             status = push_run(trainer, training_args)
     end_distributed()
     return status
-
-
-def _card_base_model(name: str) -> str:
-    from hf_ragtrain.offline import MINILM_ALIASES, SMOLLM2_ALIASES
-
-    key = name.strip().lower()
-    if key in MINILM_ALIASES:
-        return "sentence-transformers/all-MiniLM-L6-v2"
-    if key in SMOLLM2_ALIASES:
-        return "HuggingFaceTB/SmolLM2-135M-Instruct"
-    return name
 
 
 def run_mteb_evaluation(data_args: DataArguments, training_args, dev_records) -> dict:

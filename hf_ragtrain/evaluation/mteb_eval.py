@@ -447,7 +447,13 @@ def evaluate_saved_reranker(model_dir: str, tasks: Sequence[Any], first_stage: A
 
     from ..modeling.cross_encoder import load_cross_encoder
 
-    model, tokenizer = load_cross_encoder(model_dir)
+    if os.path.isfile(os.path.join(model_dir, "hf_ragtrain_reranker.json")):  # an LlmReranker
+        from ..modeling.llm_reranker import LlmReranker
+
+        model = LlmReranker.from_pretrained(model_dir)
+        tokenizer = model.tokenizer
+    else:
+        model, tokenizer = load_cross_encoder(model_dir)
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     cross = MtebCrossEncoder(model, tokenizer, max_length=max_length, name=name,
                              autocast_dtype=torch.bfloat16 if bf16 else None)
