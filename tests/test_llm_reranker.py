@@ -146,3 +146,18 @@ def test_rerank_trainer_trains_a_lora_llm_reranker_and_the_folder_reloads(tmp_pa
     merged = LlmReranker.from_pretrained(str(tmp_path / "merged")).eval()
     assert not merged.is_peft
     np.testing.assert_allclose(merged.score(QUERIES, DOCS), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_autocast_scores_close_to_fp32_and_training_step_runs(tiny_llm_path, tmp_path):
+    from hf_ragtrain import GroupDataset, RerankerTrainingArguments, RerankTrainer
+
+    model = tiny(tiny_llm_path, layerwise=True, start_layer=1)
+    fp32 = model.score(QUERIES, DOCS)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = model.score(QUERIES, DOCS)
+    np.testing.assert_allclose(bf16, fp32, atol=0.02 * np.abs(fp32).max() + 1e-3)
+    args = RerankerTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=2, bf16=True,
+                                     report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True)
+    trainer = RerankTrainer(model=model, args=args, train_dataset=GroupDataset(load_records(tiny_records(8))[0], 3),
+                            data_collator=model.collator())
+    assert np.isfinite(trainer.train().training_loss)
