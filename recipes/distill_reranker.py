@@ -7,6 +7,9 @@
     # or a frozen teacher scoring each pair during training
     python recipes/distill_reranker.py --output_dir runs/student --teacher runs/llm-reranker --distill_loss soft_ce
 
+With scored records and --teacher, training uses the records' scores and the teacher model is only
+evaluated and timed on the dev set next to the student.
+
 The student defaults to all-MiniLM-L6-v2 with a fresh 1-logit head (``--model_name_or_path``). Every
 ``transformers.TrainingArguments`` flag works. ``eval_results.json`` holds the student's dev metrics
 before and after, the teacher's on the same candidates (from --teacher, or from teacher scores in the
@@ -96,7 +99,8 @@ def main(argv=None) -> int:
         training_args.eval_strategy = "no"
     run = train_evaluate_save(lambda: DistillTrainer(model=model, args=training_args, train_dataset=train_dataset,
                                                      eval_dataset=evaluator, data_collator=collator,
-                                                     processing_class=tokenizer, teacher=teacher),
+                                                     processing_class=tokenizer,
+                                                     teacher=teacher if unscored else None),
                               training_args, evaluate=evaluator is not None)
     if isinstance(run, int):
         return run

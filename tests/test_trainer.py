@@ -93,3 +93,14 @@ def test_saved_model_scores_equal_in_memory_scores(tiny_ce_path, tmp_path):
 def test_unknown_loss_is_rejected(tiny_ce_path, tmp_path):
     with pytest.raises(ValueError, match="unknown rerank loss"):
         make_trainer(tiny_ce_path, tmp_path, loss="nonsense")
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_in_training_evaluation_runs_in_the_training_precision(tiny_ce_path, tmp_path, bf16):
+    """transformers 5's autocast_smart_context_manager is a no-op; evaluators must autocast themselves."""
+    trainer, _ = make_trainer(tiny_ce_path, tmp_path, epochs=1, bf16=bf16)
+    seen = []
+    hook = trainer.model.register_forward_hook(lambda *a: seen.append(torch.is_autocast_enabled("cpu")))
+    trainer.evaluate()
+    hook.remove()
+    assert seen and all(s == bf16 for s in seen)

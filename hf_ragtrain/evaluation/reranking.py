@@ -80,7 +80,7 @@ class RerankingEvaluator:
     def evaluate_with(self, trainer) -> dict[str, float]:
         """Evaluate the model a Trainer holds (the protocol of :class:`RetrievalTrainer`)."""
         max_length = self.max_length or getattr(trainer.data_collator, "max_length", 512)
-        with trainer.autocast_smart_context_manager():
+        with trainer.accelerator.autocast():  # the training precision (transformers 5 left this to accelerate)
             metrics = self(self.scorer_for(trainer.model, trainer.processing_class, max_length))
         if self.last_report.truncated:
             metrics["truncated_pairs"] = self.last_report.truncated

@@ -63,5 +63,5 @@ class RetrievalEvaluator:
     def evaluate_with(self, trainer) -> dict[str, float]:
         """Evaluate the bi-encoder a Trainer holds (the protocol of :class:`RetrievalTrainer`)."""
         encoder = trainer.accelerator.unwrap_model(trainer.model)
-        with trainer.autocast_smart_context_manager():
+        with trainer.accelerator.autocast():  # the training precision (transformers 5 left this to accelerate)
             return self(encoder)
