@@ -62,6 +62,25 @@ def parse_recipe_args(dataclass_types: tuple, defaults: dict, argv=None):
     return parser.parse_args_into_dataclasses(args=argv)
 
 
+def start_run(data_args, training_args, repo: str):
+    """A recipe run's logging, seed and training data: ``(train, dev, datasets, extra)`` as
+    :func:`load_training_data` returns them, or exit status 2 after printing what is wrong with the data."""
+    import logging
+
+    from transformers import set_seed
+
+    from .data import DataFormatError
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        level=logging.INFO if training_args.should_log else logging.WARNING)
+    set_seed(training_args.seed)
+    try:
+        return load_training_data(data_args, training_args.seed, repo)
+    except (DataFormatError, FileNotFoundError) as err:
+        print(f"error: bad training data: {err}", file=sys.stderr)
+        return 2
+
+
 def load_training_data(data_args, seed: int, repo: str):
     """Training and dev records, a description of each for the card, and extras (the BEIR first stage).
 

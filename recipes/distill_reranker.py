@@ -25,19 +25,17 @@ import os
 import sys
 import time
 
-from transformers import set_seed
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
-from hf_ragtrain import (DataArguments, DataFormatError, DistillTrainer, DistillTrainingArguments,  # noqa: E402
+from hf_ragtrain import (DataArguments, DistillTrainer, DistillTrainingArguments,  # noqa: E402
                          GroupDataset, ModelArguments, RerankCollator, RerankingEvaluator, load_cross_encoder)
 from hf_ragtrain.arguments import DistillArguments, default_micro_batch_tokens  # noqa: E402
 from hf_ragtrain.hub import CardInfo, render_reranker_card, write_model_card  # noqa: E402
 from hf_ragtrain.offline import resolve_model_path  # noqa: E402
-from hf_ragtrain.recipe_utils import (card_base_model, load_training_data, parse_recipe_args,  # noqa: E402
-                                      print_reranker_summary, push_run, reranker_mteb_evaluation,
-                                      reranker_mteb_json, train_evaluate_save)
+from hf_ragtrain.recipe_utils import (card_base_model, parse_recipe_args, print_reranker_summary,  # noqa: E402
+                                      push_run, reranker_mteb_evaluation, reranker_mteb_json, start_run,
+                                      train_evaluate_save)
 from hf_ragtrain.trainers.base import end_distributed  # noqa: E402
 
 logger = logging.getLogger("distill_reranker")
@@ -68,14 +66,10 @@ def timed(scorer, evaluator) -> tuple[dict, float]:
 def main(argv=None) -> int:
     model_args, dist, data_args, training_args = parse_recipe_args(
         (ModelArguments, DistillArguments, DataArguments, DistillTrainingArguments), RECIPE_DEFAULTS, argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        level=logging.INFO if training_args.should_log else logging.WARNING)
-    set_seed(training_args.seed)
-    try:
-        train_records, dev_records, datasets, extra = load_training_data(data_args, training_args.seed, REPO)
-    except (DataFormatError, FileNotFoundError) as err:
-        print(f"error: bad training data: {err}", file=sys.stderr)
-        return 2
+    data = start_run(data_args, training_args, REPO)
+    if isinstance(data, int):
+        return data
+    train_records, dev_records, datasets, extra = data
     unscored = sum(r.pos_scores is None or r.neg_scores is None for r in train_records)
     if dist.teacher is None and unscored:
         print(f"error: {unscored} of {len(train_records)} training records have no teacher scores (pos_scores/"

@@ -21,18 +21,16 @@ import logging
 import os
 import sys
 
-from transformers import set_seed
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from hf_ragtrain import (ColbertEncoder, ColbertTrainer, ColbertTrainingArguments, DataArguments,  # noqa: E402
-                         DataFormatError, EmbeddingCollator, GroupDataset, ModelArguments)
+                         EmbeddingCollator, GroupDataset, ModelArguments)
 from hf_ragtrain.arguments import ColbertArguments, default_micro_batch_tokens  # noqa: E402
 from hf_ragtrain.evaluation.retrieval import RetrievalEvaluator  # noqa: E402
 from hf_ragtrain.hub import CardInfo, render_embedding_card, write_model_card  # noqa: E402
-from hf_ragtrain.recipe_utils import (evaluation_tasks, load_training_data, mteb_model_name,  # noqa: E402
-                                      parse_recipe_args, push_run, train_evaluate_save)
+from hf_ragtrain.recipe_utils import (evaluation_tasks, mteb_model_name, parse_recipe_args,  # noqa: E402
+                                      push_run, start_run, train_evaluate_save)
 from hf_ragtrain.trainers.base import end_distributed  # noqa: E402
 
 logger = logging.getLogger("train_colbert")
@@ -69,14 +67,10 @@ def run_mteb_evaluation(data_args: DataArguments, training_args, dev_records) ->
 def main(argv=None) -> int:
     model_args, col, data_args, training_args = parse_recipe_args(
         (ModelArguments, ColbertArguments, DataArguments, ColbertTrainingArguments), RECIPE_DEFAULTS, argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        level=logging.INFO if training_args.should_log else logging.WARNING)
-    set_seed(training_args.seed)
-    try:
-        train_records, dev_records, datasets, _ = load_training_data(data_args, training_args.seed, REPO)
-    except (DataFormatError, FileNotFoundError) as err:
-        print(f"error: bad training data: {err}", file=sys.stderr)
-        return 2
+    data = start_run(data_args, training_args, REPO)
+    if isinstance(data, int):
+        return data
+    train_records, dev_records, datasets, _ = data
 
     model = ColbertEncoder.from_pretrained(
         model_args.model_name_or_path, attn_implementation=model_args.attn_implementation, seed=training_args.seed,

@@ -20,19 +20,18 @@ import logging
 import os
 import sys
 
-from transformers import set_seed
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
-from hf_ragtrain import (BiEncoder, ContrastiveTrainer, DataArguments, DataFormatError,  # noqa: E402
+from hf_ragtrain import (BiEncoder, ContrastiveTrainer, DataArguments,  # noqa: E402
                          EmbeddingArguments, EmbeddingCollator, EmbeddingTrainingArguments, GroupDataset,
                          LoraSettings, ModelArguments)
 from hf_ragtrain.arguments import default_micro_batch_tokens  # noqa: E402
 from hf_ragtrain.evaluation.retrieval import RetrievalEvaluator  # noqa: E402
 from hf_ragtrain.hub import CardInfo, render_embedding_card, write_model_card  # noqa: E402
-from hf_ragtrain.recipe_utils import (card_base_model, evaluation_tasks, load_training_data, mteb_model_name,  # noqa: E402
-                                      parse_recipe_args, push_run, train_evaluate_save)
+from hf_ragtrain.recipe_utils import (card_base_model, evaluation_tasks, mteb_model_name,  # noqa: E402
+                                      parse_recipe_args, push_run, start_run,
+                                      train_evaluate_save)
 from hf_ragtrain.trainers.base import end_distributed  # noqa: E402
 
 logger = logging.getLogger("train_embedding")
@@ -45,10 +44,6 @@ RECIPE_DEFAULTS = dict(
 
 def parse_args(argv=None):
     return parse_recipe_args((ModelArguments, EmbeddingArguments, DataArguments, EmbeddingTrainingArguments), RECIPE_DEFAULTS, argv)
-
-
-def load_data(data_args: DataArguments, seed: int):
-    return load_training_data(data_args, seed, REPO)
 
 
 def build_model(model_args: ModelArguments, emb: EmbeddingArguments) -> BiEncoder:
@@ -75,14 +70,10 @@ def build_teacher(emb: EmbeddingArguments):
 
 def main(argv=None) -> int:
     model_args, emb, data_args, training_args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        level=logging.INFO if training_args.should_log else logging.WARNING)
-    set_seed(training_args.seed)
-    try:
-        train_records, dev_records, datasets, extra = load_data(data_args, training_args.seed)
-    except (DataFormatError, FileNotFoundError) as err:
-        print(f"error: bad training data: {err}", file=sys.stderr)
-        return 2
+    data = start_run(data_args, training_args, REPO)
+    if isinstance(data, int):
+        return data
+    train_records, dev_records, datasets, extra = data
 
     model = build_model(model_args, emb)
     teacher = build_teacher(emb)

@@ -20,21 +20,19 @@ import logging
 import os
 import sys
 
-from transformers import set_seed
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
-from hf_ragtrain import (DataArguments, DataFormatError, GroupDataset, LlmReranker,  # noqa: E402
+from hf_ragtrain import (DataArguments, GroupDataset, LlmReranker,  # noqa: E402
                          LlmRerankerArguments, LoraSettings, ModelArguments, RerankCollator,
                          RerankerTrainingArguments, RerankingEvaluator, RerankTrainer, load_cross_encoder)
 from hf_ragtrain.arguments import default_micro_batch_tokens  # noqa: E402
 from hf_ragtrain.hub import CardInfo, render_reranker_card, write_model_card  # noqa: E402
 from hf_ragtrain.modeling.llm_reranker import SETTINGS_FILE  # noqa: E402
 from hf_ragtrain.offline import resolve_model_path  # noqa: E402
-from hf_ragtrain.recipe_utils import (card_base_model, load_training_data, parse_recipe_args,  # noqa: E402
-                                      print_reranker_summary, push_run, reranker_mteb_evaluation,
-                                      reranker_mteb_json, train_evaluate_save)
+from hf_ragtrain.recipe_utils import (card_base_model, parse_recipe_args, print_reranker_summary,  # noqa: E402
+                                      push_run, reranker_mteb_evaluation, reranker_mteb_json, start_run,
+                                      train_evaluate_save)
 from hf_ragtrain.trainers.base import end_distributed  # noqa: E402
 
 logger = logging.getLogger("train_reranker")
@@ -49,10 +47,6 @@ RECIPE_DEFAULTS = dict(
 def parse_args(argv=None):
     return parse_recipe_args((ModelArguments, LlmRerankerArguments, DataArguments, RerankerTrainingArguments),
                              RECIPE_DEFAULTS, argv)
-
-
-def load_data(data_args: DataArguments, seed: int):
-    return load_training_data(data_args, seed, REPO)
 
 
 def build_model(model_args: ModelArguments, llm: LlmRerankerArguments, data_args: DataArguments):
@@ -75,14 +69,10 @@ def build_model(model_args: ModelArguments, llm: LlmRerankerArguments, data_args
 
 def main(argv=None) -> int:
     model_args, llm_args, data_args, training_args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        level=logging.INFO if training_args.should_log else logging.WARNING)
-    set_seed(training_args.seed)
-    try:
-        train_records, dev_records, datasets, extra = load_data(data_args, training_args.seed)
-    except (DataFormatError, FileNotFoundError) as err:
-        print(f"error: bad training data: {err}", file=sys.stderr)
-        return 2
+    data = start_run(data_args, training_args, REPO)
+    if isinstance(data, int):
+        return data
+    train_records, dev_records, datasets, extra = data
 
     try:
         model, tokenizer, collator = build_model(model_args, llm_args, data_args)
