@@ -10,16 +10,17 @@ from .modeling.bi_encoder import BiEncoder, EncoderSettings, LoraSettings
 from .modeling.colbert import ColbertEncoder, ColbertSettings, maxsim
 from .modeling.cross_encoder import load_cross_encoder, score_pairs
 from .modeling.llm_reranker import LlmReranker, LlmRerankerSettings
+from .reranker import BaseReranker, RankedDocument, Reranker
 from .trainers import ColbertTrainer, ContrastiveTrainer, DistillTrainer, RerankTrainer, RetrievalTrainer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BiEncoder", "ColbertEncoder", "ColbertSettings", "ColbertTrainer", "ColbertTrainingArguments",
+    "BaseReranker", "BiEncoder", "ColbertEncoder", "ColbertSettings", "ColbertTrainer", "ColbertTrainingArguments",
     "ContrastiveTrainer", "DataArguments", "DataFormatError", "DistillTrainer", "DistillTrainingArguments",
     "EmbeddingArguments", "EmbeddingCollator", "EmbeddingTrainingArguments", "EncoderSettings", "GroupDataset",
     "info_nce", "listwise_ce", "LlmReranker", "LlmRerankerArguments", "LlmRerankerSettings", "load_cross_encoder",
     "load_records", "LoraSettings", "matryoshka", "maxsim", "ModelArguments", "pairwise_ranknet", "pointwise_bce",
-    "ranking_metrics", "RerankCollator", "RerankerTrainingArguments", "RerankingEvaluator", "RerankTrainer",
+    "RankedDocument", "ranking_metrics", "RerankCollator", "Reranker", "RerankerTrainingArguments", "RerankingEvaluator", "RerankTrainer",
     "RetrievalRecord", "RetrievalTrainer", "score_distillation_kl", "score_pairs",
 ]

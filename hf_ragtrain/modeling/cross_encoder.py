@@ -48,14 +48,17 @@ class ScoreReport:
     truncated: int = 0
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def score_pairs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, queries: Sequence[str],
                 docs: Sequence[str], max_length: int = 512, batch_tokens: int = 16384,
-                report: ScoreReport | None = None, show_progress: bool = False) -> np.ndarray:
-    """Score (query, doc) pairs with a cross-encoder; returns raw logits in input order.
+                report: ScoreReport | None = None, show_progress: bool = False,
+                batch_size: int | None = None) -> np.ndarray:
+    """Score (query, doc) pairs with a cross-encoder; returns raw logits in input order (``(N,)``, or
+    ``(N, C)`` for a model with C output columns).
 
-    Pairs are sorted by token length and packed into batches of at most ``batch_tokens`` padded
-    tokens, so short pairs do not pay for long ones. A model with its own ``tokenize_pairs`` (an
+    Pairs are sorted by token length, so short pairs do not pay for long ones, and cut into
+    batches of ``batch_size`` pairs or, without it, packed into batches of at most
+    ``batch_tokens`` padded tokens. A model with its own ``tokenize_pairs`` (an
     :class:`~hf_ragtrain.LlmReranker`) writes the pairs into its prompt itself.
     """
     if len(queries) != len(docs):
@@ -67,13 +70,20 @@ def score_pairs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, quer
     device = next(model.parameters()).device
     own = getattr(model, "tokenize_pairs", None)
     enc, n_cut = own(queries, docs, max_length) if own else tokenize_pairs(tokenizer, queries, docs, max_length)
-    batches = pack_by_length([len(ids) for ids in enc["input_ids"]], batch_tokens)
-    out = np.empty(len(docs), dtype=np.float32)
+    lengths = [len(ids) for ids in enc["input_ids"]]
+    if batch_size:
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    else:
+        batches = pack_by_length(lengths, batch_tokens)
+    out: np.ndarray | None = None
     progress = tqdm(total=len(docs), desc="scoring pairs", unit="pair", disable=not show_progress)
     for idx in batches:
         chunk = {k: v.to(device) for k, v in pad_micro_batches(tokenizer, enc, [idx])[0].items()}
-        logits = model(**chunk).logits.view(-1).float()
-        out[idx] = logits.cpu().numpy()
+        logits = model(**chunk).logits.float().reshape(len(idx), -1).cpu().numpy()
+        if out is None:
+            out = np.empty((len(docs), logits.shape[1]), dtype=np.float32)
+        out[idx] = logits
         progress.update(len(idx))
     progress.close()
     if report is not None:
@@ -81,4 +91,4 @@ def score_pairs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, quer
         report.truncated += n_cut
     if was_training:
         model.train()
-    return out
+    return out[:, 0] if out.shape[1] == 1 else out

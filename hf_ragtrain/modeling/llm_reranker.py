@@ -44,14 +44,35 @@ DEFAULT_TEMPLATE = ("Query: {query}\nDocument: {document}\n"
                     "Does the document answer the query? Reply Yes or No.\nAnswer:")
 
 
+# The instruction of BAAI's bge-reranker-v2-gemma and -minicpm-layerwise models, needed verbatim to
+# score with them (an input format, like a special token). Use it as
+# LlmRerankerSettings(template=BGE_TEMPLATE, tokenize="lines", yes_token="Yes").
+BGE_INSTRUCTION = ("Given a query A and a passage B, determine whether the passage contains an answer to the query "
+                   "by providing a prediction of either 'Yes' or 'No'.")
+BGE_TEMPLATE = "A: {query}\nB: {document}\n" + BGE_INSTRUCTION
+TOKENIZE_MODES = ("whole", "lines")
+
+
 @dataclass
 class LlmRerankerSettings:
-    """How pairs become prompts and prompts become scores; saved with the model."""
+    """How pairs become prompts and prompts become scores; saved with the model.
+
+    ``tokenize="whole"`` tokenizes the filled-in prompt as one text, exactly as the model would
+    read it; ``"lines"`` tokenizes each line of the template on its own and every newline between
+    them as a token of its own (the bge-reranker-v2 layout: BOS, ``A: query``, newline,
+    ``B: passage``, newline, instruction; the BOS token first when the tokenizer has one).
+    ``add_special_tokens=False`` leaves out the tokenizer's
+    BOS, for templates that carry their own (a rendered chat template). With ``no_token`` the score
+    is ``logit(yes) - logit(no)``, whose sigmoid is P(yes | yes or no).
+    """
 
     head: str = "yes_token"
     template: str = DEFAULT_TEMPLATE
     yes_token: str = " Yes"
+    no_token: str | None = None
     max_length: int = 512
+    tokenize: str = "whole"
+    add_special_tokens: bool = True
     layerwise: bool = False
     start_layer: int | None = None  # first scored layer (1-based); default: the middle layer
     cutoff_layer: int | None = None  # layer whose score inference returns; default: the last
@@ -59,6 +80,8 @@ class LlmRerankerSettings:
     def __post_init__(self):
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}; choose one of {HEADS}")
+        if self.tokenize not in TOKENIZE_MODES:
+            raise ValueError(f"unknown tokenize mode {self.tokenize!r}; choose one of {TOKENIZE_MODES}")
         for name in ("{query}", "{document}"):
             if self.template.count(name) != 1:
                 raise ValueError(f"the template must contain {name} exactly once: {self.template!r}")
@@ -67,11 +90,11 @@ class LlmRerankerSettings:
         if self.max_length < 8:
             raise ValueError(f"max_length must be >= 8, got {self.max_length}")
 
-    def template_parts(self) -> tuple[str, str, str]:
-        """(text before the query, between query and document, after the document)."""
+    def fill(self, query: str, document: str) -> str:
+        """The prompt of one pair (plain substitution: braces elsewhere in the template stay as they are)."""
         before, rest = self.template.split("{query}")
         middle, after = rest.split("{document}")
-        return before, middle, after
+        return before + query + middle + document + after
 
 
 @dataclass
@@ -119,15 +142,24 @@ class LlmReranker(nn.Module):
             tokenizer.pad_token = tokenizer.eos_token  # padding is masked out by the attention mask
         if getattr(self.config, "pad_token_id", None) is None:
             self.config.pad_token_id = tokenizer.pad_token_id
-        self.yes_token_id = self._resolve_yes_token() if self.settings.head == "yes_token" else None
-        before, middle, after = self.settings.template_parts()
-        ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"] if text else []  # noqa: E731
-        self._prefix = _leading_special_ids(tokenizer) + ids(before)
-        self._middle, self._suffix = ids(middle), ids(after)
-        fixed = len(self._prefix) + len(self._middle) + len(self._suffix)
-        if fixed + 2 > self.settings.max_length:
-            raise ValueError(f"the template alone takes {fixed} tokens; max_length {self.settings.max_length} "
-                             "leaves no room for a query and a document")
+        if not getattr(tokenizer, "is_fast", False):
+            raise TypeError(f"{type(tokenizer).__name__} is a slow tokenizer; LLM rerankers need a fast one "
+                            "(its offsets are how a long text is cut at a token boundary)")
+        head = self.settings.head == "yes_token"
+        self.yes_token_id = self._resolve_token(self.settings.yes_token, "yes_token") if head else None
+        self.no_token_id = (self._resolve_token(self.settings.no_token, "no_token")
+                            if head and self.settings.no_token else None)
+        if not self.settings.add_special_tokens:
+            self._bos = []
+        elif self.settings.tokenize == "lines":  # the bge layout always starts with the BOS token, if there is one
+            self._bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+        else:  # whatever the tokenizer itself puts first
+            self._bos = _leading_special_ids(tokenizer)
+        self._newline = self._ids("\n")
+        self.template_tokens = len(self._encode("", ""))  # the prompt's own tokens, around the texts
+        if self.template_tokens + 2 > self.settings.max_length:
+            raise ValueError(f"the template alone takes {self.template_tokens} tokens; max_length "
+                             f"{self.settings.max_length} leaves no room for a query and a document")
         self.layer_heads = self._build_layer_heads() if self.settings.layerwise else None
 
     # ------------------------------------------------------------------ structure
@@ -159,18 +191,22 @@ class LlmReranker(nn.Module):
         """Layers (1-based) that have a score: start..last with layerwise heads, else only the last."""
         return list(range(self.start_layer, self.num_layers + 1)) if self.settings.layerwise else [self.num_layers]
 
-    def _resolve_yes_token(self) -> int:
-        ids = self.tokenizer(self.settings.yes_token, add_special_tokens=False)["input_ids"]
+    def _resolve_token(self, text: str, name: str) -> int:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
             pieces = self.tokenizer.convert_ids_to_tokens(ids)
-            raise ValueError(f"yes_token {self.settings.yes_token!r} is {len(ids)} tokens {pieces} for this "
+            raise ValueError(f"{name} {text!r} is {len(ids)} tokens {pieces} for this "
                              "tokenizer; choose a string that is exactly one token")
         return int(ids[0])
 
     def _final_head_weight(self) -> Tensor:
         """``(1, H)`` weight of the last layer's score: the yes row of the LM head, or the classifier."""
         if self.settings.head == "yes_token":
-            return self.inner.get_output_embeddings().weight[self.yes_token_id].unsqueeze(0)
+            weight = self.inner.get_output_embeddings().weight
+            row = weight[self.yes_token_id]
+            if self.no_token_id is not None:  # logit(yes) - logit(no) is one row too
+                row = row - weight[self.no_token_id]
+            return row.unsqueeze(0)
         return self._classifier().weight
 
     def _classifier(self) -> nn.Linear:
@@ -201,27 +237,64 @@ class LlmReranker(nn.Module):
             self.inner.enable_input_require_grads()
 
     # ------------------------------------------------------------------ tokenisation
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def _encode(self, query: str, document: str) -> list[int]:
+        """Token ids of one pair's prompt, uncut."""
+        s = self.settings
+        if s.tokenize == "whole":
+            return self._bos + self._ids(s.fill(query, document))
+        before, rest = s.template.split("{query}")
+        middle, after = rest.split("{document}")
+        lines = (before + "\x00" + middle + "\x01" + after).split("\n")
+        ids = list(self._bos)
+        for n, line in enumerate(lines):
+            if n:
+                ids += self._newline
+            ids += self._ids(line.replace("\x00", query).replace("\x01", document))
+        return ids
+
     def tokenize_pairs(self, queries: Sequence[str], docs: Sequence[str],
                        max_length: int | None = None) -> tuple[dict[str, list[list[int]]], int]:
         """Token ids of each pair's prompt, unpadded, and how many pairs were cut to fit ``max_length``.
 
-        The template's own tokens are never cut (the prompt must end where the answer goes); the
-        longer of query and document is shortened first.
+        A prompt that is too long keeps the template whole (it must end where the answer goes): the
+        longer of query and document is cut first, at a token boundary of its own tokenization, and
+        the prompt is tokenized again, so what the model reads is always a plain prompt.
         """
         if len(queries) != len(docs):
             raise ValueError(f"got {len(queries)} queries but {len(docs)} documents")
         max_length = max_length or self.settings.max_length
-        budget = max_length - len(self._prefix) - len(self._middle) - len(self._suffix)
-        if budget < 2:
-            raise ValueError(f"max_length {max_length} leaves no room beside the template's tokens")
-        tok = lambda texts: self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]  # noqa: E731
-        q_ids, d_ids = tok(queries), tok(docs)
+        if max_length < self.template_tokens + 2:
+            raise ValueError(f"max_length {max_length} leaves no room beside the template's "
+                             f"{self.template_tokens} tokens")
         input_ids, cut = [], 0
-        for q, d in zip(q_ids, d_ids):
-            nq, nd = _fit(len(q), len(d), budget)
-            cut += (nq, nd) != (len(q), len(d))
-            input_ids.append(self._prefix + q[:nq] + self._middle + d[:nd] + self._suffix)
+        for q, d in zip(queries, docs):
+            ids = self._encode(q, d)
+            if len(ids) > max_length:
+                ids = self._shorten(q, d, max_length)
+                cut += 1
+            input_ids.append(ids)
         return {"input_ids": input_ids, "attention_mask": [[1] * len(ids) for ids in input_ids]}, cut
+
+    def _shorten(self, query: str, document: str, max_length: int) -> list[int]:
+        """The prompt of a pair cut to at most ``max_length`` tokens (longer text first)."""
+        def token_ends(text: str) -> list[int]:
+            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+            return [end for _, end in enc["offset_mapping"]]
+
+        q_end, d_end = token_ends(query), token_ends(document)
+        nq, nd = _fit(len(q_end), len(d_end), max_length - self.template_tokens)
+        while True:  # tokens can merge across the cut; take off the excess and try again
+            ids = self._encode(query[:q_end[nq - 1]] if nq else "", document[:d_end[nd - 1]] if nd else "")
+            excess = len(ids) - max_length
+            if excess <= 0:
+                return ids
+            if nd >= nq:
+                nd = max(0, nd - excess)
+            else:
+                nq = max(0, nq - excess)
 
     def collator(self, max_length: int | None = None, micro_batch_tokens: int | None = 8192):
         """A :class:`~hf_ragtrain.data.RerankCollator` that writes pairs into this model's prompt."""
@@ -256,38 +329,53 @@ class LlmReranker(nn.Module):
             decoder.layers = layers
 
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
-                inputs_embeds: Tensor | None = None, cutoff_layer: int | None = None, **kwargs: Any) -> LlmRerankerOutput:
+                inputs_embeds: Tensor | None = None, cutoff_layer: int | None = None,
+                layers: Sequence[int] | None = None, **kwargs: Any) -> LlmRerankerOutput:
+        """Scores at ``cutoff_layer`` (``logits``, ``(N, 1)``). In training with layerwise heads, or
+        when ``layers`` names several scored layers, ``layer_logits`` holds one column per layer;
+        only the layers up to the highest one asked for are run."""
         if attention_mask is None:
             raise ValueError("LlmReranker needs the attention mask to find each pair's last token")
         kwargs = {k: v for k, v in kwargs.items() if k not in ("token_type_ids", "labels")}
         cutoff = cutoff_layer or self.settings.cutoff_layer or self.num_layers
-        if cutoff not in self.scored_layers:
-            raise ValueError(f"cutoff_layer {cutoff} has no score head; scored layers are {self.scored_layers}")
+        wanted = list(layers) if layers is not None else (
+            self.scored_layers if self.settings.layerwise and self.training else [cutoff])
+        for layer in [*wanted, cutoff]:
+            if layer not in self.scored_layers:
+                raise ValueError(f"layer {layer} has no score head; scored layers are {self.scored_layers}")
         inputs = dict(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                       use_cache=False, **kwargs)
-        if not self.settings.layerwise or (not self.training and cutoff < self.num_layers):
+        if len(wanted) == 1 and layers is None:
             with self._only_layers(cutoff):  # the norm after the stack makes this layer's normed state
                 hidden = self.decoder(**inputs).last_hidden_state
             return LlmRerankerOutput(logits=self._head(cutoff, pool(hidden, attention_mask, "last_token")).unsqueeze(-1))
-        states = self.decoder(**inputs, output_hidden_states=True).hidden_states
+        top = max(*wanted, cutoff)
+        with self._only_layers(top):
+            states = self.decoder(**inputs, output_hidden_states=True).hidden_states
         norm = self.decoder.norm
         scores = []
-        for layer in self.scored_layers:  # states[i] is the output of layer i; the last one is already normed
+        for layer in wanted:  # states[i] is the output of layer i; the last one run is already normed
             h = pool(states[layer], attention_mask, "last_token")
-            scores.append(self._head(layer, h if layer == self.num_layers else norm(h)))
+            scores.append(self._head(layer, h if layer == top else norm(h)))
         layer_logits = torch.stack(scores, dim=-1)
-        return LlmRerankerOutput(logits=layer_logits[:, self.scored_layers.index(cutoff)].unsqueeze(-1),
-                                 layer_logits=layer_logits)
+        if cutoff in wanted:
+            logits = layer_logits[:, wanted.index(cutoff)]
+        else:
+            logits = self._head(cutoff, pool(states[cutoff], attention_mask, "last_token")
+                                if cutoff == top else norm(pool(states[cutoff], attention_mask, "last_token")))
+        return LlmRerankerOutput(logits=logits.unsqueeze(-1), layer_logits=layer_logits)
 
     @torch.no_grad()
     def score(self, queries: Sequence[str], docs: Sequence[str], batch_tokens: int = 16384,
-              show_progress: bool = False, cutoff_layer: int | None = None) -> np.ndarray:
-        """Scores of (query, document) pairs in input order (length-sorted batches, no gradients)."""
+              show_progress: bool = False, cutoff_layer: int | None = None,
+              layers: Sequence[int] | None = None, batch_size: int | None = None) -> np.ndarray:
+        """Scores of (query, document) pairs in input order (length-sorted batches, no gradients):
+        ``(N,)`` at ``cutoff_layer``, or ``(N, len(layers))`` with one column per layer in ``layers``."""
         from .cross_encoder import score_pairs
 
-        model = self if cutoff_layer is None else _AtLayer(self, cutoff_layer)
+        model = self if cutoff_layer is None and layers is None else _AtLayer(self, cutoff_layer, layers)
         return score_pairs(model, self.tokenizer, queries, docs, max_length=self.settings.max_length,
-                           batch_tokens=batch_tokens, show_progress=show_progress)
+                           batch_tokens=batch_tokens, show_progress=show_progress, batch_size=batch_size)
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
@@ -302,6 +390,7 @@ class LlmReranker(nn.Module):
         path = resolve_model_path(name_or_path)
         recorded = _read_json(os.path.join(path, SETTINGS_FILE)) or {}
         recorded.pop("yes_token_id", None)
+        recorded.pop("no_token_id", None)
         merged = LlmRerankerSettings(**{**recorded, **{k: v for k, v in settings.items() if v is not None}})
         adapter_config = _read_json(os.path.join(path, "adapter_config.json"))
         base_path = adapter_config["base_model_name_or_path"] if adapter_config else path
@@ -355,7 +444,8 @@ class LlmReranker(nn.Module):
             heads = heads_state or self.layer_heads.state_dict()
             save_file({k: v.detach().contiguous().cpu() for k, v in heads.items()}, os.path.join(path, LAYER_HEADS_FILE))
         with open(os.path.join(path, SETTINGS_FILE), "w") as fh:
-            json.dump({**asdict(self.settings), "yes_token_id": self.yes_token_id}, fh, indent=2)
+            json.dump({**asdict(self.settings), "yes_token_id": self.yes_token_id, "no_token_id": self.no_token_id},
+                      fh, indent=2)
 
     def load_weights(self, path: str) -> None:
         """Load weights written by :meth:`save_pretrained` (a Trainer checkpoint) into this model."""
@@ -374,15 +464,17 @@ class LlmReranker(nn.Module):
 
 
 class _AtLayer(nn.Module):
-    """A view of an :class:`LlmReranker` that scores at a fixed cutoff layer (for ``score_pairs``)."""
+    """A view of an :class:`LlmReranker` that scores at a fixed cutoff layer, or at several layers
+    (one logit column each), for ``score_pairs``."""
 
-    def __init__(self, reranker: LlmReranker, layer: int):
+    def __init__(self, reranker: LlmReranker, layer: int | None, layers: Sequence[int] | None = None):
         super().__init__()
-        self.reranker, self.layer = reranker, layer
+        self.reranker, self.layer, self.layers = reranker, layer, layers
         self.tokenize_pairs = reranker.tokenize_pairs
 
     def forward(self, **inputs: Any) -> LlmRerankerOutput:
-        return self.reranker(cutoff_layer=self.layer, **inputs)
+        out = self.reranker(cutoff_layer=self.layer, layers=self.layers, **inputs)
+        return out if self.layers is None else LlmRerankerOutput(logits=out.layer_logits)
 
 
 def _read_json(path: str) -> dict | None:
@@ -392,4 +484,5 @@ def _read_json(path: str) -> dict | None:
         return json.load(fh)
 
 
-__all__ = ["DEFAULT_TEMPLATE", "LlmReranker", "LlmRerankerOutput", "LlmRerankerSettings"]
+__all__ = ["BGE_INSTRUCTION", "BGE_TEMPLATE", "DEFAULT_TEMPLATE", "LlmReranker", "LlmRerankerOutput",
+           "LlmRerankerSettings"]

@@ -1,0 +1,529 @@
+"""One interface for every kind of reranker.
+
+    from hf_ragtrain import Reranker
+
+    reranker = Reranker.from_pretrained("runs/reranker")  # the kind is read from the folder
+    reranker.rank("how do I sort a dict?", docs, top_k=3)  # [RankedDocument(corpus_id, score, text), ...]
+    reranker.compute_score([("how do I sort a dict?", docs[0]), ...], normalize=True)
+
+Kinds (``Reranker.from_pretrained(path, kind=...)`` picks one explicitly):
+
+- ``cross-encoder``: any ``AutoModelForSequenceClassification`` with one logit;
+- ``llm``: an :class:`~hf_ragtrain.LlmReranker` folder (yes-token or classifier head), or any
+  causal LM with a prompt given as options (the bge-reranker-v2-gemma layout is
+  ``template=BGE_TEMPLATE, tokenize="lines", yes_token="Yes"``);
+- ``layerwise-llm``: an LlmReranker with layerwise heads, scored at one or several cutoff layers;
+- ``zero-shot``: any chat model, scored by ``logit("Yes") - logit("No")`` of its answer;
+- ``colbert``: a folder written by ColbertTrainer (MaxSim);
+- ``bi-encoder``: a folder written by ContrastiveTrainer or any sentence-transformers embedder.
+
+Detection reads only saved files (``hf_ragtrain_*.json``, ``config_sentence_transformers.json``,
+the architectures in ``config.json``, a chat template), never the model's name.
+
+Long documents: ``long_doc="truncate"`` cuts the document to fit (the query keeps its own budget)
+and reports how many were cut; ``long_doc="max_chunk"`` scores overlapping windows of the document
+that fit next to the query and keeps the best. A new kind subclasses :class:`BaseReranker` and
+implements :meth:`~BaseReranker.compute_score`; ``rank`` comes with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+LONG_DOC_MODES = ("truncate", "max_chunk")
+ZERO_SHOT_INSTRUCTION = ("Decide whether the document answers the query.\n"
+                         "Query: {query}\nDocument: {document}\n"
+                         "Reply with Yes if it does and No if it does not.")
+
+
+@dataclass
+class RankedDocument:
+    """One entry of :meth:`BaseReranker.rank`: ``corpus_id`` is the position in the caller's list."""
+
+    corpus_id: int
+    score: float
+    text: str | None
+
+
+@dataclass
+class ScoreStats:
+    """What scoring did to the inputs, for the last call (``last``) and in total (``total``)."""
+
+    pairs: int = 0
+    truncated: int = 0  # pairs (or, with max_chunk, windows) cut to fit max_length
+    windows: int = 0  # with max_chunk: the windows scored
+
+    def add(self, other: "ScoreStats") -> None:
+        self.pairs, self.truncated, self.windows = (self.pairs + other.pairs, self.truncated + other.truncated,
+                                                    self.windows + other.windows)
+
+
+def _as_pairs(pairs: Any) -> tuple[bool, list[str], list[str]]:
+    """(single pair given?, queries, documents), checking that every pair is two strings."""
+    single = isinstance(pairs, (tuple, list)) and len(pairs) == 2 and all(isinstance(x, str) for x in pairs)
+    items = [pairs] if single else list(pairs)
+    queries, docs = [], []
+    for n, pair in enumerate(items):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise TypeError(f"pair {n}: expected a (query, document) pair of strings, got {pair!r:.120}")
+        queries.append(pair[0])
+        docs.append(pair[1])
+    return single, queries, docs
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+def split_windows(tokenizer: Any, text: str, size: int, overlap: int) -> list[str]:
+    """Cut ``text`` into windows of at most ``size`` of its tokens, each overlapping the previous one
+    by ``overlap`` tokens, at token boundaries (character offsets of a fast tokenizer)."""
+    if size < 1:
+        raise ValueError(f"no room for the document: window size {size}")
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
+    if len(offsets) <= size:
+        return [text]
+    step = max(1, size - min(overlap, size // 2))
+    windows = []
+    for start in range(0, len(offsets), step):
+        end = min(start + size, len(offsets))
+        windows.append(text[offsets[start][0]:offsets[end - 1][1]])
+        if end == len(offsets):
+            break
+    return windows
+
+
+class BaseReranker:
+    """The reranker interface. A new kind implements :meth:`compute_score`; :meth:`rank` is built on it."""
+
+    def compute_score(self, pairs: Sequence[tuple[str, str]] | tuple[str, str], batch_size: int | None = None,
+                      max_length: int | None = None, normalize: bool = False) -> list[float] | float:
+        """Scores of (query, document) pairs in input order (a float for one pair given alone).
+        ``normalize`` maps them into [0, 1] without changing their order."""
+        raise NotImplementedError
+
+    def rank(self, query: str, docs: Sequence[str], top_k: int | None = None, batch_size: int | None = None,
+             max_length: int | None = None, normalize: bool = False) -> list[RankedDocument]:
+        """``docs`` sorted by score, best first (ties keep the input order), at most ``top_k`` of them.
+
+        ``corpus_id`` and ``text`` refer to the caller's list. Empty documents (``""``, whitespace,
+        ``None``) are not scored: they rank last with score ``-inf``, and a log line counts them.
+        """
+        docs = list(docs)
+        scored = [i for i, d in enumerate(docs) if isinstance(d, str) and d.strip()]
+        scores = self.compute_score([(query, docs[i]) for i in scored], batch_size=batch_size,
+                                    max_length=max_length, normalize=normalize) if scored else []
+        ranked = sorted((RankedDocument(i, float(s), docs[i]) for i, s in zip(scored, scores)),
+                        key=lambda r: -r.score)
+        if len(scored) < len(docs):
+            kept = set(scored)
+            empty = [i for i in range(len(docs)) if i not in kept]
+            logger.info("%d of %d documents are empty; they rank last, unscored", len(empty), len(docs))
+            ranked += [RankedDocument(i, float("-inf"), docs[i]) for i in empty]
+        return ranked if top_k is None else ranked[:top_k]
+
+
+class Reranker(BaseReranker):
+    """The built-in kinds, and ``Reranker.from_pretrained`` to load any of them.
+
+    Built-in kinds implement ``_score`` (raw scores of pairs), ``_doc_budget`` (document tokens
+    that fit beside a query) and ``_normalize``; ``compute_score`` adds long-document handling,
+    the single-pair form, normalisation and the truncation count (``stats``).
+    """
+
+    kind: str = ""
+    _kinds: dict[str, type["Reranker"]] = {}
+
+    def __init__(self, tokenizer: Any, max_length: int, batch_size: int = 32, long_doc: str = "truncate",
+                 overlap: int = 32, show_progress: bool | None = None):
+        if long_doc not in LONG_DOC_MODES:
+            raise ValueError(f"long_doc must be one of {LONG_DOC_MODES}, got {long_doc!r}")
+        self.tokenizer, self.max_length, self.batch_size = tokenizer, max_length, batch_size
+        self.long_doc, self.overlap, self.show_progress = long_doc, overlap, show_progress
+        self.last, self.total = ScoreStats(), ScoreStats()
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            Reranker._kinds[cls.kind] = cls
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, kind: str | None = None, **options: Any) -> "Reranker":
+        """Load a saved reranker or encoder folder (or the ``minilm``/``smollm2`` aliases) as the
+        kind its files declare, or as ``kind``. ``options`` go to that kind's loader (``max_length``,
+        ``batch_size``, ``long_doc``, ``overlap``, ``device``, ``dtype``, and kind-specific ones)."""
+        from .offline import resolve_model_path
+
+        path = resolve_model_path(name_or_path)
+        if cls.kind:  # called on a kind's own class
+            return cls._load(path, **options)
+        kind = kind or reranker_kind(path)
+        if kind not in cls._kinds:
+            raise ValueError(f"unknown reranker kind {kind!r}; choose one of {sorted(cls._kinds)}")
+        return cls._kinds[kind]._load(path, **options)
+
+    @classmethod
+    def _load(cls, path: str, **options: Any) -> "Reranker":
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ scoring
+    def _score(self, queries: list[str], docs: list[str], batch_size: int, max_length: int, stats: ScoreStats,
+               **options: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def _doc_budget(self, query: str, max_length: int) -> int:
+        raise NotImplementedError
+
+    def _normalize(self, scores: np.ndarray, queries: list[str]) -> np.ndarray:
+        return sigmoid(scores)
+
+    def _progress(self, n: int) -> bool:
+        return self.show_progress if self.show_progress is not None else n >= 2000
+
+    def compute_score(self, pairs, batch_size: int | None = None, max_length: int | None = None,
+                      normalize: bool = False, **options: Any):
+        single, queries, docs = _as_pairs(pairs)
+        batch_size, max_length = batch_size or self.batch_size, max_length or self.max_length
+        stats = ScoreStats(pairs=len(docs))
+        if not docs:
+            return []
+        if self.long_doc == "max_chunk":
+            owner, wq, wd = [], [], []
+            for i, (q, d) in enumerate(zip(queries, docs)):
+                windows = split_windows(self.tokenizer, d, self._doc_budget(q, max_length), self.overlap)
+                owner += [i] * len(windows)
+                wq += [q] * len(windows)
+                wd += windows
+            stats.windows = len(wd)
+            raw = self._score(wq, wd, batch_size, max_length, stats, **options)
+            scores = np.full((len(docs),) + raw.shape[1:], -np.inf, dtype=np.float64)
+            np.maximum.at(scores, np.asarray(owner), raw)
+        else:
+            scores = np.asarray(self._score(queries, docs, batch_size, max_length, stats, **options), dtype=np.float64)
+        if stats.truncated:
+            what = "windows" if self.long_doc == "max_chunk" else "pairs"
+            logger.warning("%d of %d %s were longer than max_length %d and were cut%s", stats.truncated,
+                           stats.windows or stats.pairs, what, max_length,
+                           "" if self.long_doc == "max_chunk" else " (long_doc='max_chunk' scores every part)")
+        self.last = stats
+        self.total.add(stats)
+        if normalize:
+            scores = self._normalize(scores, queries)
+        if scores.ndim == 2:  # several layers: one list per layer
+            return [float(s) for s in scores[0]] if single else [scores[:, j].tolist() for j in range(scores.shape[1])]
+        return float(scores[0]) if single else scores.tolist()
+
+
+def _device_and_dtype(device: str | None, dtype: Any) -> tuple[torch.device, torch.dtype]:
+    """``device=None``: CUDA when there is one. ``dtype=None``: bf16 on GPUs that have it, fp16 on
+    older GPUs, fp32 on CPU; or ``"bf16"``/``"fp16"``/``"fp32"``/a torch dtype."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dtype is None:
+        if device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            dtype = torch.float32
+    names = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    return device, names.get(dtype, dtype) if isinstance(dtype, str) else dtype
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class _PairModelReranker(Reranker):
+    """Kinds that read the query and the document together (cross-encoders and LLMs)."""
+
+    def __init__(self, model: Any, tokenizer: Any, max_length: int, device: str | None = None, dtype: Any = None,
+                 **options: Any):
+        super().__init__(tokenizer, max_length, **options)
+        self.device, self.dtype = _device_and_dtype(device, dtype)
+        self.model = model.to(self.device).eval()
+
+    def _scorer(self, **options: Any) -> Any:
+        return self.model
+
+    def _score(self, queries, docs, batch_size, max_length, stats, **options):
+        from .modeling.cross_encoder import ScoreReport, score_pairs
+
+        report = ScoreReport()
+        with _autocast(self.device, self.dtype):
+            scores = score_pairs(self._scorer(**options), self.tokenizer, queries, docs, max_length=max_length,
+                                 batch_size=batch_size, report=report, show_progress=self._progress(len(docs)))
+        stats.truncated += report.truncated
+        return scores
+
+    def _query_tokens(self, query: str) -> int:
+        return len(self.tokenizer(query, add_special_tokens=False)["input_ids"])
+
+
+class CrossEncoderReranker(_PairModelReranker):
+    """Any ``AutoModelForSequenceClassification`` with one logit; the score is the raw logit
+    (``normalize``: its sigmoid), the same number as sentence-transformers ``CrossEncoder.predict``
+    with an identity activation."""
+
+    kind = "cross-encoder"
+
+    @classmethod
+    def _load(cls, path: str, max_length: int | None = None, attn_implementation: str | None = None,
+              **options: Any) -> "CrossEncoderReranker":
+        from .modeling.cross_encoder import load_cross_encoder
+
+        if attn_implementation:
+            model, tokenizer = load_cross_encoder(path, attn_implementation=attn_implementation)
+        else:  # sdpa: for inference on CPU it measured 1.5x eager on SciFact pairs (bench_rerank_inference.py)
+            try:
+                model, tokenizer = load_cross_encoder(path, attn_implementation="sdpa")
+            except ValueError:  # an architecture without sdpa support
+                model, tokenizer = load_cross_encoder(path, attn_implementation="eager")
+        limit = min(getattr(model.config, "max_position_embeddings", 512), 512)
+        return cls(model, tokenizer, max_length or limit, **options)
+
+    def _doc_budget(self, query: str, max_length: int) -> int:
+        specials = self.tokenizer.num_special_tokens_to_add(pair=True)
+        room = max_length - specials
+        return room - min(self._query_tokens(query), room // 2)
+
+
+class LlmPairReranker(_PairModelReranker):
+    """An :class:`~hf_ragtrain.LlmReranker` (yes-token or classifier head); ``normalize`` is the sigmoid."""
+
+    kind = "llm"
+
+    def __init__(self, reranker: Any, device: str | None = None, dtype: Any = None, **options: Any):
+        super().__init__(reranker, reranker.tokenizer, options.pop("max_length", None) or reranker.settings.max_length,
+                         device=device, dtype=dtype, **options)
+        self.reranker = reranker
+
+    @classmethod
+    def _load(cls, path: str, max_length: int | None = None, batch_size: int = 32, long_doc: str = "truncate",
+              overlap: int = 32, show_progress: bool | None = None, device: str | None = None, dtype: Any = None,
+              **settings: Any) -> "LlmPairReranker":
+        from .modeling.llm_reranker import LlmReranker
+
+        if max_length is not None:
+            settings["max_length"] = max_length
+        model = LlmReranker.from_pretrained(path, **settings)
+        return cls(model, batch_size=batch_size, long_doc=long_doc, overlap=overlap, show_progress=show_progress,
+                   device=device, dtype=dtype)
+
+    def _doc_budget(self, query: str, max_length: int) -> int:
+        room = max_length - self.reranker.template_tokens
+        return room - min(self._query_tokens(query), room // 2)
+
+
+class LayerwiseLlmReranker(LlmPairReranker):
+    """A layerwise LlmReranker. ``compute_score(pairs, cutoff_layers=[8, 12])`` returns one list of
+    scores per layer, in the order asked (one forward pass, run only up to the highest layer);
+    ``cutoff_layers=None`` scores at the folder's cutoff layer (the last by default)."""
+
+    kind = "layerwise-llm"
+
+    @property
+    def scored_layers(self) -> list[int]:
+        return self.reranker.scored_layers
+
+    def _scorer(self, cutoff_layers: int | Sequence[int] | None = None) -> Any:
+        from .modeling.llm_reranker import _AtLayer
+
+        if cutoff_layers is None:
+            return self.model
+        if isinstance(cutoff_layers, int):
+            return _AtLayer(self.reranker, cutoff_layers)
+        return _AtLayer(self.reranker, None, list(cutoff_layers))
+
+
+class ZeroShotReranker(LlmPairReranker):
+    """Any chat model, unchanged: the pair goes into ``instruction`` as the user's message, the chat
+    template adds the assistant's turn, and the score is ``logit(yes_token) - logit(no_token)`` of
+    the answer's first token (``normalize``: its sigmoid, P(yes | yes or no)).
+
+    The prompt is the chat template's own text tokenized without the tokenizer's extra special
+    tokens, so models with no BOS token, or whose template writes its own, read exactly what the
+    template renders.
+    """
+
+    kind = "zero-shot"
+
+    @classmethod
+    def _load(cls, path: str, instruction: str = ZERO_SHOT_INSTRUCTION, yes_token: str = "Yes",
+              no_token: str = "No", max_length: int = 512, **options: Any) -> "ZeroShotReranker":
+        from transformers import AutoTokenizer
+
+        template = chat_prompt_template(AutoTokenizer.from_pretrained(path), instruction)
+        return super()._load(path, template=template, yes_token=yes_token, no_token=no_token, head="yes_token",
+                             add_special_tokens=False, tokenize="whole", max_length=max_length, **options)
+
+
+def chat_prompt_template(tokenizer: Any, instruction: str = ZERO_SHOT_INSTRUCTION) -> str:
+    """The chat template rendered around ``instruction`` (a user message with ``{query}`` and
+    ``{document}``), ending where the assistant's answer starts."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("the tokenizer has no chat template; zero-shot scoring needs a chat model "
+                         "(or use kind='llm' with a template)")
+    for name in ("{query}", "{document}"):
+        if instruction.count(name) != 1:
+            raise ValueError(f"the instruction must contain {name} exactly once: {instruction!r}")
+    text = tokenizer.apply_chat_template([{"role": "user", "content": instruction}], add_generation_prompt=True,
+                                         tokenize=False)
+    if text.count("{query}") != 1 or text.count("{document}") != 1:
+        raise ValueError("the chat template changed the {query}/{document} placeholders; pass an instruction "
+                         "it leaves intact")
+    return text
+
+
+class _EncoderReranker(Reranker):
+    """Kinds that encode queries and documents apart (each text encoded once per call)."""
+
+    def __init__(self, encoder: Any, max_length: int, device: str | None = None, dtype: Any = None, **options: Any):
+        super().__init__(encoder.tokenizer, max_length, **options)
+        self.device, self.dtype = _device_and_dtype(device, dtype)
+        self.encoder = encoder.to(self.device).eval()
+
+    def _doc_budget(self, query: str, max_length: int) -> int:
+        prompt = len(self.tokenizer(self._doc_prompt, add_special_tokens=False)["input_ids"]) if self._doc_prompt else 0
+        return max_length - self.tokenizer.num_special_tokens_to_add(pair=False) - prompt
+
+    @contextlib.contextmanager
+    def _doc_length(self, max_length: int):
+        settings, name = self.encoder.settings, self._doc_length_field
+        before = getattr(settings, name)
+        setattr(settings, name, max_length)
+        try:
+            yield
+        finally:
+            setattr(settings, name, before)
+
+
+class BiEncoderReranker(_EncoderReranker):
+    """A bi-encoder (ours or a sentence-transformers folder): the dot product of the query and
+    document vectors, the cosine when the model normalises; ``normalize``: ``(cos + 1) / 2``
+    (the sigmoid for an unnormalised model). ``max_length`` is the document's."""
+
+    kind = "bi-encoder"
+    _doc_length_field = "passage_max_length"
+
+    @classmethod
+    def _load(cls, path: str, max_length: int | None = None, device: str | None = None, dtype: Any = None,
+              **options: Any) -> "BiEncoderReranker":
+        from .modeling.bi_encoder import BiEncoder
+
+        encoder = BiEncoder.from_pretrained(path)
+        return cls(encoder, max_length or encoder.settings.passage_max_length, device=device, dtype=dtype, **options)
+
+    @property
+    def _doc_prompt(self) -> str:
+        return self.encoder.settings.passage_prompt
+
+    def _score(self, queries, docs, batch_size, max_length, stats, **options):
+        uq, ud = list(dict.fromkeys(queries)), list(dict.fromkeys(docs))
+        with self._doc_length(max_length), _autocast(self.device, self.dtype):
+            stats.truncated += self.encoder.tokenize(ud, "passage")[1]
+            qv = self.encoder.encode(uq, batch_size=batch_size, kind="query", convert_to_tensor=True)
+            dv = self.encoder.encode(ud, batch_size=batch_size, kind="passage", convert_to_tensor=True,
+                                     show_progress_bar=self._progress(len(ud)))
+        qi, di = {q: i for i, q in enumerate(uq)}, {d: i for i, d in enumerate(ud)}
+        q = qv[[qi[x] for x in queries]].double()
+        d = dv[[di[x] for x in docs]].double()
+        return (q * d).sum(-1).numpy()
+
+    def _normalize(self, scores, queries):
+        return (scores + 1) / 2 if self.encoder.settings.normalize else sigmoid(scores)
+
+
+class ColbertReranker(_EncoderReranker):
+    """A ColBERT model: the MaxSim score; ``normalize``: the mean best similarity per query token,
+    mapped from [-1, 1] to [0, 1]. ``max_length`` is the document's."""
+
+    kind = "colbert"
+    _doc_length_field = "document_max_length"
+
+    @classmethod
+    def _load(cls, path: str, max_length: int | None = None, device: str | None = None, dtype: Any = None,
+              **options: Any) -> "ColbertReranker":
+        from .modeling.colbert import ColbertEncoder
+
+        encoder = ColbertEncoder.from_pretrained(path)
+        return cls(encoder, max_length or encoder.settings.document_max_length, device=device, dtype=dtype, **options)
+
+    @property
+    def _doc_prompt(self) -> str:
+        return self.encoder.settings.document_prompt
+
+    def _score(self, queries, docs, batch_size, max_length, stats, **options):
+        from .modeling.colbert import _stack, maxsim
+
+        uq, ud = list(dict.fromkeys(queries)), list(dict.fromkeys(docs))
+        with self._doc_length(max_length), _autocast(self.device, self.dtype):
+            stats.truncated += self.encoder.tokenize(ud, "document")[1]
+            qv = self.encoder.encode(uq, "query", batch_size)
+            dv = self.encoder.encode(ud, "document", batch_size)
+        self._query_vectors = {q: len(v) for q, v in zip(uq, qv)}
+        qi, di = {q: i for i, q in enumerate(uq)}, {d: i for i, d in enumerate(ud)}
+        out = np.empty(len(docs), dtype=np.float64)
+        by_query: dict[str, list[int]] = {}
+        for n, q in enumerate(queries):
+            by_query.setdefault(q, []).append(n)
+        for q, rows in by_query.items():
+            qt, qm = _stack([qv[qi[q]].float()])
+            dt, dm = _stack([dv[di[docs[r]]].float() for r in rows])
+            out[rows] = maxsim(qt, qm, dt, dm)[0].double().numpy()
+        return out
+
+    def _normalize(self, scores, queries):
+        n = np.asarray([max(1, self._query_vectors[q]) for q in queries], dtype=np.float64)
+        return (scores / n + 1) / 2
+
+
+def reranker_kind(path: str) -> str:
+    """The kind a folder holds, from its saved files only (never from its name)."""
+    def read(name: str) -> dict:
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            return {}
+        with open(file) as fh:
+            return json.load(fh)
+
+    from .modeling.bi_encoder import ENCODER_CONFIG
+    from .modeling.colbert import COLBERT_CONFIG
+    from .modeling.llm_reranker import SETTINGS_FILE
+
+    llm = read(SETTINGS_FILE)
+    if llm:
+        return "layerwise-llm" if llm.get("layerwise") else "llm"
+    st_type = read("config_sentence_transformers.json").get("model_type")
+    if os.path.isfile(os.path.join(path, COLBERT_CONFIG)) or st_type == "MultiVectorEncoder":
+        return "colbert"
+    if st_type == "CrossEncoder":
+        return "cross-encoder"
+    if os.path.isfile(os.path.join(path, ENCODER_CONFIG)) or os.path.isfile(os.path.join(path, "modules.json")):
+        return "bi-encoder"
+    architectures = read("config.json").get("architectures") or []
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        return "cross-encoder"
+    if any(a.endswith("ForCausalLM") for a in architectures):
+        tokenizer_config = read("tokenizer_config.json")
+        if tokenizer_config.get("chat_template") or os.path.isfile(os.path.join(path, "chat_template.jinja")):
+            return "zero-shot"
+        raise ValueError(f"{path}: a causal LM with no reranker settings and no chat template; load it with "
+                         "kind='llm' and a template")
+    raise ValueError(f"{path}: cannot tell which kind of reranker this folder holds (architectures "
+                     f"{architectures or 'missing'}); pass kind= one of {sorted(Reranker._kinds)}")
+
+
+__all__ = ["BaseReranker", "BiEncoderReranker", "ColbertReranker", "CrossEncoderReranker", "LayerwiseLlmReranker",
+           "LlmPairReranker", "RankedDocument", "Reranker", "ScoreStats", "ZeroShotReranker", "chat_prompt_template",
+           "reranker_kind", "split_windows", "ZERO_SHOT_INSTRUCTION", "LONG_DOC_MODES"]
