@@ -144,12 +144,12 @@ class DistillArguments:
     """Where a distillation run's teacher scores come from."""
 
     teacher: Optional[str] = field(
-        default=None, metadata={"help": "A teacher folder (LLM reranker, cross-encoder or bi-encoder). When the "
-                                        "training records lack teacher scores it scores each distinct pair once "
-                                        "during training; it is always evaluated and timed on the dev set. "
-                                        "Without it: the pos_scores/neg_scores in the records "
-                                        "(recipes/score_with_teacher.py)."})
-    teacher_kind: Optional[Literal["cross-encoder", "llm", "bi-encoder"]] = field(
+        default=None, metadata={"help": "A teacher folder (LLM reranker, cross-encoder, bi-encoder, ColBERT, or a "
+                                        "chat model scored zero-shot). When the training records lack teacher scores "
+                                        "it scores each distinct pair once during training; it is always "
+                                        "evaluated and timed on the dev set. Without it: the pos_scores/"
+                                        "neg_scores in the records (recipes/score_with_teacher.py)."})
+    teacher_kind: Optional[Literal["cross-encoder", "llm", "bi-encoder", "colbert", "zero-shot"]] = field(
         default=None, metadata={"help": "Default: detected from the teacher folder."})
     teacher_max_length: int = field(default=512, metadata={"help": "A cross-encoder teacher's max tokens per pair."})
     teacher_batch_tokens: int = field(default=16384, metadata={"help": "Padded tokens per teacher forward pass."})

@@ -29,7 +29,7 @@ from .data.records import parse_record
 
 logger = logging.getLogger(__name__)
 
-TEACHER_KINDS = ("cross-encoder", "llm", "bi-encoder")
+TEACHER_KINDS = ("cross-encoder", "llm", "bi-encoder", "colbert", "zero-shot")
 
 
 class Teacher:
@@ -116,14 +116,27 @@ class BiEncoderTeacher(Teacher):
         return np.array([qv[qi[q]] @ dv[di[d]] for q, d in zip(queries, docs)])
 
 
+class RerankerTeacher(Teacher):
+    """Any kind :meth:`hf_ragtrain.Reranker.from_pretrained` loads (used for ColBERT and zero-shot
+    chat-model teachers); the score is its ``compute_score``."""
+
+    def __init__(self, path: str, kind: str, bf16: bool = False, **options: Any):
+        from .reranker import Reranker
+
+        self.reranker = Reranker.from_pretrained(path, kind=kind, dtype="bf16" if bf16 else None, **options)
+        self.name = f"{kind}:{_fingerprint(path)}"
+
+    def score(self, queries, docs):
+        return np.asarray(self.reranker.compute_score(list(zip(queries, docs))), dtype=np.float64)
+
+
 def teacher_kind(path: str) -> str:
-    """Which teacher a folder holds: ``llm`` (an LlmReranker), ``bi-encoder`` (a sentence-transformers
-    or hf_ragtrain embedder) or ``cross-encoder`` (anything else with a classification head)."""
-    if os.path.isfile(os.path.join(path, "hf_ragtrain_reranker.json")):
-        return "llm"
-    if os.path.isfile(os.path.join(path, "hf_ragtrain_encoder.json")) or os.path.isfile(os.path.join(path, "modules.json")):
-        return "bi-encoder"
-    return "cross-encoder"
+    """Which teacher a folder holds, read from its saved files (:func:`hf_ragtrain.reranker.reranker_kind`;
+    a layerwise LLM reranker is an ``llm`` teacher)."""
+    from .reranker import reranker_kind
+
+    kind = reranker_kind(path)
+    return "llm" if kind == "layerwise-llm" else kind
 
 
 def load_teacher(name_or_path: str, kind: str | None = None, max_length: int = 512, batch_tokens: int = 16384,
@@ -139,6 +152,8 @@ def load_teacher(name_or_path: str, kind: str | None = None, max_length: int = 5
         return BiEncoderTeacher(path, bf16=bf16)
     if kind == "cross-encoder":
         return CrossEncoderTeacher(path, max_length=max_length, batch_tokens=batch_tokens, bf16=bf16)
+    if kind in ("colbert", "zero-shot"):
+        return RerankerTeacher(path, kind, bf16=bf16)
     raise ValueError(f"unknown teacher kind {kind!r}; choose one of {TEACHER_KINDS}")
 
 

@@ -152,3 +152,27 @@ def test_score_with_teacher_script(tiny_ce_path, tmp_path):
     proc = run_script(os.path.join(REPO, "recipes", "score_with_teacher.py"), "--teacher", tiny_ce_path,
                       "--input", str(out), "--output", str(tmp_path / "again.jsonl"), cwd=tmp_path)
     assert proc.returncode == 2 and "already has teacher scores" in proc.stderr
+
+
+def test_colbert_and_zero_shot_teachers_score_through_the_reranker_api(tmp_path, tiny_encoder_path):
+    from conftest import build_tiny_llm
+    from transformers import AutoTokenizer
+
+    from hf_ragtrain import ColbertEncoder, Reranker
+
+    queries, docs = [TEXTS[0], TEXTS[2], TEXTS[0]], [TEXTS[1], TEXTS[1], TEXTS[5]]
+    colbert = ColbertEncoder.from_pretrained(tiny_encoder_path, colbert_dim=8)
+    colbert.save_pretrained(str(tmp_path / "colbert"))
+    teacher = load_teacher(str(tmp_path / "colbert"))
+    assert teacher_kind(str(tmp_path / "colbert")) == "colbert"
+    expected = [float(colbert.rerank(q, [d])[0]) for q, d in zip(queries, docs)]
+    np.testing.assert_allclose(teacher.score(queries, docs), expected, rtol=1e-5, atol=1e-5)
+
+    chat = build_tiny_llm(tmp_path / "chat")
+    tok = AutoTokenizer.from_pretrained(chat)
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %} answer"
+    tok.save_pretrained(chat)
+    teacher = load_teacher(chat)
+    assert teacher_kind(chat) == "zero-shot" and teacher.name.startswith("zero-shot:")
+    np.testing.assert_allclose(teacher.score(queries, docs),
+                               Reranker.from_pretrained(chat).compute_score(list(zip(queries, docs))), rtol=1e-6)
