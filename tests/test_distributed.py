@@ -1,5 +1,6 @@
-"""torchrun with 2 CPU processes (DDP, DeepSpeed ZeRO-2 and ZeRO-3) gives the losses of 1 process over the same
-global batch, and the saved model loads and scores like the single-process one."""
+"""RerankTrainer and DistillTrainer under torchrun with 2 CPU processes (DDP, DeepSpeed ZeRO-2 and ZeRO-3): the
+losses of 1 process over the same global batch, a saved model that loads and scores like the single-process one,
+and checkpoints that resume to the uninterrupted run's weights."""
 
 import os
 import sys
@@ -19,11 +20,24 @@ def torchrun(*args):
     return multiproc.torchrun(SCRIPT, *args, port_base=29500)
 
 
+TRAINERS = {"rerank": [], "distill": ["--distill"]}
+ENGINES = {"ddp": [], "zero2": ["--deepspeed", os.path.join(REPO, "recipes", "configs", "ds_zero2.json")],
+           "zero3": ["--deepspeed", os.path.join(REPO, "recipes", "configs", "ds_zero3.json")]}
+
+
 @pytest.fixture(scope="module")
 def single(tiny_ce_path, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("single"))
-    run([sys.executable, SCRIPT, tiny_ce_path, out, "8", "--epochs", "4"], cwd=out)
-    return out
+    """The 1-process run of each trainer over the same global batch (8 groups), made once."""
+    done = {}
+
+    def get(trainer):
+        if trainer not in done:
+            out = str(tmp_path_factory.mktemp(f"single_{trainer}"))
+            run([sys.executable, SCRIPT, tiny_ce_path, out, "8", "--epochs", "4", *TRAINERS[trainer]], cwd=out)
+            done[trainer] = out
+        return done[trainer]
+
+    return get
 
 
 def scores_of(folder):
@@ -44,21 +58,25 @@ def assert_same_ranking_scores(a, b):
     np.testing.assert_allclose(a - a.mean(), b - b.mean(), atol=1e-4)
 
 
-def test_ddp_two_processes_match_one(tiny_ce_path, single, tmp_path):
-    out = str(tmp_path)
-    run(torchrun(tiny_ce_path, out, "4", "--epochs", "4"), cwd=out)
-    ref = losses(single)
+@pytest.mark.parametrize("engine", list(ENGINES))
+@pytest.mark.parametrize("trainer", list(TRAINERS))
+def test_two_processes_match_one_and_resume_to_the_same_weights(tiny_ce_path, single, tmp_path, trainer, engine):
+    """RerankTrainer and DistillTrainer under DDP, ZeRO-2 and ZeRO-3 (which must gather the sharded weights to
+    save a loadable model): the losses of 1 process over the same global batch, and a run resumed from its
+    step-2 checkpoint ends with the same losses and weights as the uninterrupted one (it starts from perturbed
+    weights, so only a real resume ends there)."""
+    if engine != "ddp":
+        pytest.importorskip("deepspeed")
+    full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
+    extra = [*TRAINERS[trainer], *ENGINES[engine]]
+    run(torchrun(tiny_ce_path, full, "4", "--epochs", "4", "--save_steps", "2", *extra), cwd=str(tmp_path))
+    ref = losses(single(trainer))
     assert ref[-1] < ref[0] - 0.05  # it really trained, so a wrong gradient sync would show
-    np.testing.assert_allclose(losses(out), ref, atol=1e-5)
-    assert_same_ranking_scores(scores_of(os.path.join(out, "final")), scores_of(os.path.join(single, "final")))
+    np.testing.assert_allclose(losses(full), ref, atol=1e-5)
+    assert_same_ranking_scores(scores_of(os.path.join(full, "final")), scores_of(os.path.join(single(trainer), "final")))
 
-
-@pytest.mark.parametrize("config", ["ds_zero2.json", "ds_zero3.json"])
-def test_deepspeed_two_processes_match_one(tiny_ce_path, single, tmp_path, config):
-    """ZeRO-2 and ZeRO-3 (which must gather the sharded weights to save a loadable model)."""
-    pytest.importorskip("deepspeed")
-    out = str(tmp_path)
-    run(torchrun(tiny_ce_path, out, "4", "--epochs", "4", "--deepspeed",
-                 os.path.join(REPO, "recipes", "configs", config)), cwd=out)
-    np.testing.assert_allclose(losses(out), losses(single), atol=1e-5)
-    assert_same_ranking_scores(scores_of(os.path.join(out, "final")), scores_of(os.path.join(single, "final")))
+    run(torchrun(tiny_ce_path, resumed, "4", "--epochs", "4", *extra, "--perturb_init", "--resume_from",
+                 os.path.join(full, "checkpoint-2")), cwd=str(tmp_path))
+    np.testing.assert_allclose(losses(resumed), losses(full), atol=1e-6)  # steps 1-2 from the checkpoint's state
+    np.testing.assert_allclose(scores_of(os.path.join(resumed, "final")), scores_of(os.path.join(full, "final")),
+                               atol=1e-5)

@@ -1,5 +1,6 @@
 """Cross-device negatives and GradCache under torchrun with 2 CPU processes (DDP, DeepSpeed ZeRO-2 and ZeRO-3):
-the losses and the trained model equal a 1-process run over the same global batch."""
+the losses and the trained model equal a 1-process run over the same global batch, and runs resumed from a
+checkpoint end where the uninterrupted ones do (ContrastiveTrainer and ColbertTrainer)."""
 
 import json
 import os
@@ -39,19 +40,33 @@ def ds(config):
     return ["--deepspeed", os.path.join(REPO, "recipes", "configs", config)]
 
 
-@pytest.mark.parametrize("extra", [[], ["--grad_cache"], ["--grad_cache", *ds("ds_zero2.json")], ds("ds_zero3.json"),
-                                   ["--grad_cache", *ds("ds_zero3.json")]],
+def assert_resumes_to_the_same_model(model, full, tmp_path, extra, compare):
+    """A run resumed from ``full``'s step-2 checkpoint ends with its losses and its model (it starts from perturbed
+    weights, so only a real resume ends there)."""
+    resumed = str(tmp_path / "resumed")
+    run(torchrun(model, resumed, "4", *extra, "--perturb_init", "--resume_from", os.path.join(full, "checkpoint-2")), cwd=str(tmp_path))
+    np.testing.assert_allclose(losses(resumed), losses(full), atol=1e-6)
+    for a, b in zip(compare(os.path.join(resumed, "final")), compare(os.path.join(full, "final"))):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("extra,resume", [([], True), (["--grad_cache"], False),
+                                          (["--grad_cache", *ds("ds_zero2.json")], True), (ds("ds_zero3.json"), True),
+                                          (["--grad_cache", *ds("ds_zero3.json")], False)],
                          ids=["ddp", "ddp-gradcache", "zero2-gradcache", "zero3", "zero3-gradcache"])
-def test_two_processes_with_cross_device_negatives_match_one(tiny_encoder_path, single, tmp_path, extra):
+def test_two_processes_with_cross_device_negatives_match_one(tiny_encoder_path, single, tmp_path, extra, resume):
+    """... and, for each engine, a run resumed from the step-2 checkpoint ends with the same model."""
     if "--deepspeed" in extra:
         pytest.importorskip("deepspeed")
-    out = str(tmp_path)
-    run(torchrun(tiny_encoder_path, out, "4", *extra), cwd=out)
+    out = str(tmp_path / "full")
+    run(torchrun(tiny_encoder_path, out, "4", *extra, *(["--save_steps", "2"] if resume else [])), cwd=str(tmp_path))
     ref = losses(single)
     assert ref[-1] < ref[0] - 0.1  # it really trained, so a wrong gradient would show
     np.testing.assert_allclose(losses(out), ref, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(embeddings(os.path.join(out, "final")), embeddings(os.path.join(single, "final")),
                                atol=1e-4)
+    if resume:
+        assert_resumes_to_the_same_model(tiny_encoder_path, out, tmp_path, extra, embeddings)
 
 
 def test_without_cross_device_negatives_each_process_sees_fewer_negatives(tiny_encoder_path, single, tmp_path):
@@ -89,13 +104,17 @@ def token_vectors(folder):
     return [np.asarray(v) for v in MultiVectorEncoder(folder, device="cpu").encode_document(TEXTS)]
 
 
-@pytest.mark.parametrize("extra", [[], ds("ds_zero2.json")], ids=["ddp", "zero2"])
+@pytest.mark.parametrize("extra", [[], ds("ds_zero2.json"), ds("ds_zero3.json")], ids=["ddp", "zero2", "zero3"])
 def test_colbert_two_processes_with_cross_device_negatives_match_one(tiny_encoder_path, single_colbert, tmp_path,
                                                                       extra):
-    out = str(tmp_path)
-    run(torchrun(tiny_encoder_path, out, "4", "--colbert", *extra), cwd=out)
+    """... and a run resumed from the step-2 checkpoint ends with the same token vectors."""
+    if "--deepspeed" in extra:
+        pytest.importorskip("deepspeed")
+    out = str(tmp_path / "full")
+    run(torchrun(tiny_encoder_path, out, "4", "--colbert", "--save_steps", "2", *extra), cwd=str(tmp_path))
     ref = losses(single_colbert)
     assert ref[-1] < ref[0] - 0.1
     np.testing.assert_allclose(losses(out), ref, rtol=1e-4, atol=1e-5)
     for a, b in zip(token_vectors(os.path.join(out, "final")), token_vectors(os.path.join(single_colbert, "final"))):
         np.testing.assert_allclose(a, b, atol=1e-4)
+    assert_resumes_to_the_same_model(tiny_encoder_path, out, tmp_path, ["--colbert", *extra], token_vectors)

@@ -127,6 +127,20 @@ def settings_from_folder(path: str) -> dict[str, Any]:
     return found
 
 
+def load_backbone_weights(backbone: nn.Module, path: str) -> None:
+    """Load a transformers model's weights saved in ``path`` (one file or shards) into ``backbone``;
+    anything missing (but tied) or unexpected is an error naming the folder."""
+    from safetensors.torch import load_file
+
+    state = {}
+    index = _read_json(os.path.join(path, "model.safetensors.index.json"))
+    for name in sorted(set(index["weight_map"].values())) if index else ["model.safetensors"]:
+        state.update(load_file(os.path.join(path, name)))
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    if unexpected or [m for m in missing if m not in getattr(backbone, "_tied_weights_keys", None) or []]:
+        raise ValueError(f"{path}: weights do not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+
+
 def freeze_unused_pooler(backbone: nn.Module) -> None:
     """Freeze a backbone's pooler head (e.g. BERT's): its output is never used, so no gradient reaches it
     and DDP must not wait for one."""
@@ -319,14 +333,7 @@ class BiEncoder(nn.Module):
 
             set_peft_model_state_dict(self.backbone, load_file(os.path.join(path, "adapter_model.safetensors")))
             return
-        state = {}
-        index = _read_json(os.path.join(path, "model.safetensors.index.json"))
-        for name in sorted(set(index["weight_map"].values())) if index else ["model.safetensors"]:
-            state.update(load_file(os.path.join(path, name)))
-        missing, unexpected = self.backbone.load_state_dict(state, strict=False)
-        if unexpected or [m for m in missing if m not in getattr(self.backbone, "_tied_weights_keys", None) or []]:
-            raise ValueError(f"{path}: weights do not match the model (missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]})")
+        load_backbone_weights(self.backbone, path)
 
     def save_pretrained(self, path: str, state_dict: dict[str, Tensor] | None = None, merge_lora: bool = False,
                         truncate_dim: int | None = None, safe_serialization: bool = True) -> None:

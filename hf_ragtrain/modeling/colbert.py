@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.collators import pad_micro_batches, tokenize_texts
-from .bi_encoder import default_attention, freeze_unused_pooler
+from .bi_encoder import default_attention, freeze_unused_pooler, load_backbone_weights
 
 COLBERT_CONFIG = "hf_ragtrain_colbert.json"
 PUNCTUATION = list(string.punctuation)
@@ -219,7 +219,15 @@ class ColbertEncoder(nn.Module):
         d, dm = _stack(self.encode(list(candidates), "document", batch_size))
         return maxsim(q, qm, d, dm)[0]
 
-    # ------------------------------------------------------------------ saving
+    # ------------------------------------------------------------------ saving and loading
+    def load_weights(self, path: str) -> None:
+        """Load the weights of a folder written by :meth:`save_pretrained` (a Trainer checkpoint) into this model."""
+        from safetensors.torch import load_file
+
+        load_backbone_weights(self.backbone, path)
+        state = load_file(os.path.join(path, "1_Dense", "model.safetensors"))
+        self.linear.load_state_dict({k[len("linear."):]: v for k, v in state.items()})
+
     def save_pretrained(self, path: str, state_dict: dict[str, Tensor] | None = None) -> None:
         """Write a folder that sentence-transformers ``MultiVectorEncoder(path)`` and :meth:`from_pretrained` load."""
         import sentence_transformers

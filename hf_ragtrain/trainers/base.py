@@ -87,6 +87,30 @@ class RetrievalTrainer(Trainer):
             logger.info("waiting for the last checkpoint push to finish")
             job.wait_until_done()
 
+    # ------------------------------------------------------------------ resuming and the best model
+    def _own_weights_loader(self, model=None):
+        """The model's ``load_weights`` when it is one of our wrappers (BiEncoder, ColbertEncoder,
+        LlmReranker) outside DeepSpeed; the stock Trainer expects a ``PreTrainedModel`` there.
+        Under DeepSpeed the engine's own checkpoint is loaded by the stock code."""
+        from transformers import PreTrainedModel
+
+        unwrapped = self.accelerator.unwrap_model(model or self.model)
+        if isinstance(unwrapped, PreTrainedModel) or self.is_deepspeed_enabled:
+            return None
+        return getattr(unwrapped, "load_weights", None)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        load = self._own_weights_loader(model)
+        if load is None:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load(resume_from_checkpoint)
+
+    def _load_best_model(self):
+        load = self._own_weights_loader()
+        if load is None:
+            return super()._load_best_model()
+        load(self.state.best_model_checkpoint)
+
     # Our collators read raw text fields (query, docs, ...) that the model's forward does not take;
     # the stock Trainer would strip them as "unused columns".
     def _remove_unused_columns(self, dataset, description=None):

@@ -245,14 +245,3 @@ class ContrastiveTrainer(RetrievalTrainer):
         encoder.save_pretrained(output_dir, state_dict=state_dict, truncate_dim=self.truncate_dim)
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        encoder = self.accelerator.unwrap_model(model or self.model)
-        if self.is_deepspeed_enabled:
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        encoder.load_weights(resume_from_checkpoint)
-
-    def _load_best_model(self):
-        encoder = self.accelerator.unwrap_model(self.model)
-        if self.is_deepspeed_enabled:
-            return super()._load_best_model()
-        encoder.load_weights(self.state.best_model_checkpoint)

@@ -126,14 +126,3 @@ class RerankTrainer(RetrievalTrainer):
         unwrapped.save_pretrained(output_dir, state_dict=state_dict)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        unwrapped = self.accelerator.unwrap_model(model or self.model)
-        if isinstance(unwrapped, PreTrainedModel) or not hasattr(unwrapped, "load_weights") or self.is_deepspeed_enabled:
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        unwrapped.load_weights(resume_from_checkpoint)
-
-    def _load_best_model(self):
-        unwrapped = self.accelerator.unwrap_model(self.model)
-        if isinstance(unwrapped, PreTrainedModel) or not hasattr(unwrapped, "load_weights") or self.is_deepspeed_enabled:
-            return super()._load_best_model()
-        unwrapped.load_weights(self.state.best_model_checkpoint)

@@ -2,6 +2,8 @@
 
     train_tiny_embedder.py MODEL_DIR OUT_DIR PER_DEVICE_BS [--deepspeed CONFIG] [--grad_cache] [--no_cross_device]
         [--colbert]   # a ColBERT model (ColbertTrainer) instead of a bi-encoder
+        [--save_steps N] [--resume_from CKPT]    # checkpoint every N steps / resume from a checkpoint
+        [--perturb_init]                         # start from other weights (a resumed run must not care)
 
 Rank 0 writes OUT_DIR/log_history.json and the final model (sentence-transformers layout) to OUT_DIR/final.
 """
@@ -22,6 +24,14 @@ from hf_ragtrain import (BiEncoder, ColbertEncoder, ColbertTrainer, ContrastiveT
 from hf_ragtrain.trainers.base import end_distributed  # noqa: E402
 
 
+def perturb(model):
+    import torch
+
+    gen = torch.Generator().manual_seed(123)
+    for param in model.parameters():
+        param.data.add_(0.1 * torch.randn(param.shape, generator=gen))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("model")
@@ -32,21 +42,28 @@ def main():
     p.add_argument("--no_cross_device", action="store_true")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--colbert", action="store_true")
+    p.add_argument("--save_steps", type=int, default=0)
+    p.add_argument("--resume_from", default=None)
+    p.add_argument("--perturb_init", action="store_true", help="start from other weights (a resumed run must not care)")
     a = p.parse_args()
     if a.colbert:
         model = ColbertEncoder.from_pretrained(a.model, colbert_dim=16, query_max_length=12, query_expansion=True)
     else:
         model = BiEncoder.from_pretrained(a.model)
+    if a.perturb_init:
+        perturb(model)
     records, _ = load_records(tiny_records(8))
     args = EmbeddingTrainingArguments(
         output_dir=a.out, per_device_train_batch_size=a.per_device_bs, num_train_epochs=a.epochs,
-        learning_rate=2e-3, logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, seed=7,
+        learning_rate=2e-3, logging_steps=1, report_to="none", use_cpu=True, seed=7,
+        save_strategy="steps" if a.save_steps else "no", save_steps=a.save_steps or 500,
         deepspeed=a.deepspeed, disable_tqdm=True, grad_cache=a.grad_cache,
         matryoshka_dims=None if a.colbert else [32, 16], cross_device_negatives=not a.no_cross_device,
     )
-    trainer = (ColbertTrainer if a.colbert else ContrastiveTrainer)(model=model, args=args, train_dataset=GroupDataset(records, group_size=3, seed=7),
-                                 data_collator=EmbeddingCollator(model, micro_batch_tokens=24))
-    trainer.train()
+    trainer = (ColbertTrainer if a.colbert else ContrastiveTrainer)(
+        model=model, args=args, train_dataset=GroupDataset(records, group_size=3, seed=7),
+        data_collator=EmbeddingCollator(model, micro_batch_tokens=24))
+    trainer.train(resume_from_checkpoint=a.resume_from)
     trainer.save_model(os.path.join(a.out, "final"))
     if trainer.is_world_process_zero():
         with open(os.path.join(a.out, "log_history.json"), "w") as fh:

@@ -1,6 +1,9 @@
 """Train a tiny cross-encoder for a few steps; run alone or under torchrun (used by test_distributed.py).
 
     python train_tiny_reranker.py MODEL_DIR OUT_DIR PER_DEVICE_BS [--deepspeed CONFIG] [--loss listwise]
+        [--distill]                              # DistillTrainer on teacher scores in the records
+        [--save_steps N] [--resume_from CKPT]    # checkpoint every N steps / resume from a checkpoint
+        [--perturb_init]                         # start from other weights (a resumed run must not care)
 
 Rank 0 writes OUT_DIR/log_history.json and the final model to OUT_DIR/final.
 """
@@ -18,8 +21,25 @@ from conftest import tiny_records  # noqa: E402
 
 from hf_ragtrain.trainers.base import end_distributed  # noqa: E402
 
-from hf_ragtrain import (GroupDataset, RerankCollator, RerankerTrainingArguments, RerankTrainer,  # noqa: E402
-                         load_cross_encoder, load_records)
+from hf_ragtrain import (DistillTrainer, DistillTrainingArguments, GroupDataset, RerankCollator,  # noqa: E402
+                         RerankerTrainingArguments, RerankTrainer, load_cross_encoder, load_records)
+
+
+def with_teacher_scores(records):
+    """The records with a deterministic teacher's scores: word overlap with the query, in tenths."""
+    def overlap(q, d):
+        return len(set(q.split()) & set(d.split())) / 10
+
+    return [{**r, "pos_scores": [overlap(r["query"], d) for d in r["pos"]],
+             "neg_scores": [overlap(r["query"], d) for d in r["neg"]]} for r in records]
+
+
+def perturb(model):
+    import torch
+
+    gen = torch.Generator().manual_seed(123)
+    for param in model.parameters():
+        param.data.add_(0.1 * torch.randn(param.shape, generator=gen))
 
 
 def main():
@@ -30,18 +50,31 @@ def main():
     p.add_argument("--deepspeed", default=None)
     p.add_argument("--loss", default="listwise")
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--distill", action="store_true")
+    p.add_argument("--save_steps", type=int, default=0)
+    p.add_argument("--resume_from", default=None)
+    p.add_argument("--perturb_init", action="store_true", help="start from other weights (a resumed run must not care)")
     a = p.parse_args()
     model, tok = load_cross_encoder(a.model)
-    records, _ = load_records(tiny_records(8))
-    args = RerankerTrainingArguments(
+    if a.perturb_init:
+        perturb(model)
+    raw = tiny_records(8)
+    records, _ = load_records(with_teacher_scores(raw) if a.distill else raw)
+    common = dict(
         output_dir=a.out, per_device_train_batch_size=a.per_device_bs, num_train_epochs=a.epochs,
-        learning_rate=3e-3, logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, seed=7,
+        learning_rate=3e-3, logging_steps=1, report_to="none", use_cpu=True, seed=7,
+        save_strategy="steps" if a.save_steps else "no", save_steps=a.save_steps or 500,
         rerank_loss=a.loss, deepspeed=a.deepspeed, disable_tqdm=True,
     )
-    trainer = RerankTrainer(model=model, args=args, train_dataset=GroupDataset(records, group_size=4, seed=7),
-                            data_collator=RerankCollator(tok, max_length=32, micro_batch_tokens=64),
-                            processing_class=tok)
-    trainer.train()
+    if a.distill:
+        args = DistillTrainingArguments(**common, distill_loss="soft_ce", distill_temperature=0.5,
+                                        hard_label_weight=0.5)
+    else:
+        args = RerankerTrainingArguments(**common)
+    trainer = (DistillTrainer if a.distill else RerankTrainer)(
+        model=model, args=args, train_dataset=GroupDataset(records, group_size=4, seed=7),
+        data_collator=RerankCollator(tok, max_length=32, micro_batch_tokens=64), processing_class=tok)
+    trainer.train(resume_from_checkpoint=a.resume_from)
     trainer.save_model(os.path.join(a.out, "final"))
     if trainer.is_world_process_zero():
         with open(os.path.join(a.out, "log_history.json"), "w") as fh:
