@@ -1,10 +1,11 @@
-"""Collectives for cross-device negatives: gather embeddings while keeping the local gradient."""
+"""Collectives for cross-device negatives (gather embeddings while keeping the local gradient), and
+what FSDP needs to know about a model."""
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def world_size() -> int:
@@ -46,3 +47,33 @@ def scale_gradient(loss: Tensor, factor: float) -> Tensor:
     if factor == 1:
         return loss
     return loss + (factor - 1) * (loss - loss.detach())
+
+
+def fsdp_layer_classes(model: nn.Module) -> list[str]:
+    """Class names of the repeated blocks FSDP should shard one by one (its transformer wrap policy).
+
+    The first ``_no_split_modules`` a submodule declares (transformers declares them for most
+    decoders, e.g. ``LlamaDecoderLayer``), else the class of the longest ``nn.ModuleList`` of
+    modules of one class (BERT's ``encoder.layer`` of ``BertLayer``). Read from the model, so
+    one FSDP config serves every architecture.
+    """
+    for module in model.modules():
+        names = getattr(module, "_no_split_modules", None)
+        if names:
+            return list(names)
+    longest: nn.ModuleList | None = None
+    for module in model.modules():
+        if (isinstance(module, nn.ModuleList) and len(module) > 1 and len({type(m) for m in module}) == 1
+                and (longest is None or len(module) > len(longest))):
+            longest = module
+    return [type(longest[0]).__name__] if longest is not None else []
+
+
+def prepare_for_fsdp(model: nn.Module) -> list[str]:
+    """Give ``model`` the ``_no_split_modules`` accelerate's FSDP wrap policy reads when the FSDP
+    config names no ``transformer_layer_cls_to_wrap`` (our wrappers, BiEncoder, ColbertEncoder and
+    LlmReranker, have none of their own; BERT declares none). Returns the class names."""
+    names = list(getattr(model, "_no_split_modules", None) or fsdp_layer_classes(model))
+    if names:
+        model._no_split_modules = names
+    return names

@@ -57,6 +57,10 @@ class RetrievalTrainer(Trainer):
         self.pairs_truncated = 0
         self.texts_seen = 0
         self.texts_truncated = 0
+        if getattr(self.args, "fsdp", None) and self.model is not None:
+            from ..distributed import prepare_for_fsdp
+
+            logger.info("FSDP wraps each %s", " / ".join(prepare_for_fsdp(self.model)) or "(no layer class found)")
 
     # ------------------------------------------------------------------ saving and the Hub
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
