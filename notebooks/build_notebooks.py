@@ -26,6 +26,11 @@ dev, _ = load_records(os.path.join(REPO, "data/python_faq/dev.jsonl"))
 dev = [replace(r, neg=r.neg[:9], neg_ids=r.neg_ids[:9] if r.neg_ids else None) for r in dev[:4]]
 len(train), len(dev)'''
 
+RUN = '''before = trainer.evaluate(metric_key_prefix="before")
+trainer.train()
+after = trainer.evaluate(metric_key_prefix="after")
+trainer.save_model(output_dir)'''
+
 CARD = '''card = open(os.path.join(output_dir, "README.md")).read()
 print(card[:1500])'''
 
@@ -47,10 +52,7 @@ args = RerankerTrainingArguments(output_dir=output_dir, rerank_loss="listwise", 
 trainer = RerankTrainer(model=model, args=args, train_dataset=GroupDataset(train, group_size=4),
                         eval_dataset=RerankingEvaluator(dev, max_length=128), processing_class=tokenizer,
                         data_collator=RerankCollator(tokenizer, max_length=128))
-before = trainer.evaluate(metric_key_prefix="before")
-trainer.train()
-after = trainer.evaluate(metric_key_prefix="after")
-trainer.save_model(output_dir)
+''' + RUN + '''
 before["before_ndcg@10"], after["after_ndcg@10"]'''),
         ("code", '''from hf_ragtrain.hub import CardInfo, render_reranker_card, write_model_card
 
@@ -79,10 +81,7 @@ args = EmbeddingTrainingArguments(output_dir=output_dir, max_steps=3, per_device
                                   save_strategy="no", report_to="none", use_cpu=True)
 trainer = ContrastiveTrainer(model=model, args=args, train_dataset=GroupDataset(train, group_size=4),
                              eval_dataset=RetrievalEvaluator(dev), data_collator=EmbeddingCollator(model))
-before = trainer.evaluate(metric_key_prefix="before")
-trainer.train()
-after = trainer.evaluate(metric_key_prefix="after")
-trainer.save_model(output_dir)
+''' + RUN + '''
 before["before_ndcg@10"], after["after_ndcg@10"]'''),
         ("code", '''from hf_ragtrain.hub import CardInfo, render_embedding_card, write_model_card
 
@@ -109,10 +108,7 @@ args = ColbertTrainingArguments(output_dir=output_dir, max_steps=3, per_device_t
                                 use_cpu=True)
 trainer = ColbertTrainer(model=model, args=args, train_dataset=GroupDataset(train, group_size=4),
                          eval_dataset=RetrievalEvaluator(dev), data_collator=EmbeddingCollator(model))
-before = trainer.evaluate(metric_key_prefix="before")
-trainer.train()
-after = trainer.evaluate(metric_key_prefix="after")
-trainer.save_model(output_dir)
+''' + RUN + '''
 before["before_ndcg@10"], after["after_ndcg@10"]'''),
         ("code", '''from hf_ragtrain.hub import CardInfo, render_embedding_card, write_model_card
 
@@ -139,10 +135,7 @@ args = RerankerTrainingArguments(output_dir=output_dir, max_steps=2, per_device_
                                  use_cpu=True)
 trainer = RerankTrainer(model=model, args=args, train_dataset=GroupDataset(train, group_size=2),
                         eval_dataset=RerankingEvaluator(dev), data_collator=model.collator())
-before = trainer.evaluate(metric_key_prefix="before")
-trainer.train()
-after = trainer.evaluate(metric_key_prefix="after")
-trainer.save_model(output_dir)  # the LoRA adapter, the tokenizer and the prompt settings
+''' + RUN + '''  # the LoRA adapter, the tokenizer and the prompt settings
 before["before_ndcg@10"], after["after_ndcg@10"]'''),
         ("code", '''from hf_ragtrain.hub import CardInfo, render_reranker_card, write_model_card
 
@@ -173,10 +166,7 @@ args = DistillTrainingArguments(output_dir=output_dir, distill_loss="soft_ce", m
 trainer = DistillTrainer(model=student, args=args, teacher=teacher, train_dataset=GroupDataset(train, group_size=4),
                          eval_dataset=RerankingEvaluator(dev, max_length=128), processing_class=tokenizer,
                          data_collator=RerankCollator(tokenizer, max_length=128))
-before = trainer.evaluate(metric_key_prefix="before")
-trainer.train()
-after = trainer.evaluate(metric_key_prefix="after")
-trainer.save_model(output_dir)
+''' + RUN + '''
 print(trainer.teacher_pairs_scored, "pairs scored by the teacher")
 before["before_ndcg@10"], after["after_ndcg@10"]'''),
         ("code", '''from hf_ragtrain.hub import CardInfo, render_reranker_card, write_model_card
