@@ -143,6 +143,9 @@ class Reranker(BaseReranker):
 
     kind: str = ""
     _kinds: dict[str, type["Reranker"]] = {}
+    #: log the truncation count of every ``compute_score`` call (callers that score many small
+    #: batches, such as a teacher during training, turn it off and read ``total`` instead)
+    report_truncation: bool = True
 
     def __init__(self, tokenizer: Any, max_length: int, batch_size: int = 32, long_doc: str = "truncate",
                  overlap: int = 32, show_progress: bool | None = None):
@@ -211,7 +214,7 @@ class Reranker(BaseReranker):
             np.maximum.at(scores, np.asarray(owner), raw)
         else:
             scores = np.asarray(self._score(queries, docs, batch_size, max_length, stats, **options), dtype=np.float64)
-        if stats.truncated:
+        if stats.truncated and self.report_truncation:
             what = "windows" if self.long_doc == "max_chunk" else "pairs"
             logger.warning("%d of %d %s were longer than max_length %d and were cut%s", stats.truncated,
                            stats.windows or stats.pairs, what, max_length,

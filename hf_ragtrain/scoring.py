@@ -124,10 +124,19 @@ class RerankerTeacher(Teacher):
         from .reranker import Reranker
 
         self.reranker = Reranker.from_pretrained(path, kind=kind, dtype="bf16" if bf16 else None, **options)
+        self.reranker.report_truncation = False  # called once per training step: one line, not one per call
         self.name = f"{kind}:{_fingerprint(path)}"
+        self._warned = False
 
     def score(self, queries, docs):
-        return np.asarray(self.reranker.compute_score(list(zip(queries, docs))), dtype=np.float64)
+        scores = np.asarray(self.reranker.compute_score(list(zip(queries, docs))), dtype=np.float64)
+        total = self.reranker.total
+        if total.truncated and not self._warned:
+            self._warned = True
+            logger.warning("the teacher cuts documents longer than its max length %d (%d of the first %d pairs); "
+                           "the running count is in teacher.reranker.total", self.reranker.max_length,
+                           total.truncated, total.pairs)
+        return scores
 
 
 def teacher_kind(path: str) -> str:

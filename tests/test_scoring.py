@@ -176,3 +176,21 @@ def test_colbert_and_zero_shot_teachers_score_through_the_reranker_api(tmp_path,
     assert teacher_kind(chat) == "zero-shot" and teacher.name.startswith("zero-shot:")
     np.testing.assert_allclose(teacher.score(queries, docs),
                                Reranker.from_pretrained(chat).compute_score(list(zip(queries, docs))), rtol=1e-6)
+
+
+def test_reranker_teacher_warns_once_about_cut_documents(tmp_path, tiny_encoder_path, caplog):
+    """A teacher is called once per training step: the truncation warning comes once, the count keeps going."""
+    import logging
+
+    from hf_ragtrain import ColbertEncoder
+    from hf_ragtrain.scoring import RerankerTeacher
+
+    ColbertEncoder.from_pretrained(tiny_encoder_path, colbert_dim=8).save_pretrained(str(tmp_path / "colbert"))
+    teacher = RerankerTeacher(str(tmp_path / "colbert"), "colbert", max_length=8)
+    long_doc = " ".join(TEXTS)
+    with caplog.at_level(logging.WARNING):
+        teacher.score([TEXTS[0], TEXTS[1]], [long_doc, TEXTS[2]])
+        teacher.score([TEXTS[0]], [long_doc])
+    warnings = [r for r in caplog.records if "cut" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].name == "hf_ragtrain.scoring"
+    assert teacher.reranker.total.pairs == 3 and teacher.reranker.total.truncated >= 2
