@@ -59,10 +59,7 @@ def report(timer: StepTimer, history: list[dict], samples_per_step: int, steps: 
 
 def run_workers(script: str, argv: list[str], groups: list[dict], names: list[str]) -> dict[str, dict]:
     """Run ``script --worker NAME --groups FILE`` for each name, one after the other; collect their results."""
-    argv = list(argv)
-    if "--write" in argv:
-        i = argv.index("--write")
-        del argv[i:i + 2]
+    argv = strip_options(argv, ("--write", "--json"))
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "groups.json")
@@ -79,9 +76,48 @@ def run_workers(script: str, argv: list[str], groups: list[dict], names: list[st
     return results
 
 
-def command_line(script_name: str, args) -> str:
-    return f"python benchmarks/{script_name} " + " ".join(
-        a for a in sys.argv[1:] if not a.startswith("--write") and a != getattr(args, "write", None))
+def strip_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """``argv`` without the given options and their values (the parent's output options)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in names:
+            skip = True
+        elif not a.startswith(tuple(n + "=" for n in names)):
+            out.append(a)
+    return out
+
+
+def command_line(script_name: str, args=None) -> str:
+    return f"python benchmarks/{script_name} " + " ".join(strip_options(sys.argv[1:], ("--write", "--json")))
+
+
+def add_output_options(parser) -> None:
+    parser.add_argument("--write", default=None, help="append the result table to this markdown file")
+    parser.add_argument("--json", default=None, help="write the results, the table and the summary rows here "
+                                                     "(read by benchmarks/suite.py)")
+
+
+def finish(args, table: str, summary: list[dict], results: dict) -> None:
+    """Print the table, append it to ``--write`` and save everything to ``--json``.
+
+    Each summary row is one line of the suite's table: ``name``, ``unit``, ``ours``, ``theirs`` (speeds)
+    and ``ours_mb``, ``theirs_mb`` (peak memory), any of them ``None`` where it does not apply.
+    """
+    print(table)
+    if args.write:
+        with open(args.write, "a") as fh:
+            fh.write("\n" + table + "\n")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"table": table, "summary": summary, "results": results,
+                       "command": command_line(os.path.basename(sys.argv[0]))}, fh, indent=2)
+
+
+def summary_row(name: str, unit: str, ours: dict, theirs: dict | None, key: str = "samples_per_s") -> dict:
+    return {"name": name, "unit": unit, "ours": ours[key], "theirs": theirs[key] if theirs else None,
+            "ours_mb": ours.get("peak_rss_mb"), "theirs_mb": theirs.get("peak_rss_mb") if theirs else None}
 
 
 class ListDataset:

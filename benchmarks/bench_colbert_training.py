@@ -95,7 +95,7 @@ def main() -> None:
     p.add_argument("--micro_batch_tokens", type=int, default=4096)
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--work_dir", default="/tmp/bench_colbert")
-    p.add_argument("--write", default=None, help="append the result table to this markdown file")
+    _common.add_output_options(p)
     p.add_argument("--worker", choices=["ours", "st"], help=argparse.SUPPRESS)
     p.add_argument("--groups", help=argparse.SUPPRESS)
     p.add_argument("--start", help=argparse.SUPPRESS)
@@ -105,11 +105,12 @@ def main() -> None:
     groups = _common.build_groups(args.beir_dir, args.group_size, args.batch_size * (args.steps + args.warmup))
     start = start_folder(args)
     results = _common.run_workers(__file__, [*sys.argv[1:], "--start", start], groups, ["st", "ours"])
-    table = render(args, results)
-    print(table)
-    if args.write:
-        with open(args.write, "a") as fh:
-            fh.write("\n" + table + "\n")
+    _common.finish(args, render(args, results), summary(results), results)
+
+
+def summary(results) -> list[dict]:
+    return [_common.summary_row("ColBERT training (ColbertTrainer vs MultiVectorEncoderTrainer)", "queries/s",
+                                results["ours"], results["st"])]
 
 
 def render(args, results) -> str:

@@ -91,7 +91,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed first steps")
     p.add_argument("--micro_batch_tokens", type=int, default=2048)
     p.add_argument("--bf16", action="store_true")
-    p.add_argument("--write", default=None, help="append the result table to this markdown file")
+    _common.add_output_options(p)
     p.add_argument("--worker", choices=["ours-plain", "st-plain", "ours-mrl", "st-mrl"], help=argparse.SUPPRESS)
     p.add_argument("--groups", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -99,11 +99,13 @@ def main() -> None:
         return worker(args)
     groups = _common.build_groups(args.beir_dir, args.group_size, args.batch_size * (args.steps + args.warmup))
     results = _common.run_workers(__file__, sys.argv[1:], groups, ["st-plain", "ours-plain", "st-mrl", "ours-mrl"])
-    table = render(args, results)
-    print(table)
-    if args.write:
-        with open(args.write, "a") as fh:
-            fh.write("\n" + table + "\n")
+    _common.finish(args, render(args, results), summary(results), results)
+
+
+def summary(results) -> list[dict]:
+    return [_common.summary_row(f"Embedding training, {label} (ContrastiveTrainer vs SentenceTransformerTrainer)",
+                                "queries/s", results[f"ours-{variant}"], results[f"st-{variant}"])
+            for variant, label in (("plain", "InfoNCE"), ("mrl", "InfoNCE + MRL"))]
 
 
 def render(args, results) -> str:

@@ -1,9 +1,9 @@
 """Reranking speed: hf_ragtrain's Reranker.compute_score against sentence-transformers CrossEncoder.predict.
 
 Both score the same (query, candidate) pairs with the same cross-encoder folder, batch size and max
-length, one after the other in this process: the top ``--top_k`` of the base MiniLM embedder for
+length, one after the other, each in its own process: the top ``--top_k`` of the base MiniLM embedder for
 each of the first ``--queries`` SciFact test queries (mixed lengths, as retrieval returns them).
-Reports pairs/s, the ratio, and the largest score difference.
+Reports pairs/s, peak memory, the ratios, and the largest score difference.
 
     python benchmarks/bench_rerank_inference.py --beir_dir ../shared/data/scifact --model DIR
 """
@@ -13,22 +13,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common  # noqa: E402
 
 
 def candidates(beir_dir: str, n_queries: int, top_k: int, cache: str | None) -> list[tuple[str, str]]:
     """(query, document) pairs: the embedder's top ``top_k`` for each of the first ``n_queries`` test queries."""
     if cache and os.path.isfile(cache):
         with open(cache) as fh:
-            pairs = [tuple(p) for p in json.load(fh)]
-        if len(pairs) >= n_queries * top_k and len(pairs) % top_k == 0:  # the first queries of a larger run
-            return pairs[:n_queries * top_k]
+            stored = json.load(fh)
+        if isinstance(stored, list):  # the first format: a bare list of pairs, 100 per query
+            stored = {"top_k": 100, "pairs": stored}
+        if stored["top_k"] == top_k and len(stored["pairs"]) >= n_queries * top_k:  # the first queries of a larger run
+            return [tuple(p) for p in stored["pairs"][:n_queries * top_k]]
     from hf_ragtrain.data.beir import load_beir
     from hf_ragtrain.data.mining import dense_search
 
@@ -41,8 +49,33 @@ def candidates(beir_dir: str, n_queries: int, top_k: int, cache: str | None) -> 
     pairs = [(data.queries[q], texts[doc_ids[j]]) for q, row in zip(qids, idx) for j in row]
     if cache:
         with open(cache, "w") as fh:
-            json.dump(pairs, fh)
+            json.dump({"top_k": top_k, "pairs": pairs}, fh)
     return pairs
+
+
+def score(args) -> None:
+    """Worker: score the pairs with one side, print the result line, save the scores."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    with open(args.pairs) as fh:
+        pairs = [tuple(p) for p in json.load(fh)]
+    if args.worker == "ours":
+        from hf_ragtrain import Reranker
+
+        model = Reranker.from_pretrained(args.model, max_length=args.max_length)
+        run = lambda batch: model.compute_score(batch, batch_size=args.batch_size)  # noqa: E731
+    else:
+        from sentence_transformers import CrossEncoder
+
+        model = CrossEncoder(args.model, max_length=args.max_length, device="cpu")
+        run = lambda batch: model.predict(batch, batch_size=args.batch_size, show_progress_bar=False)  # noqa: E731
+    run(pairs[:args.batch_size * 2])  # warm-up
+    start = time.perf_counter()
+    scores = np.asarray(run(pairs), dtype=np.float64)
+    seconds = time.perf_counter() - start
+    np.save(args.scores_out, scores)
+    truncated = model.last.truncated if args.worker == "ours" else None
+    print("RESULT " + json.dumps({"pairs_per_s": len(pairs) / seconds, "seconds": seconds, "truncated": truncated,
+                                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
 def main() -> None:
@@ -54,12 +87,13 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_length", type=int, default=512)
     parser.add_argument("--candidates_cache", default=None, help="JSON file to keep the candidate pairs in")
+    _common.add_output_options(parser)
+    parser.add_argument("--worker", choices=["ours", "st"], help=argparse.SUPPRESS)
+    parser.add_argument("--pairs", help=argparse.SUPPRESS)
+    parser.add_argument("--scores_out", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
-
-    from sentence_transformers import CrossEncoder
-
-    from hf_ragtrain import Reranker
+    if args.worker:
+        return score(args)
 
     model = args.model
     if model is None:
@@ -68,33 +102,59 @@ def main() -> None:
 
         torch.manual_seed(0)
         ce, tok = load_cross_encoder(resolve_model_path("minilm"))
-        model = "/tmp/bench_rerank_inference_model"
+        model = os.path.join(tempfile.gettempdir(), "bench_rerank_inference_model")
         ce.save_pretrained(model)
         tok.save_pretrained(model)
     pairs = candidates(args.beir_dir, args.queries, args.top_k, args.candidates_cache)
     print(f"{len(pairs)} pairs ({args.queries} queries x top {args.top_k}), batch {args.batch_size}, "
-          f"max_length {args.max_length}, {torch.get_num_threads()} threads")
+          f"max_length {args.max_length}")
 
-    ours = Reranker.from_pretrained(model, max_length=args.max_length)
-    theirs = CrossEncoder(model, max_length=args.max_length, device="cpu")
-    warm = pairs[:args.batch_size * 2]
-    ours.compute_score(warm, batch_size=args.batch_size)
-    theirs.predict(warm, batch_size=args.batch_size)
+    results, scores = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs_path = os.path.join(tmp, "pairs.json")
+        with open(pairs_path, "w") as fh:
+            json.dump(pairs, fh)
+        for side in ("ours", "st"):  # each in its own process, so each has its own peak memory
+            out = os.path.join(tmp, f"{side}.npy")
+            cmd = [sys.executable, __file__, "--beir_dir", args.beir_dir, "--model", model, "--batch_size",
+                   str(args.batch_size), "--max_length", str(args.max_length), "--worker", side, "--pairs",
+                   pairs_path, "--scores_out", out]
+            proc = subprocess.run(cmd, capture_output=True, text=True,
+                                  env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+            if proc.returncode or not lines:
+                raise SystemExit(f"{side} failed:\n{proc.stderr[-4000:]}")
+            results[side] = json.loads(lines[-1][len("RESULT "):])
+            scores[side] = np.load(out)
+    results["max_abs_diff"] = float(np.abs(scores["ours"] - scores["st"]).max())
+    results["pairs"] = len(pairs)
+    summary = [{"name": "Cross-encoder reranking (Reranker.compute_score vs CrossEncoder.predict)",
+                "unit": "pairs/s", "ours": results["ours"]["pairs_per_s"], "theirs": results["st"]["pairs_per_s"],
+                "ours_mb": results["ours"]["peak_rss_mb"], "theirs_mb": results["st"]["peak_rss_mb"]}]
+    _common.finish(args, render(args, results), summary, results)
 
-    start = time.perf_counter()
-    ours_scores = np.asarray(ours.compute_score(pairs, batch_size=args.batch_size))
-    ours_s = time.perf_counter() - start
-    start = time.perf_counter()
-    st_scores = theirs.predict(pairs, batch_size=args.batch_size, show_progress_bar=False)
-    st_s = time.perf_counter() - start
 
-    diff = float(np.abs(ours_scores - st_scores).max())
-    print(f"hf_ragtrain Reranker.compute_score: {len(pairs) / ours_s:.1f} pairs/s ({ours_s:.1f} s; "
-          f"{ours.last.truncated} pairs cut at max_length)")
-    print(f"sentence-transformers CrossEncoder.predict: {len(pairs) / st_s:.1f} pairs/s ({st_s:.1f} s)")
-    print(f"speed ratio: {st_s / ours_s:.2f}x; max |score difference| {diff:.2e}")
-    print("RESULT " + json.dumps({"pairs": len(pairs), "ours_pairs_per_s": len(pairs) / ours_s,
-                                  "st_pairs_per_s": len(pairs) / st_s, "ratio": st_s / ours_s, "max_abs_diff": diff}))
+def render(args, r: dict) -> str:
+    import platform
+
+    ours, st = r["ours"], r["st"]
+    return "\n".join([
+        "### Reranking inference: Reranker.compute_score vs sentence-transformers CrossEncoder.predict",
+        "",
+        f"`{_common.command_line('bench_rerank_inference.py')}`  ",
+        f"The first {args.queries} SciFact test queries x the base MiniLM embedder's top {args.top_k} "
+        f"({r['pairs']} pairs of mixed length, {ours['truncated']} longer than {args.max_length} tokens), the same "
+        f"cross-encoder folder, batch size {args.batch_size}, max length {args.max_length}, each side in its own "
+        f"process after a 2-batch warm-up, fp32, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{platform.processor() or platform.machine()}. Largest score difference: {r['max_abs_diff']:.1e}.",
+        "",
+        "| | pairs/s | peak RSS (MB) |",
+        "|---|---|---|",
+        f"| sentence-transformers CrossEncoder.predict | {st['pairs_per_s']:.1f} | {st['peak_rss_mb']:.0f} |",
+        f"| hf_ragtrain Reranker.compute_score | {ours['pairs_per_s']:.1f} | {ours['peak_rss_mb']:.0f} |",
+        f"| ratio (ours / theirs) | **{ours['pairs_per_s'] / st['pairs_per_s']:.2f}x** | "
+        f"**{ours['peak_rss_mb'] / st['peak_rss_mb']:.2f}x** |",
+    ])
 
 
 if __name__ == "__main__":

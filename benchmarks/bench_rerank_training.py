@@ -94,19 +94,62 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed first steps")
     p.add_argument("--micro_batch_tokens", type=int, default=2048)
     p.add_argument("--bf16", action="store_true")
-    p.add_argument("--write", default=None, help="append the result table to this markdown file")
+    _common.add_output_options(p)
     p.add_argument("--worker", choices=["ours", "st"], help=argparse.SUPPRESS)
     p.add_argument("--groups", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker(args)
 
-    results = _common.run_workers(__file__, sys.argv[1:], build_groups(args), ["st", "ours"])
-    table = render(args, results)
-    print(table)
-    if args.write:
-        with open(args.write, "a") as fh:
-            fh.write("\n" + table + "\n")
+    groups = build_groups(args)
+    results = _common.run_workers(__file__, sys.argv[1:], groups, ["st", "ours"])
+    efficiency = hardware_efficiency(args, groups, results)
+    table = render(args, results) + "\n\n" + render_efficiency(args, efficiency)
+    summary = [_common.summary_row("Cross-encoder training (RerankTrainer vs CrossEncoderTrainer)", "queries/s",
+                                   results["ours"], results["st"]),
+               {"name": "Cross-encoder training: useful FLOP/s as a share of torch's GEMM FLOP/s", "unit": "share",
+                "ours": efficiency["ours_share"], "theirs": efficiency["st_share"], "ours_mb": None,
+                "theirs_mb": None}]
+    _common.finish(args, table, summary, {**results, "efficiency": efficiency})
+
+
+def hardware_efficiency(args, groups: list[dict], results: dict) -> dict:
+    """Each side's useful training FLOP/s (see _flops) and its share of the GEMM FLOP/s measured now."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    import _flops
+    from hf_ragtrain.offline import resolve_model_path
+
+    path = resolve_model_path(args.model)
+    config = AutoConfig.from_pretrained(path, num_labels=1)
+    per_token, per_sequence = _flops.matmul_parameters(AutoModelForSequenceClassification.from_config(config))
+    lengths = _flops.cross_encoder_lengths(AutoTokenizer.from_pretrained(path), groups, args.max_length)
+    # every group is trained on once (one epoch); the timed steps see the average group
+    flops_per_group = _flops.training_flops(lengths, per_token, per_sequence, config.num_hidden_layers,
+                                            config.hidden_size) / len(groups)
+    dtype = "bfloat16" if args.bf16 else "float32"
+    gemm = _flops.gemm_flops_per_s(dtype)
+    out = {"gemm_flops_per_s": gemm, "gemm_dtype": dtype, "flops_per_query_group": flops_per_group,
+           "per_token_params": per_token, "mean_pair_tokens": sum(lengths) / len(lengths)}
+    for side in ("ours", "st"):
+        out[f"{side}_flops_per_s"] = results[side]["samples_per_s"] * flops_per_group
+        out[f"{side}_share"] = out[f"{side}_flops_per_s"] / gemm
+    return out
+
+
+def render_efficiency(args, e: dict) -> str:
+    return "\n".join([
+        f"Hardware efficiency of the same runs: useful training FLOP/s (benchmarks/_flops.py: 3 x the forward "
+        f"matrix products of the real tokens, {e['per_token_params'] / 1e6:.1f}M per-token weights, "
+        f"{e['mean_pair_tokens']:.0f} tokens per pair on average) against a {e['gemm_dtype']} 2048 x 2048 "
+        f"matmul measured in the same run.",
+        "",
+        "| | useful GFLOP/s | share of GEMM |",
+        "|---|---|---|",
+        f"| torch matmul, {e['gemm_dtype']} | {e['gemm_flops_per_s'] / 1e9:.1f} | 1 |",
+        f"| sentence-transformers CrossEncoderTrainer | {e['st_flops_per_s'] / 1e9:.1f} | {e['st_share']:.1%} |",
+        f"| hf_ragtrain RerankTrainer | {e['ours_flops_per_s'] / 1e9:.1f} | **{e['ours_share']:.1%}** |",
+    ])
 
 
 def render(args, results) -> str:

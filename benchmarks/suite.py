@@ -1,0 +1,164 @@
+#!/usr/bin/env python
+"""Every speed comparison behind one command: a summary table, and BENCHMARKS.md refreshed.
+
+Runs, one after the other (each benchmark runs each side in its own process, on the same model,
+data and settings):
+
+    rerank      RerankTrainer vs CrossEncoderTrainer, plus the hardware-efficiency row
+    embedding   ContrastiveTrainer vs SentenceTransformerTrainer (InfoNCE, and InfoNCE + MRL)
+    colbert     ColbertTrainer vs MultiVectorEncoderTrainer
+    inference   Reranker.compute_score vs CrossEncoder.predict
+    scaling     RerankTrainer on N and 10 N records
+
+then prints one table (ours vs sentence-transformers 6: speed, peak memory, ratios) and, with
+``--write BENCHMARKS.md``, replaces the suite's section of that file (between its two marker
+comments) with the summary and every benchmark's own table.
+
+    python benchmarks/suite.py --beir_dir ../shared/data/scifact --bf16 --write BENCHMARKS.md
+    python benchmarks/suite.py --beir_dir ../shared/data/scifact --only rerank scaling   # a subset
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+START = "<!-- benchmark-suite:start (written by benchmarks/suite.py; edits here are overwritten) -->"
+END = "<!-- benchmark-suite:end -->"
+BENCHMARKS = ("rerank", "embedding", "colbert", "inference", "scaling")
+
+
+def plan(args) -> dict[str, list[str]]:
+    """The command line of each benchmark."""
+    beir = ["--beir_dir", args.beir_dir]
+    bf16 = ["--bf16"] if args.bf16 else []
+    quick = args.quick
+    cache = ["--candidates_cache", args.candidates_cache] if args.candidates_cache else []
+    return {
+        "rerank": ["bench_rerank_training.py", *beir, "--max_length", "256", *bf16,
+                   *(["--steps", "2", "--warmup", "1"] if quick else ["--steps", "8", "--warmup", "2"])],
+        "embedding": ["bench_embedding_training.py", *beir, *bf16,
+                      *(["--steps", "2", "--warmup", "1"] if quick else [])],
+        "colbert": ["bench_colbert_training.py", *beir, *bf16, *(["--steps", "2", "--warmup", "1"] if quick else [])],
+        "inference": ["bench_rerank_inference.py", *beir, *cache,
+                      *(["--queries", "1"] if quick else [])],
+        "scaling": ["bench_scaling.py", *beir, *bf16, *(["--records", "8", "--max_length", "64"] if quick else [])],
+    }
+
+
+def run(name: str, argv: list[str], tmp: str) -> dict:
+    out = os.path.join(tmp, f"{name}.json")
+    print(f"== {name}: python benchmarks/{' '.join(argv)}", flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, os.path.join(HERE, argv[0]), *argv[1:], "--json", out],
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    if proc.returncode:
+        raise SystemExit(f"benchmark {name} failed (exit {proc.returncode}); its output is above")
+    with open(out) as fh:
+        result = json.load(fh)
+    result["wall_seconds"] = time.perf_counter() - start
+    return result
+
+
+def fmt(value, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "share":
+        return f"{value:.1%}"
+    if unit == "ratio":
+        return f"{value:.2f}x"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def summary_table(results: dict[str, dict]) -> str:
+    lines = ["| benchmark | unit | hf_ragtrain | sentence-transformers 6 | speed ratio | peak RSS ours / theirs (MB) "
+             "| memory ratio |",
+             "|---|---|---|---|---|---|---|"]
+    for name in BENCHMARKS:
+        for row in results.get(name, {}).get("summary", []):
+            unit = row["unit"]
+            if unit == "ratio":  # the scaling row: one side, its two sizes
+                lines.append(f"| {row['name']} | time(10N) / time(N) | **{fmt(row['ours'], unit)}** | - | - | "
+                             f"{row['ours_mb']:.0f} at 10N / {row['theirs_mb']:.0f} at N | "
+                             f"**{row['ours_mb'] / row['theirs_mb']:.2f}x** |")
+                continue
+            speed = f"**{row['ours'] / row['theirs']:.2f}x**" if row["theirs"] else "-"
+            if row["ours_mb"] and row["theirs_mb"]:
+                memory, mem_ratio = f"{row['ours_mb']:.0f} / {row['theirs_mb']:.0f}", \
+                    f"**{row['ours_mb'] / row['theirs_mb']:.2f}x**"
+            else:
+                memory = mem_ratio = "-"
+            lines.append(f"| {row['name']} | {unit} | {fmt(row['ours'], unit)} | {fmt(row['theirs'], unit)} | "
+                         f"{speed} | {memory} | {mem_ratio} |")
+    return "\n".join(lines)
+
+
+def render(args, results: dict[str, dict]) -> str:
+    import torch
+
+    command = "python benchmarks/suite.py " + " ".join(
+        a for a in sys.argv[1:] if a not in ("--write", args.write))
+    minutes = sum(r["wall_seconds"] for r in results.values()) / 60
+    parts = [
+        START,
+        "## Speed and memory: the benchmark suite",
+        "",
+        f"`{command}` ({minutes:.0f} min; {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{platform.processor() or platform.machine()}). Speed ratio = ours / theirs (higher is better); "
+        "memory ratio = ours / theirs (lower is better). Each benchmark's own table and settings follow.",
+        "",
+        summary_table(results),
+    ]
+    for name in BENCHMARKS:
+        if name in results:
+            parts += ["", results[name]["table"]]
+    parts.append(END)
+    return "\n".join(parts)
+
+
+def refresh(path: str, section: str) -> None:
+    """Replace the suite's section of ``path`` (or add it before the file's first ``## `` section)."""
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + section + rest.split(END, 1)[1]
+    elif "\n## " in text:
+        head, rest = text.split("\n## ", 1)
+        text = head + "\n" + section + "\n\n## " + rest
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--beir_dir", required=True, help="a BEIR folder (SciFact) for the training groups and queries")
+    p.add_argument("--bf16", action="store_true", help="train under bf16 autocast (both sides)")
+    p.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    p.add_argument("--candidates_cache", default=None, help="passed to bench_rerank_inference.py")
+    p.add_argument("--quick", action="store_true", help="tiny settings, to check the suite runs (numbers are noise)")
+    p.add_argument("--write", default=None, help="refresh the suite's section of this markdown file")
+    args = p.parse_args()
+
+    commands = plan(args)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.only:
+            results[name] = run(name, commands[name], tmp)
+    section = render(args, results)
+    print("\n" + summary_table(results))
+    if args.write:
+        refresh(args.write, section)
+        print(f"refreshed {args.write}")
+
+
+if __name__ == "__main__":
+    main()
