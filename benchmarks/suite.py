@@ -12,7 +12,9 @@ data and settings):
 
 then prints one table (ours vs sentence-transformers 6: speed, peak memory, ratios) and, with
 ``--write BENCHMARKS.md``, replaces the suite's section of that file (between its two marker
-comments) with the summary and every benchmark's own table.
+comments) with the summary and every benchmark's own table. Each benchmark's results are kept in
+``--results_dir`` (``benchmarks/results/NAME.json``), so a run of a subset (``--only``) refreshes
+its rows and keeps the others' last results.
 
     python benchmarks/suite.py --beir_dir ../shared/data/scifact --bf16 --write BENCHMARKS.md
     python benchmarks/suite.py --beir_dir ../shared/data/scifact --only rerank scaling   # a subset
@@ -53,8 +55,8 @@ def plan(args) -> dict[str, list[str]]:
     }
 
 
-def run(name: str, argv: list[str], tmp: str) -> dict:
-    out = os.path.join(tmp, f"{name}.json")
+def run(name: str, argv: list[str], results_dir: str) -> dict:
+    out = os.path.join(results_dir, f"{name}.json")
     print(f"== {name}: python benchmarks/{' '.join(argv)}", flush=True)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, os.path.join(HERE, argv[0]), *argv[1:], "--json", out],
@@ -64,7 +66,21 @@ def run(name: str, argv: list[str], tmp: str) -> dict:
     with open(out) as fh:
         result = json.load(fh)
     result["wall_seconds"] = time.perf_counter() - start
+    result["date"] = time.strftime("%Y-%m-%d")
+    with open(out, "w") as fh:
+        json.dump(result, fh, indent=2)
     return result
+
+
+def stored_results(results_dir: str) -> dict[str, dict]:
+    """The last results of every benchmark kept in ``results_dir``."""
+    out = {}
+    for name in BENCHMARKS:
+        path = os.path.join(results_dir, f"{name}.json")
+        if os.path.isfile(path):
+            with open(path) as fh:
+                out[name] = json.load(fh)
+    return out
 
 
 def fmt(value, unit: str) -> str:
@@ -103,16 +119,16 @@ def summary_table(results: dict[str, dict]) -> str:
 def render(args, results: dict[str, dict]) -> str:
     import torch
 
-    command = "python benchmarks/suite.py " + " ".join(
-        a for a in sys.argv[1:] if a not in ("--write", args.write))
     minutes = sum(r["wall_seconds"] for r in results.values()) / 60
+    dates = sorted({r.get("date", "?") for r in results.values()})
     parts = [
         START,
         "## Speed and memory: the benchmark suite",
         "",
-        f"`{command}` ({minutes:.0f} min; {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"`python benchmarks/suite.py --beir_dir ../shared/data/scifact --bf16 --write BENCHMARKS.md` "
+        f"({minutes:.0f} min; run {', '.join(dates)}; {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{platform.processor() or platform.machine()}). Speed ratio = ours / theirs (higher is better); "
-        "memory ratio = ours / theirs (lower is better). Each benchmark's own table and settings follow.",
+        "memory ratio = ours / theirs (lower is better). Each benchmark's own table, command and settings follow.",
         "",
         summary_table(results),
     ]
@@ -146,13 +162,16 @@ def main() -> None:
     p.add_argument("--candidates_cache", default=None, help="passed to bench_rerank_inference.py")
     p.add_argument("--quick", action="store_true", help="tiny settings, to check the suite runs (numbers are noise)")
     p.add_argument("--write", default=None, help="refresh the suite's section of this markdown file")
+    p.add_argument("--results_dir", default=os.path.join(HERE, "results"),
+                   help="where each benchmark's results are kept (the section shows every one found there)")
     args = p.parse_args()
 
     commands = plan(args)
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.only:
-            results[name] = run(name, commands[name], tmp)
+    results_dir = tempfile.mkdtemp() if args.quick else args.results_dir  # quick numbers are never kept
+    os.makedirs(results_dir, exist_ok=True)
+    for name in args.only:
+        run(name, commands[name], results_dir)
+    results = stored_results(results_dir)
     section = render(args, results)
     print("\n" + summary_table(results))
     if args.write:

@@ -68,3 +68,13 @@ def test_summary_table_ratios():
 def test_strip_options_removes_output_options_only():
     argv = ["--beir_dir", "d", "--write", "B.md", "--bf16", "--json=x.json", "--steps", "3", "--json", "y"]
     assert _common.strip_options(argv, ("--write", "--json")) == ["--beir_dir", "d", "--bf16", "--steps", "3"]
+
+
+def test_stored_results_keep_the_benchmarks_not_rerun(tmp_path):
+    import json
+
+    for name, value in (("scaling", 9.0), ("rerank", 1.5), ("unknown", 0.0)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"summary": [], "table": name, "ours": value}))
+    stored = suite.stored_results(str(tmp_path))
+    assert list(stored) == ["rerank", "scaling"]  # the suite's order; files of no benchmark ignored
+    assert stored["scaling"]["ours"] == 9.0
