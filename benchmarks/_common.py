@@ -89,7 +89,7 @@ def strip_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
     return out
 
 
-def command_line(script_name: str, args=None) -> str:
+def command_line(script_name: str) -> str:
     return f"python benchmarks/{script_name} " + " ".join(strip_options(sys.argv[1:], ("--write", "--json")))
 
 

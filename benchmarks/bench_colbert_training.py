@@ -123,7 +123,7 @@ def render(args, results) -> str:
     lines = [
         "### ColBERT training: ColbertTrainer vs sentence-transformers MultiVectorEncoderTrainer",
         "",
-        f"`{_common.command_line('bench_colbert_training.py', args)}`  ",
+        f"`{_common.command_line('bench_colbert_training.py')}`  ",
         f"MiniLM-L6 ColBERT (128-d projection, same starting folder for both), batch {args.batch_size} queries x "
         f"(1 positive + {args.group_size - 1} BM25 negatives) = {texts} texts per step, in-batch negatives, InfoNCE "
         f"over summed MaxSim at temperature {TEMPERATURE}, queries up to {args.query_length} tokens, documents up "

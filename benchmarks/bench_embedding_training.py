@@ -117,7 +117,7 @@ def render(args, results) -> str:
     lines = [
         "### Embedding training: ContrastiveTrainer vs sentence-transformers SentenceTransformerTrainer",
         "",
-        f"`{_common.command_line('bench_embedding_training.py', args)}`  ",
+        f"`{_common.command_line('bench_embedding_training.py')}`  ",
         f"MiniLM-L6 bi-encoder, batch {args.batch_size} queries x (1 positive + {args.group_size - 1} BM25 "
         f"negatives) = {texts} texts per step, in-batch negatives, temperature {TEMPERATURE}, max length "
         f"{args.max_length}, {args.steps} timed steps after {args.warmup} warm-up steps, "

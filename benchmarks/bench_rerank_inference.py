@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,9 +53,9 @@ def candidates(beir_dir: str, n_queries: int, top_k: int, cache: str | None) -> 
 
 
 def score(args) -> None:
-    """Worker: score the pairs with one side, print the result line, save the scores."""
+    """Worker: score the pairs with one side and print the result line (scores included)."""
     torch.set_num_threads(os.cpu_count() or 1)
-    with open(args.pairs) as fh:
+    with open(args.groups) as fh:
         pairs = [tuple(p) for p in json.load(fh)]
     if args.worker == "ours":
         from hf_ragtrain import Reranker
@@ -72,10 +71,10 @@ def score(args) -> None:
     start = time.perf_counter()
     scores = np.asarray(run(pairs), dtype=np.float64)
     seconds = time.perf_counter() - start
-    np.save(args.scores_out, scores)
     truncated = model.last.truncated if args.worker == "ours" else None
     print("RESULT " + json.dumps({"pairs_per_s": len(pairs) / seconds, "seconds": seconds, "truncated": truncated,
-                                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                                  "scores": scores.tolist()}))
 
 
 def main() -> None:
@@ -89,8 +88,7 @@ def main() -> None:
     parser.add_argument("--candidates_cache", default=None, help="JSON file to keep the candidate pairs in")
     _common.add_output_options(parser)
     parser.add_argument("--worker", choices=["ours", "st"], help=argparse.SUPPRESS)
-    parser.add_argument("--pairs", help=argparse.SUPPRESS)
-    parser.add_argument("--scores_out", help=argparse.SUPPRESS)
+    parser.add_argument("--groups", help=argparse.SUPPRESS)  # the pairs, written by _common.run_workers
     args = parser.parse_args()
     if args.worker:
         return score(args)
@@ -109,28 +107,13 @@ def main() -> None:
     print(f"{len(pairs)} pairs ({args.queries} queries x top {args.top_k}), batch {args.batch_size}, "
           f"max_length {args.max_length}")
 
-    results, scores = {}, {}
-    with tempfile.TemporaryDirectory() as tmp:
-        pairs_path = os.path.join(tmp, "pairs.json")
-        with open(pairs_path, "w") as fh:
-            json.dump(pairs, fh)
-        for side in ("ours", "st"):  # each in its own process, so each has its own peak memory
-            out = os.path.join(tmp, f"{side}.npy")
-            cmd = [sys.executable, __file__, "--beir_dir", args.beir_dir, "--model", model, "--batch_size",
-                   str(args.batch_size), "--max_length", str(args.max_length), "--worker", side, "--pairs",
-                   pairs_path, "--scores_out", out]
-            proc = subprocess.run(cmd, capture_output=True, text=True,
-                                  env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
-            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-            if proc.returncode or not lines:
-                raise SystemExit(f"{side} failed:\n{proc.stderr[-4000:]}")
-            results[side] = json.loads(lines[-1][len("RESULT "):])
-            scores[side] = np.load(out)
+    # each side in its own process, so each has its own peak memory
+    results = _common.run_workers(__file__, [*sys.argv[1:], "--model", model], pairs, ["ours", "st"])
+    scores = {side: np.asarray(results[side].pop("scores")) for side in ("ours", "st")}
     results["max_abs_diff"] = float(np.abs(scores["ours"] - scores["st"]).max())
     results["pairs"] = len(pairs)
-    summary = [{"name": "Cross-encoder reranking (Reranker.compute_score vs CrossEncoder.predict)",
-                "unit": "pairs/s", "ours": results["ours"]["pairs_per_s"], "theirs": results["st"]["pairs_per_s"],
-                "ours_mb": results["ours"]["peak_rss_mb"], "theirs_mb": results["st"]["peak_rss_mb"]}]
+    summary = [_common.summary_row("Cross-encoder reranking (Reranker.compute_score vs CrossEncoder.predict)",
+                                   "pairs/s", results["ours"], results["st"], key="pairs_per_s")]
     _common.finish(args, render(args, results), summary, results)
 
 

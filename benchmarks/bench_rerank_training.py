@@ -158,7 +158,7 @@ def render(args, results) -> str:
     import torch
 
     ours, st = results["ours"], results["st"]
-    cmd = _common.command_line("bench_rerank_training.py", args)
+    cmd = _common.command_line("bench_rerank_training.py")
     pairs = {k: r["samples_per_s"] * args.group_size for k, r in results.items()}
     lines = [
         "### Cross-encoder training: RerankTrainer vs sentence-transformers CrossEncoderTrainer",

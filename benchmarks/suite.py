@@ -116,7 +116,7 @@ def summary_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def render(args, results: dict[str, dict]) -> str:
+def render(results: dict[str, dict]) -> str:
     import torch
 
     minutes = sum(r["wall_seconds"] for r in results.values()) / 60
@@ -172,7 +172,7 @@ def main() -> None:
     for name in args.only:
         run(name, commands[name], results_dir)
     results = stored_results(results_dir)
-    section = render(args, results)
+    section = render(results)
     print("\n" + summary_table(results))
     if args.write:
         refresh(args.write, section)
