@@ -123,7 +123,7 @@ class RerankerTeacher(Teacher):
     def __init__(self, path: str, kind: str, bf16: bool = False, **options: Any):
         from .reranker import Reranker
 
-        self.reranker = Reranker.from_pretrained(path, kind=kind, dtype="bf16" if bf16 else None, **options)
+        self.reranker = Reranker.from_pretrained(path, kind=kind, dtype="bf16" if bf16 else "fp32", **options)
         self.reranker.report_truncation = False  # called once per training step: one line, not one per call
         self.name = f"{kind}:{_fingerprint(path)}"
         self._warned = False

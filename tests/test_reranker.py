@@ -34,7 +34,7 @@ def trained_ce(tiny_ce_path, tmp_path_factory):
 
 def test_cross_encoder_scores_equal_sentence_transformers_predict(trained_ce):
     st = pytest.importorskip("sentence_transformers")
-    reranker = Reranker.from_pretrained(trained_ce, max_length=32)
+    reranker = Reranker.from_pretrained(trained_ce, max_length=32, dtype="fp32")
     assert isinstance(reranker, CrossEncoderReranker) and reranker_kind(trained_ce) == "cross-encoder"
     expected = st.CrossEncoder(trained_ce, max_length=32, device="cpu").predict(PAIRS, batch_size=2)
     scores = reranker.compute_score(PAIRS, batch_size=2)
@@ -116,7 +116,7 @@ def test_bge_gemma_layout_equals_the_published_recipe_from_the_models_logits():
     """bge-reranker-v2-gemma's layout on the real SmolLM2: BOS, 'A: query', newline, 'B: passage', newline,
     instruction, each tokenized on its own; the score is the 'Yes' logit at the last position."""
     reranker = Reranker.from_pretrained("smollm2", kind="llm", template=BGE_TEMPLATE, tokenize="lines",
-                                        yes_token="Yes", max_length=256)
+                                        yes_token="Yes", max_length=256, dtype="fp32")
     assert isinstance(reranker, LlmPairReranker)
     tok, lm = reranker.tokenizer, reranker.reranker.inner
     piece = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
@@ -137,7 +137,7 @@ def test_bge_gemma_layout_equals_the_published_recipe_from_the_models_logits():
 def test_zero_shot_chat_model_scores_yes_minus_no_of_its_answer_without_a_bos_token():
     """SmolLM2-135M-Instruct, unchanged, detected as a chat model; the reference is the full model's logits on
     the chat template applied by the tokenizer itself (no extra BOS: the template writes the whole prompt)."""
-    reranker = Reranker.from_pretrained("smollm2")
+    reranker = Reranker.from_pretrained("smollm2", dtype="fp32")
     assert isinstance(reranker, ZeroShotReranker)
     tok, lm = reranker.tokenizer, reranker.reranker.inner
     yes, no = tok("Yes", add_special_tokens=False)["input_ids"][0], tok("No", add_special_tokens=False)["input_ids"][0]
@@ -167,7 +167,7 @@ def test_zero_shot_works_for_a_model_with_no_bos_token(tmp_path):
     tok.save_pretrained(path)
     assert tok.bos_token_id is None and reranker_kind(path) == "zero-shot"
     instruction = "query {query} document {document} relevant"
-    reranker = Reranker.from_pretrained(path, instruction=instruction)
+    reranker = Reranker.from_pretrained(path, instruction=instruction, dtype="fp32")
     lm = AutoModelForCausalLM.from_pretrained(path).eval()
     yes, no = tok.convert_tokens_to_ids("Yes"), tok.convert_tokens_to_ids("No")
     with torch.no_grad():
@@ -188,7 +188,7 @@ def test_layerwise_llm_scores_every_requested_cutoff_layer(tmp_path):
     for head in model.layer_heads:  # distinct heads, so the layers' scores differ
         head.weight.data.normal_()
     model.save_pretrained(str(tmp_path / "layerwise"))
-    reranker = Reranker.from_pretrained(str(tmp_path / "layerwise"))
+    reranker = Reranker.from_pretrained(str(tmp_path / "layerwise"), dtype="fp32")
     assert isinstance(reranker, LayerwiseLlmReranker) and reranker.scored_layers == [2, 3, 4]
     per_layer = reranker.compute_score(PAIRS, cutoff_layers=[4, 2, 3])
     model.eval()
@@ -204,7 +204,7 @@ def test_colbert_and_bi_encoder_folders_score_as_their_models(tmp_path):
 
     colbert = ColbertEncoder.from_pretrained("minilm", colbert_dim=32, query_max_length=16, document_max_length=64)
     colbert.save_pretrained(str(tmp_path / "colbert"))
-    reranker = Reranker.from_pretrained(str(tmp_path / "colbert"))
+    reranker = Reranker.from_pretrained(str(tmp_path / "colbert"), dtype="fp32")
     assert isinstance(reranker, ColbertReranker)
     expected = np.concatenate([colbert.rerank(TEXTS[0], DOCS[:2]).numpy(), colbert.rerank(TEXTS[2], DOCS[2:3]).numpy(),
                                colbert.rerank(TEXTS[4], DOCS[3:]).numpy()])
@@ -212,7 +212,7 @@ def test_colbert_and_bi_encoder_folders_score_as_their_models(tmp_path):
 
     encoder = BiEncoder.from_pretrained("minilm")
     encoder.save_pretrained(str(tmp_path / "bi"))
-    reranker = Reranker.from_pretrained(str(tmp_path / "bi"))
+    reranker = Reranker.from_pretrained(str(tmp_path / "bi"), dtype="fp32")
     assert reranker_kind(str(tmp_path / "bi")) == "bi-encoder"
     q, d = encoder.encode(QUERIES, kind="query"), encoder.encode(DOCS, kind="passage")
     cosine = (q * d).sum(1)
@@ -253,3 +253,21 @@ def test_kind_detection_reads_saved_files_and_refuses_the_unknown(tmp_path, trai
     plain = build_tiny_llm(tmp_path / "plain_lm")
     with pytest.raises(ValueError, match="no chat template"):
         reranker_kind(plain)
+
+
+def test_default_dtype_is_the_native_half_precision_of_the_cpu(trained_ce, monkeypatch):
+    """dtype=None: bf16 autocast on a CPU that multiplies bf16 in hardware, fp32 on one that does not;
+    the bf16 scores stay within bf16 rounding of the fp32 ones."""
+    import hf_ragtrain.reranker as module
+
+    exact = Reranker.from_pretrained(trained_ce, max_length=32, dtype="fp32")
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: native)
+        reranker = Reranker.from_pretrained(trained_ce, max_length=32, device="cpu")
+        assert reranker.dtype == expected
+        scores = np.asarray(reranker.compute_score(PAIRS))
+        if expected == torch.float32:
+            np.testing.assert_allclose(scores, exact.compute_score(PAIRS), rtol=1e-6, atol=1e-6)
+        else:  # bf16 keeps 8 bits of mantissa: about 2 significant digits of the logit
+            np.testing.assert_allclose(scores, exact.compute_score(PAIRS), rtol=0, atol=0.05 * np.abs(scores).max())
+            assert not np.array_equal(scores, exact.compute_score(PAIRS))  # autocast really ran

@@ -175,7 +175,8 @@ def test_colbert_and_zero_shot_teachers_score_through_the_reranker_api(tmp_path,
     teacher = load_teacher(chat)
     assert teacher_kind(chat) == "zero-shot" and teacher.name.startswith("zero-shot:")
     np.testing.assert_allclose(teacher.score(queries, docs),
-                               Reranker.from_pretrained(chat).compute_score(list(zip(queries, docs))), rtol=1e-6)
+                               Reranker.from_pretrained(chat, dtype="fp32").compute_score(list(zip(queries, docs))),
+                               rtol=1e-6)
 
 
 def test_reranker_teacher_warns_once_about_cut_documents(tmp_path, tiny_encoder_path, caplog):
