@@ -49,7 +49,8 @@ def worker(args) -> None:
                                            seed=0, bf16=args.bf16, dataloader_drop_last=True),
             train_dataset=GroupDataset(records, group_size=args.group_size, seed=0),
             data_collator=RerankCollator(tok, max_length=args.max_length,
-                                         micro_batch_tokens=args.micro_batch_tokens or None))
+                                         micro_batch_tokens=args.micro_batch_tokens or None,
+                                         pad_to_multiple_of=args.pad_to_multiple_of or None))
         metrics = trainer.train().metrics
     print("RESULT " + json.dumps({
         "records": len(records), "steps": trainer.state.global_step,
@@ -67,6 +68,7 @@ def main() -> None:
     p.add_argument("--group_size", type=int, default=4)
     p.add_argument("--max_length", type=int, default=256)
     p.add_argument("--micro_batch_tokens", type=int, default=2048)
+    p.add_argument("--pad_to_multiple_of", type=int, default=0, help="collator padding multiple (0: none)")
     p.add_argument("--bf16", action="store_true")
     _common.add_output_options(p)
     p.add_argument("--worker", choices=list(SIZES), help=argparse.SUPPRESS)

@@ -43,13 +43,14 @@ def plan(args) -> dict[str, list[str]]:
     bf16 = ["--bf16"] if args.bf16 else []
     quick = args.quick
     cache = ["--candidates_cache", args.candidates_cache] if args.candidates_cache else []
+    model = ["--model", args.inference_model] if args.inference_model else []
     return {
         "rerank": ["bench_rerank_training.py", *beir, "--max_length", "256", *bf16,
                    *(["--steps", "2", "--warmup", "1"] if quick else ["--steps", "8", "--warmup", "2"])],
         "embedding": ["bench_embedding_training.py", *beir, *bf16,
                       *(["--steps", "2", "--warmup", "1"] if quick else [])],
         "colbert": ["bench_colbert_training.py", *beir, *bf16, *(["--steps", "2", "--warmup", "1"] if quick else [])],
-        "inference": ["bench_rerank_inference.py", *beir, *cache,
+        "inference": ["bench_rerank_inference.py", *beir, *cache, *model,
                       *(["--queries", "1"] if quick else [])],
         "scaling": ["bench_scaling.py", *beir, *bf16, *(["--records", "8", "--max_length", "64"] if quick else [])],
     }
@@ -160,6 +161,9 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true", help="train under bf16 autocast (both sides)")
     p.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     p.add_argument("--candidates_cache", default=None, help="passed to bench_rerank_inference.py")
+    p.add_argument("--inference_model", default=None,
+                   help="a trained cross-encoder folder for bench_rerank_inference.py (default: MiniLM with a seeded "
+                        "fresh head, whose near-tied scores make the top-10 agreement meaningless)")
     p.add_argument("--quick", action="store_true", help="tiny settings, to check the suite runs (numbers are noise)")
     p.add_argument("--write", default=None, help="refresh the suite's section of this markdown file")
     p.add_argument("--results_dir", default=os.path.join(HERE, "results"),

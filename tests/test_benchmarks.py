@@ -3,6 +3,7 @@
 import os
 import sys
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -78,3 +79,58 @@ def test_stored_results_keep_the_benchmarks_not_rerun(tmp_path):
     stored = suite.stored_results(str(tmp_path))
     assert list(stored) == ["rerank", "scaling"]  # the suite's order; files of no benchmark ignored
     assert stored["scaling"]["ours"] == 9.0
+
+
+def test_top10_agreement_compares_the_order_of_each_querys_best_ten():
+    import bench_rerank_inference
+
+    a = np.arange(24, dtype=float)  # two queries of 12 candidates
+    b = a.copy()
+    b[[0, 1]] = b[[1, 0]]  # below the first query's top ten: no change
+    assert bench_rerank_inference.top10_agreement(a, b, top_k=12) == 1.0
+    b[[22, 23]] = b[[23, 22]]  # the second query's two best swap
+    assert bench_rerank_inference.top10_agreement(a, b, top_k=12) == 0.5
+
+
+def test_pseudo_queries_cut_a_later_sentence_out_of_its_document(tmp_path):
+    """make: each query is a sentence after the first of a document, whose positive is the document without it;
+    finish: mined records get that positive, and a record of another folder is refused with its line."""
+    import json
+    import types
+
+    import pseudo_queries
+
+    assert pseudo_queries.split_sentences("One a b. Two c d? (Three) e f! 4 g h.") == [
+        "One a b.", "Two c d?", "(Three) e f!", "4 g h."]
+    body = ("Background words come first here. The drug lowered blood pressure in treated mice. "
+            "Heart rate did not change in any of the groups. Further trials are needed.")
+    corpus = [{"_id": "d1", "title": "Drug study", "text": body},
+              {"_id": "d2", "title": "Short", "text": "Too short."},
+              {"_id": "d3", "title": "Other", "text": body.replace("drug", "salt")}]
+    src = tmp_path / "beir"
+    src.mkdir()
+    (src / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus))
+    out = tmp_path / "pseudo"
+    pseudo_queries.make(types.SimpleNamespace(beir_dir=str(src), output_dir=str(out), num_queries=2, seed=0))
+    queries = [json.loads(line) for line in (out / "queries.jsonl").read_text().splitlines()]
+    positives = {p["query_id"]: p for p in map(json.loads, (out / "positives.jsonl").read_text().splitlines())}
+    assert [q["_id"] for q in queries] == ["sd1", "sd3"]  # d2 has too few sentences
+    for q in queries:
+        doc = next(d for d in corpus if f"s{d['_id']}" == q["_id"])
+        sentences = pseudo_queries.split_sentences(doc["text"])
+        assert q["text"] in sentences[1:]
+        rest = [s for s in sentences if s != q["text"]]
+        assert positives[q["_id"]]["pos"] == doc["title"] + " " + " ".join(rest)
+    assert (out / "qrels" / "pseudo.tsv").read_text().splitlines() == ["query-id\tcorpus-id\tscore", "sd1\td1\t1",
+                                                                      "sd3\td3\t1"]
+    mined = tmp_path / "mined.jsonl"
+    mined.write_text(json.dumps({"query": queries[0]["text"], "query_id": "sd1", "pos": ["whole d1"],
+                                 "pos_ids": ["d1"], "neg": ["d3 text"], "neg_ids": ["d3"]}) + "\n")
+    pseudo_queries.finish(types.SimpleNamespace(output_dir=str(out), input=str(mined), output=str(tmp_path / "t.jsonl")))
+    row = json.loads((tmp_path / "t.jsonl").read_text())
+    assert row["pos"] == [positives["sd1"]["pos"]] and row["neg"] == ["d3 text"] and row["neg_ids"] == ["d3"]
+    mined.write_text(mined.read_text() + json.dumps({"query": "q", "query_id": "x9", "pos": ["p"], "pos_ids": ["x"],
+                                                     "neg": [], "neg_ids": []}) + "\n")
+    with pytest.raises(SystemExit, match=r"mined.jsonl:2: query_id 'x9'"):
+        pseudo_queries.finish(types.SimpleNamespace(output_dir=str(out), input=str(mined),
+                                                    output=str(tmp_path / "t.jsonl")))
