@@ -23,8 +23,11 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hf_ragtrain.data.beir import beir_to_records_with_stats, load_beir
-from hf_ragtrain.data.mining import mine_hard_negatives
+from hf_ragtrain.data.beir_pipeline import (CachingEncoder, dev_records_from_run, first_stage_run, split_dev_queries,
+                                            subset_queries)
+from hf_ragtrain.data.mining import load_encoder, mine_hard_negatives
 from hf_ragtrain.data.records import write_records
+from hf_ragtrain.offline import resolve_model_path
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -46,6 +49,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="sample negatives in the window with --seed, or take the best-ranked")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--batch_size", type=int, default=64, help="encoding batch size (dense/hybrid)")
+    parser.add_argument("--dev_queries", type=int, default=0,
+                        help="hold out this many judged queries, chosen with --seed as the recipes' "
+                             "--beir_dev_queries chooses them; they are left out of --output")
+    parser.add_argument("--dev_output", help="jsonl for the held-out queries: their judged positives, and the "
+                                             "--encoder's top --dev_top_k other documents as negatives")
+    parser.add_argument("--dev_top_k", type=int, default=30)
     return parser.parse_args(argv)
 
 
@@ -60,12 +69,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{len(data.queries)} judged queries, {sum(len(j) for j in data.qrels.values())} qrels "
           f"({time.perf_counter() - started:.1f}s)")
 
+    encoder = args.encoder
+    if args.dev_queries:
+        if not args.dev_output:
+            print("error: --dev_queries needs --dev_output", file=sys.stderr)
+            return 2
+        train_ids, dev_ids = split_dev_queries(list(data.qrels), args.dev_queries, args.seed)
+        data, dev_data = subset_queries(data, train_ids), subset_queries(data, dev_ids)
+        encoder = CachingEncoder(load_encoder(resolve_model_path(args.encoder)))  # the corpus is encoded once
+        dev = dev_records_from_run(dev_data, first_stage_run(encoder, dev_data, top_k=args.dev_top_k))
+        write_records(dev, args.dev_output)
+        print(f"held out {len(dev_ids)} queries: {len(dev)} dev records (judged positives + the {args.encoder} "
+              f"top {args.dev_top_k}) written to {args.dev_output}; {len(train_ids)} queries left")
+
     negatives = None
     if args.num_negatives > 0:
         mined_at = time.perf_counter()
         negatives, mining = mine_hard_negatives(
             data.queries, data.corpus, data.qrels,
-            method=args.method, encoder=args.encoder,
+            method=args.method, encoder=encoder,
             rank_range=(args.rank_start, args.rank_end), num_negatives=args.num_negatives,
             seed=args.seed, strategy=args.strategy, batch_size=args.batch_size,
         )

@@ -125,3 +125,29 @@ def test_recipe_with_beir_dir(tmp_path, tiny_ce_path):
     card = (out / "README.md").read_text()
     assert "## MTEB evaluation" in card and f"| {task} | test | first stage alone |" in card
     assert (out / "mteb" / "results" / "local__out" / "no_revision_available" / f"{task}.json").exists()
+
+
+def test_build_beir_data_holds_out_dev_queries_as_the_recipes_do(tmp_path, tiny_ce_path):
+    """--dev_queries: the recipes' held-out queries leave the training file and become dev records whose
+    candidates are their positives and the encoder's top --dev_top_k (computed here directly)."""
+    from hf_ragtrain.data.mining import load_encoder
+
+    root = make_beir(tmp_path / "beir")
+    train_out, dev_out = tmp_path / "train.jsonl", tmp_path / "dev.jsonl"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "recipes", "build_beir_data.py"), "--beir_dir", root, "--split", "train",
+         "--output", str(train_out), "--method", "bm25", "--rank_start", "0", "--num_negatives", "2",
+         "--encoder", tiny_ce_path, "--dev_queries", "1", "--dev_output", str(dev_out), "--dev_top_k", "3"],
+        cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = load_beir(root, split="train")
+    train_ids, dev_ids = split_dev_queries(list(data.qrels), 1, seed=42)
+    train = [json.loads(line) for line in train_out.read_text().splitlines()]
+    dev = [json.loads(line) for line in dev_out.read_text().splitlines()]
+    assert sorted(r["query_id"] for r in train) == train_ids and [r["query_id"] for r in dev] == dev_ids
+    qid = dev_ids[0]
+    only_dev = load_beir(root, split="train")
+    only_dev.queries, only_dev.qrels = {qid: data.queries[qid]}, {qid: data.qrels[qid]}
+    ranked = first_stage_run(load_encoder(tiny_ce_path), only_dev, top_k=3)[qid]
+    expected_neg = [d for d in sorted(ranked, key=lambda d: -ranked[d]) if d not in data.qrels[qid]]
+    assert dev[0]["pos_ids"] == sorted(data.qrels[qid]) and dev[0]["neg_ids"] == expected_neg

@@ -47,7 +47,8 @@ def split_dev_queries(qids: Sequence[str], n_dev: int, seed: int) -> tuple[list[
     return sorted(ordered[n_dev:]), sorted(ordered[:n_dev])
 
 
-def _subset(data: BeirData, qids: Sequence[str]) -> BeirData:
+def subset_queries(data: BeirData, qids: Sequence[str]) -> BeirData:
+    """``data`` with only the queries (and their qrels) in ``qids``; the corpus is shared."""
     keep = set(qids)
     return BeirData(corpus=data.corpus, queries={q: t for q, t in data.queries.items() if q in keep},
                     qrels={q: r for q, r in data.qrels.items() if q in keep}, split=data.split, path=data.path)
@@ -92,7 +93,7 @@ def prepare_beir_rerank_data(args: Any, seed: int = 42):
     data = load_beir(args.beir_dir, split=args.beir_train_split)
     encoder = CachingEncoder(load_encoder(resolve_model_path(args.first_stage_model)))
     train_ids, dev_ids = split_dev_queries(list(data.qrels), args.beir_dev_queries, seed)
-    train_data, dev_data = _subset(data, train_ids), _subset(data, dev_ids)
+    train_data, dev_data = subset_queries(data, train_ids), subset_queries(data, dev_ids)
     negatives, stats = mine_hard_negatives(
         train_data.queries, train_data.doc_texts(), train_data.qrels, method=args.negatives_method,
         encoder=encoder if args.negatives_method != "bm25" else None,
