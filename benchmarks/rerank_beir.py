@@ -58,6 +58,8 @@ def main() -> None:
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--bf16", action="store_true", help="score under bf16 autocast")
     p.add_argument("--scores_out", help="JSON file for the reranked run {qid: {doc_id: score}}")
+    p.add_argument("--queries_from", help="evaluate only the queries of this records file (its query_id fields), "
+                                          "e.g. the dev file of build_beir_data.py --dev_output")
     args = p.parse_args()
 
     from hf_ragtrain import Reranker
@@ -65,6 +67,11 @@ def main() -> None:
     from hf_ragtrain.evaluation.metrics import ranking_metrics
 
     data = load_beir(args.beir_dir, split=args.split)
+    if args.queries_from:
+        from hf_ragtrain.data.beir_pipeline import subset_queries
+
+        with open(args.queries_from) as fh:
+            data = subset_queries(data, [json.loads(line)["query_id"] for line in fh if line.strip()])
     texts = data.doc_texts()
     run = first_stage(args.beir_dir, args.split, args.embedder, args.top_k, args.run_cache)
     qids = [q for q in data.qrels if q in run]
@@ -84,7 +91,7 @@ def main() -> None:
         if args.scores_out:
             with open(args.scores_out, "w") as fh:
                 json.dump(reranked, fh)
-    print(f"{args.beir_dir} {args.split}: {len(qids)} queries, {args.embedder} top {args.top_k}, "
+    print(f"{args.beir_dir} {args.split}{' (' + args.queries_from + ')' if args.queries_from else ''}: {len(qids)} queries, {args.embedder} top {args.top_k}, "
           f"max_length {args.max_length or 'default'}, long_doc {args.long_doc}, {'bf16' if args.bf16 else 'fp32'}")
     print("| run | nDCG@10 | MAP@10 | MRR@10 | Recall@10 | Recall@100 |")
     print("|---|---|---|---|---|---|")
