@@ -93,6 +93,24 @@ def command_line(script_name: str) -> str:
     return f"python benchmarks/{script_name} " + " ".join(strip_options(sys.argv[1:], ("--write", "--json")))
 
 
+def add_padding_option(parser) -> None:
+    parser.add_argument("--pad_to_multiple_of", type=int, default=None,
+                        help="round micro-batch widths up to a multiple (0: no rounding; default: the recipes' "
+                             "choice, 64 for bf16 on CPU)")
+
+
+def pad_to_multiple_of(args) -> int | None:
+    """The collator's ``pad_to_multiple_of`` for ``--pad_to_multiple_of`` (see add_padding_option)."""
+    from hf_ragtrain.arguments import default_pad_to_multiple_of
+
+    return default_pad_to_multiple_of(args.bf16) if args.pad_to_multiple_of is None else args.pad_to_multiple_of or None
+
+
+def padding_text(args) -> str:
+    multiple = pad_to_multiple_of(args)
+    return f"padded to a multiple of {multiple}" if multiple else "padded to their longest pair"
+
+
 def add_output_options(parser) -> None:
     parser.add_argument("--write", default=None, help="append the result table to this markdown file")
     parser.add_argument("--json", default=None, help="write the results, the table and the summary rows here "

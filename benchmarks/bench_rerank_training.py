@@ -45,7 +45,8 @@ def run_ours(args, groups, out):
     trainer = RerankTrainer(model=model, args=RerankerTrainingArguments(**common_args(args, out)),
                             train_dataset=_common.ListDataset(groups), processing_class=tok, callbacks=[timer.callback],
                             data_collator=RerankCollator(tok, max_length=args.max_length,
-                                                         micro_batch_tokens=args.micro_batch_tokens or None))
+                                                         micro_batch_tokens=args.micro_batch_tokens or None,
+                                                         pad_to_multiple_of=_common.pad_to_multiple_of(args)))
     trainer.train()
     return timer, trainer.state.log_history
 
@@ -93,6 +94,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps")
     p.add_argument("--warmup", type=int, default=2, help="untimed first steps")
     p.add_argument("--micro_batch_tokens", type=int, default=2048)
+    _common.add_padding_option(p)
     p.add_argument("--bf16", action="store_true")
     _common.add_output_options(p)
     p.add_argument("--worker", choices=["ours", "st"], help=argparse.SUPPRESS)
@@ -167,6 +169,7 @@ def render(args, results) -> str:
         f"MiniLM-L6 cross-encoder, batch {args.batch_size} queries x group {args.group_size} "
         f"(1 positive + {args.group_size - 1} BM25 negatives), max_length {args.max_length}, "
         f"{args.steps} timed steps after {args.warmup} warm-up steps, {'bf16' if args.bf16 else 'fp32'}, "
+        f"ours in micro-batches of {args.micro_batch_tokens} tokens {_common.padding_text(args)}, "
         f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {platform.processor() or platform.machine()}.",
         "",
         "| | samples/s (queries) | pairs/s | peak RSS (MB) | mean loss |",

@@ -50,7 +50,7 @@ def worker(args) -> None:
             train_dataset=GroupDataset(records, group_size=args.group_size, seed=0),
             data_collator=RerankCollator(tok, max_length=args.max_length,
                                          micro_batch_tokens=args.micro_batch_tokens or None,
-                                         pad_to_multiple_of=args.pad_to_multiple_of or None))
+                                         pad_to_multiple_of=_common.pad_to_multiple_of(args)))
         metrics = trainer.train().metrics
     print("RESULT " + json.dumps({
         "records": len(records), "steps": trainer.state.global_step,
@@ -63,12 +63,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--beir_dir", required=True)
     p.add_argument("--model", default="minilm")
-    p.add_argument("--records", type=int, default=32, help="N: records in the small run (the large one has 10 N)")
+    p.add_argument("--records", type=int, default=64, help="N: records in the small run (the large one has 10 N)")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--group_size", type=int, default=4)
     p.add_argument("--max_length", type=int, default=256)
     p.add_argument("--micro_batch_tokens", type=int, default=2048)
-    p.add_argument("--pad_to_multiple_of", type=int, default=0, help="collator padding multiple (0: none)")
+    _common.add_padding_option(p)
     p.add_argument("--bf16", action="store_true")
     _common.add_output_options(p)
     p.add_argument("--worker", choices=list(SIZES), help=argparse.SUPPRESS)
@@ -107,7 +107,8 @@ def render(args, r: dict) -> str:
         "",
         f"`{_common.command_line('bench_scaling.py')}`  ",
         f"RerankTrainer on the MiniLM cross-encoder, records read from jsonl by `load_records`, one epoch, batch "
-        f"{args.batch_size} queries x group {args.group_size}, max_length {args.max_length}, "
+        f"{args.batch_size} queries x group {args.group_size}, max_length {args.max_length}, micro-batches of "
+        f"{args.micro_batch_tokens} tokens {_common.padding_text(args)}, "
         f"{'bf16' if args.bf16 else 'fp32'}, each run in its own process, {os.cpu_count()} CPU cores, "
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}.",
         "",

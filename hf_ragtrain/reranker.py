@@ -38,6 +38,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .arguments import cpu_has_native_bf16
+
 logger = logging.getLogger(__name__)
 
 LONG_DOC_MODES = ("truncate", "max_chunk")
@@ -226,17 +228,6 @@ class Reranker(BaseReranker):
         if scores.ndim == 2:  # several layers: one list per layer
             return [float(s) for s in scores[0]] if single else [scores[:, j].tolist() for j in range(scores.shape[1])]
         return float(scores[0]) if single else scores.tolist()
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (AMX-BF16 or AVX512-BF16), where bf16
-    matrix products run several times faster than fp32 ones (benchmarks/bench_rerank_inference.py)."""
-    caps = getattr(torch.cpu, "get_capabilities", None)
-    if caps is not None:
-        found = caps()
-        return bool(found.get("amx_bf16") or found.get("avx512_bf16"))
-    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return bool(check and check())
 
 
 def _device_and_dtype(device: str | None, dtype: Any) -> tuple[torch.device, torch.dtype]:

@@ -30,7 +30,7 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from hf_ragtrain import (DataArguments, DistillTrainer, DistillTrainingArguments,  # noqa: E402
                          GroupDataset, ModelArguments, RerankCollator, RerankingEvaluator, load_cross_encoder)
-from hf_ragtrain.arguments import DistillArguments, default_micro_batch_tokens  # noqa: E402
+from hf_ragtrain.arguments import DistillArguments, collator_batching  # noqa: E402
 from hf_ragtrain.hub import CardInfo, render_reranker_card, write_model_card  # noqa: E402
 from hf_ragtrain.offline import resolve_model_path  # noqa: E402
 from hf_ragtrain.recipe_utils import (card_base_model, parse_recipe_args, print_reranker_summary,  # noqa: E402
@@ -86,8 +86,7 @@ def main(argv=None) -> int:
                                           attn_implementation=model_args.attn_implementation)
     train_dataset = GroupDataset(train_records, group_size=data_args.train_group_size, seed=training_args.seed)
     collator = RerankCollator(tokenizer, max_length=model_args.max_length,
-                              micro_batch_tokens=default_micro_batch_tokens() if data_args.micro_batch_tokens is None
-                              else data_args.micro_batch_tokens or None)
+                              **collator_batching(data_args, training_args.bf16))
     evaluator = RerankingEvaluator(dev_records, max_length=model_args.max_length) if dev_records else None
     if evaluator is None:
         training_args.eval_strategy = "no"

@@ -26,7 +26,7 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from hf_ragtrain import (ColbertEncoder, ColbertTrainer, ColbertTrainingArguments, DataArguments,  # noqa: E402
                          EmbeddingCollator, GroupDataset, ModelArguments)
-from hf_ragtrain.arguments import ColbertArguments, default_micro_batch_tokens  # noqa: E402
+from hf_ragtrain.arguments import ColbertArguments, collator_batching  # noqa: E402
 from hf_ragtrain.evaluation.retrieval import RetrievalEvaluator  # noqa: E402
 from hf_ragtrain.hub import CardInfo, render_embedding_card, write_model_card  # noqa: E402
 from hf_ragtrain.recipe_utils import (evaluation_tasks, mteb_model_name, parse_recipe_args,  # noqa: E402
@@ -79,8 +79,7 @@ def main(argv=None) -> int:
         document_prompt=col.document_prompt, query_expansion=col.query_expansion,
         attend_to_expansion=col.attend_to_expansion)
     train_dataset = GroupDataset(train_records, group_size=data_args.train_group_size, seed=training_args.seed)
-    collator = EmbeddingCollator(model, micro_batch_tokens=default_micro_batch_tokens()
-                                 if data_args.micro_batch_tokens is None else data_args.micro_batch_tokens or None)
+    collator = EmbeddingCollator(model, **collator_batching(data_args, training_args.bf16))
     evaluator = RetrievalEvaluator(dev_records) if dev_records else None
     if evaluator is None:
         training_args.eval_strategy = "no"

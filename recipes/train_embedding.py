@@ -26,7 +26,7 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 from hf_ragtrain import (BiEncoder, ContrastiveTrainer, DataArguments,  # noqa: E402
                          EmbeddingArguments, EmbeddingCollator, EmbeddingTrainingArguments, GroupDataset,
                          LoraSettings, ModelArguments)
-from hf_ragtrain.arguments import default_micro_batch_tokens  # noqa: E402
+from hf_ragtrain.arguments import collator_batching  # noqa: E402
 from hf_ragtrain.evaluation.retrieval import RetrievalEvaluator  # noqa: E402
 from hf_ragtrain.hub import CardInfo, render_embedding_card, write_model_card  # noqa: E402
 from hf_ragtrain.recipe_utils import (card_base_model, evaluation_tasks, mteb_model_name,  # noqa: E402
@@ -79,8 +79,7 @@ def main(argv=None) -> int:
     teacher = build_teacher(emb)
     train_dataset = GroupDataset(train_records, group_size=data_args.train_group_size, seed=training_args.seed)
     collator = EmbeddingCollator(model, keep_texts=teacher is not None,
-                                 micro_batch_tokens=default_micro_batch_tokens() if data_args.micro_batch_tokens is None
-                                 else data_args.micro_batch_tokens or None)
+                                 **collator_batching(data_args, training_args.bf16))
     evaluator = RetrievalEvaluator(dev_records) if dev_records else None
     if evaluator is None:
         training_args.eval_strategy = "no"

@@ -26,7 +26,7 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 from hf_ragtrain import (DataArguments, GroupDataset, LlmReranker,  # noqa: E402
                          LlmRerankerArguments, LoraSettings, ModelArguments, RerankCollator,
                          RerankerTrainingArguments, RerankingEvaluator, RerankTrainer, load_cross_encoder)
-from hf_ragtrain.arguments import default_micro_batch_tokens  # noqa: E402
+from hf_ragtrain.arguments import collator_batching  # noqa: E402
 from hf_ragtrain.hub import CardInfo, render_reranker_card, write_model_card  # noqa: E402
 from hf_ragtrain.modeling.llm_reranker import SETTINGS_FILE  # noqa: E402
 from hf_ragtrain.offline import resolve_model_path  # noqa: E402
@@ -49,22 +49,22 @@ def parse_args(argv=None):
                              RECIPE_DEFAULTS, argv)
 
 
-def build_model(model_args: ModelArguments, llm: LlmRerankerArguments, data_args: DataArguments):
+def build_model(model_args: ModelArguments, llm: LlmRerankerArguments, data_args: DataArguments, bf16: bool = False):
     """A cross-encoder, or an LlmReranker when --llm_head is given or the folder is one; with its collator."""
     base = resolve_model_path(model_args.model_name_or_path)
-    micro = default_micro_batch_tokens() if data_args.micro_batch_tokens is None else data_args.micro_batch_tokens or None
+    batching = collator_batching(data_args, bf16)
     if llm.llm_head is None and not os.path.isfile(os.path.join(base, SETTINGS_FILE)):
         if llm.lora or llm.layerwise:
             raise ValueError("--lora and --layerwise apply to LLM rerankers: add --llm_head yes_token (or classifier)")
         model, tokenizer = load_cross_encoder(base, attn_implementation=model_args.attn_implementation)
-        return model, tokenizer, RerankCollator(tokenizer, max_length=model_args.max_length, micro_batch_tokens=micro)
+        return model, tokenizer, RerankCollator(tokenizer, max_length=model_args.max_length, **batching)
     lora = (LoraSettings(r=llm.lora_r, alpha=llm.lora_alpha, dropout=llm.lora_dropout,
                          target_modules=llm.lora_target_modules) if llm.lora else None)
     model = LlmReranker.from_pretrained(base, lora=lora, attn_implementation=model_args.attn_implementation,
                                         head=llm.llm_head, template=llm.template, yes_token=llm.yes_token,
                                         layerwise=llm.layerwise or None, start_layer=llm.start_layer,
                                         max_length=model_args.max_length)
-    return model, model.tokenizer, model.collator(max_length=model_args.max_length, micro_batch_tokens=micro)
+    return model, model.tokenizer, model.collator(max_length=model_args.max_length, **batching)
 
 
 def main(argv=None) -> int:
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     train_records, dev_records, datasets, extra = data
 
     try:
-        model, tokenizer, collator = build_model(model_args, llm_args, data_args)
+        model, tokenizer, collator = build_model(model_args, llm_args, data_args, training_args.bf16)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -254,3 +254,28 @@ def test_colbert_trainer_rejects_bi_encoder_only_options(tiny_encoder_path, tmp_
     with pytest.raises(ValueError, match="matryoshka_dims"):
         ColbertTrainer(model=model, args=ColbertTrainingArguments(output_dir=str(tmp_path), matryoshka_dims=[8],
                                                                   report_to="none", use_cpu=True))
+
+
+def test_documents_padded_to_a_multiple_give_the_same_loss(tiny_encoder_path, tmp_path):
+    """pad_to_multiple_of widens document micro-batches (expanded queries keep their fixed width);
+    the extra positions are masked out of MaxSim, so the loss does not move."""
+    from conftest import tiny_records
+    from hf_ragtrain import ColbertTrainer, EmbeddingCollator, EmbeddingTrainingArguments, GroupDataset, load_records
+
+    model = ColbertEncoder.from_pretrained(tiny_encoder_path, colbert_dim=16, query_max_length=12,
+                                           query_expansion=True).eval()
+    records, _ = load_records(tiny_records(8))
+    dataset = GroupDataset(records, group_size=3, seed=1)
+    args = EmbeddingTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, temperature=0.05)
+    trainer = ColbertTrainer(model=model, args=args, train_dataset=dataset,
+                             data_collator=EmbeddingCollator(model, micro_batch_tokens=40))
+    items = [dataset[i] for i in range(4)]
+    plain = EmbeddingCollator(model, micro_batch_tokens=40)(items)
+    padded_batch = EmbeddingCollator(model, micro_batch_tokens=40, pad_to_multiple_of=16)(items)
+    assert all(c["input_ids"].shape[1] % 16 == 0 for c in padded_batch["passage_chunks"])
+    assert all(c["input_ids"].shape[1] == 12 for c in padded_batch["query_chunks"])
+    assert sum(c["input_ids"].numel() for c in padded_batch["passage_chunks"]) > sum(
+        c["input_ids"].numel() for c in plain["passage_chunks"])
+    with torch.no_grad():
+        expected = trainer.compute_loss(model, plain)
+        assert trainer.compute_loss(model, padded_batch).item() == pytest.approx(expected.item(), rel=1e-5)

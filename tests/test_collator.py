@@ -56,6 +56,15 @@ def test_truncation_is_counted_against_untruncated_lengths(tiny_ce_path, wrap):
     assert enc["input_ids"][0] == untouched
 
 
+def assert_scores_pairs_alone(model, tok, batch, features, max_length):
+    """The batch's group scores equal every pair scored alone, in group order (the reference)."""
+    with torch.no_grad():
+        scores = RerankTrainer.score_groups(model, batch)
+        ref = torch.tensor([[model(**tok(f["query"], d, return_tensors="pt", truncation=True, max_length=max_length))
+                             .logits.item() for d in f["docs"]] for f in features])
+    torch.testing.assert_close(scores, ref, atol=1e-5, rtol=1e-5)
+
+
 def test_collator_shapes_and_restore_order(tiny_ce_path):
     tok = AutoTokenizer.from_pretrained(tiny_ce_path)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_ce_path, num_labels=1).eval()
@@ -68,12 +77,7 @@ def test_collator_shapes_and_restore_order(tiny_ce_path):
     assert sum(c["input_ids"].shape[0] for c in batch["chunks"]) == 12
     for chunk in batch["chunks"]:
         assert chunk["input_ids"].numel() <= 40 or chunk["input_ids"].shape[0] == 1
-    with torch.no_grad():
-        scores = RerankTrainer.score_groups(model, batch)
-        # reference: every pair scored alone, in group order
-        ref = torch.tensor([[model(**tok(f["query"], d, return_tensors="pt", truncation=True, max_length=24))
-                             .logits.item() for d in f["docs"]] for f in features])
-    torch.testing.assert_close(scores, ref, atol=1e-5, rtol=1e-5)
+    assert_scores_pairs_alone(model, tok, batch, features, max_length=24)
 
 
 def test_prompt_is_prepended_to_the_query(tiny_ce_path):
@@ -89,3 +93,37 @@ def test_uneven_groups_are_rejected(tiny_ce_path):
     with pytest.raises(ValueError, match="same size"):
         RerankCollator(tok)([{"query": "a", "docs": ["b", "c"], "labels": [1, 0]},
                              {"query": "a", "docs": ["b"], "labels": [1]}])
+
+
+def test_padding_to_a_multiple_keeps_the_scores(tiny_ce_path):
+    """pad_to_multiple_of rounds every micro-batch's width up (bounding the GEMM shapes bf16 CPU
+    kernels are compiled for); the padding is masked, so each pair scores as it does alone."""
+    tok = AutoTokenizer.from_pretrained(tiny_ce_path)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_ce_path, num_labels=1).eval()
+    records, _ = load_records(tiny_records(6, n_neg=3))
+    ds = GroupDataset(records, group_size=4)
+    features = [ds[i] for i in range(3)]
+    batch = RerankCollator(tok, max_length=24, micro_batch_tokens=40, pad_to_multiple_of=16)(features)
+    widths = [c["input_ids"].shape[1] for c in batch["chunks"]]
+    assert all(w % 16 == 0 for w in widths)
+    assert any(w > int(c["attention_mask"].sum(1).max()) for w, c in zip(widths, batch["chunks"]))  # padding added
+    assert_scores_pairs_alone(model, tok, batch, features, max_length=24)
+
+
+def test_recipe_collator_batching_defaults(monkeypatch):
+    """The recipes' collators: 2048-token micro-batches and widths rounded to 64 for bf16 on CPU;
+    one pass and no rounding on a GPU or in fp32; 0 switches either off, a number sets it."""
+    import hf_ragtrain.arguments as arguments
+    from hf_ragtrain import DataArguments
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert arguments.collator_batching(DataArguments(), bf16=True) == {"micro_batch_tokens": 2048,
+                                                                       "pad_to_multiple_of": 64}
+    assert arguments.collator_batching(DataArguments(), bf16=False)["pad_to_multiple_of"] is None
+    assert arguments.collator_batching(DataArguments(micro_batch_tokens=0, pad_to_multiple_of=0), bf16=True) == {
+        "micro_batch_tokens": None, "pad_to_multiple_of": None}
+    assert arguments.collator_batching(DataArguments(micro_batch_tokens=512, pad_to_multiple_of=8), bf16=False) == {
+        "micro_batch_tokens": 512, "pad_to_multiple_of": 8}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert arguments.collator_batching(DataArguments(), bf16=True) == {"micro_batch_tokens": None,
+                                                                       "pad_to_multiple_of": None}

@@ -210,7 +210,7 @@ class EmbeddingCollator:
         batches = pack_by_length([len(ids) for ids in enc["input_ids"]], self.micro_batch_tokens)
         order = torch.tensor([i for b in batches for i in b], dtype=torch.long)
         if hasattr(self.encoder, "pad"):
-            chunks = [self.encoder.pad(enc, b, kind) for b in batches]
+            chunks = [self.encoder.pad(enc, b, kind, self.pad_to_multiple_of) for b in batches]
         else:
             chunks = pad_micro_batches(self.encoder.tokenizer, enc, batches, self.pad_to_multiple_of)
         return chunks, torch.argsort(order)

@@ -135,11 +135,13 @@ class ColbertEncoder(nn.Module):
         return tokenize_texts(self.tokenizer, [(p if p is not None else prompt) + t for p, t in zip(prompts, texts)],
                               length)
 
-    def pad(self, enc: dict[str, list[list[int]]], idx: Sequence[int], kind: str) -> dict[str, Tensor]:
-        """Pad the texts ``idx`` of ``enc`` into a batch; with query expansion, queries are padded to
-        ``query_max_length`` and the pads become expansion positions holding the mask token."""
+    def pad(self, enc: dict[str, list[list[int]]], idx: Sequence[int], kind: str,
+            pad_to_multiple_of: int | None = None) -> dict[str, Tensor]:
+        """Pad the texts ``idx`` of ``enc`` into a batch (its width rounded up to ``pad_to_multiple_of``);
+        with query expansion, queries are padded to ``query_max_length`` and the pads become expansion
+        positions holding the mask token."""
         if kind != "query" or not self.settings.query_expansion:
-            return pad_micro_batches(self.tokenizer, enc, [list(idx)])[0]
+            return pad_micro_batches(self.tokenizer, enc, [list(idx)], pad_to_multiple_of)[0]
         features = [{k: enc[k][i] for k in enc} for i in idx]
         batch = dict(self.tokenizer.pad(features, padding="max_length", max_length=self.settings.query_max_length,
                                         return_tensors="pt"))

@@ -296,12 +296,14 @@ class LlmReranker(nn.Module):
             else:
                 nq = max(0, nq - excess)
 
-    def collator(self, max_length: int | None = None, micro_batch_tokens: int | None = 8192):
+    def collator(self, max_length: int | None = None, micro_batch_tokens: int | None = 8192,
+                 pad_to_multiple_of: int | None = None):
         """A :class:`~hf_ragtrain.data.RerankCollator` that writes pairs into this model's prompt."""
         from ..data.collators import RerankCollator
 
         return RerankCollator(self.tokenizer, max_length=max_length or self.settings.max_length,
-                              micro_batch_tokens=micro_batch_tokens, encode_pairs=self.tokenize_pairs)
+                              micro_batch_tokens=micro_batch_tokens, pad_to_multiple_of=pad_to_multiple_of,
+                              encode_pairs=self.tokenize_pairs)
 
     # ------------------------------------------------------------------ scoring
     def _head(self, layer: int, hidden: Tensor) -> Tensor:
