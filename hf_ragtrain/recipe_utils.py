@@ -139,9 +139,25 @@ def train_evaluate_save(make_trainer, training_args, evaluate: bool):
         return hub_repo_error(training_args, err)
     before = trainer.evaluate(metric_key_prefix="before") if evaluate else {}
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    after = trainer.evaluate(metric_key_prefix="after") if evaluate else {}
+    after = {}
+    if evaluate:
+        after = final_step_evaluation(trainer) or trainer.evaluate(metric_key_prefix="after")
     trainer.save_model(training_args.output_dir)
     return trainer, before, after
+
+
+def final_step_evaluation(trainer) -> dict | None:
+    """The metrics of the evaluation the Trainer ran at its last step (``--eval_strategy epoch`` ends
+    with one), renamed ``after_*``, so the recipe does not score the dev set twice with the same
+    weights; ``None`` when there was none, or when ``load_best_model_at_end`` swapped the weights."""
+    if trainer.args.load_best_model_at_end:
+        return None
+    step = trainer.state.global_step
+    for entry in reversed(trainer.state.log_history):
+        if entry.get("step") == step and any(k.startswith("eval_") and k.endswith("_runtime") for k in entry):
+            return {("after_" + k[len("eval_"):] if k.startswith("eval_") else k): v
+                    for k, v in entry.items() if k != "step"}
+    return None
 
 
 def reranker_mteb_evaluation(data_args, model_args, training_args, dev_records, extra: dict, repo: str) -> dict:

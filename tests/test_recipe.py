@@ -59,3 +59,24 @@ def test_bundled_default_data_loads():
     assert len(train) >= 100 and len(dev) >= 20
     assert all(len(r.neg) >= 7 for r in train)
     assert not {r.query_id for r in train} & {r.query_id for r in dev}  # "What is Python?" is asked twice in the FAQ
+
+
+def test_the_final_step_evaluation_is_reused_as_after():
+    """The recipes take 'after' from the Trainer's evaluation at its last step when there is one
+    (the same weights), and evaluate again otherwise."""
+    from types import SimpleNamespace
+
+    from hf_ragtrain.recipe_utils import final_step_evaluation
+
+    history = [{"loss": 1.0, "step": 4}, {"eval_ndcg@10": 0.4, "eval_runtime": 1.0, "epoch": 1.0, "step": 4},
+               {"loss": 0.5, "step": 8}, {"eval_ndcg@10": 0.6, "eval_runtime": 1.1, "epoch": 2.0, "step": 8}]
+
+    def trainer(step, best=False, log=history):
+        return SimpleNamespace(args=SimpleNamespace(load_best_model_at_end=best),
+                               state=SimpleNamespace(global_step=step, log_history=log))
+
+    assert final_step_evaluation(trainer(8)) == {"after_ndcg@10": 0.6, "after_runtime": 1.1, "epoch": 2.0}
+    assert final_step_evaluation(trainer(9)) is None  # trained past the last evaluation
+    assert final_step_evaluation(trainer(8, best=True)) is None  # best checkpoint reloaded
+    named = [{"eval_dev_ndcg@10": 0.3, "eval_dev_runtime": 1.0, "step": 8}]
+    assert final_step_evaluation(trainer(8, log=named)) == {"after_dev_ndcg@10": 0.3, "after_dev_runtime": 1.0}
