@@ -15,6 +15,10 @@ is read; only corpus.jsonl.
     python benchmarks/pseudo_queries.py finish --output_dir /tmp/sf_pseudo --input /tmp/sf_pseudo/mined.jsonl \\
         --output /tmp/sf_pseudo/train.jsonl
 
+For records that are not a BEIR folder (the bundled Python FAQ set), ``corpus`` first writes their
+distinct passages as one: ``python benchmarks/pseudo_queries.py corpus --records data/python_faq/train.jsonl
+--output_dir /tmp/faqp/base``, then ``make --beir_dir /tmp/faqp/base ...`` as above.
+
 ``make`` writes a BEIR folder (the corpus linked, the sentences as queries, each judged relevant to
 its own document) and ``positives.jsonl``; mining then keeps each source document out of its
 query's negatives, and ``finish`` puts the shortened source document in as the positive.
@@ -44,6 +48,23 @@ def pick_sentence(text: str, rng: random.Random, min_words: int = 6, max_words: 
     sentences = split_sentences(text)
     fits = [i for i, s in enumerate(sentences) if i > 0 and min_words <= len(s.split()) <= max_words]
     return rng.choice(fits) if fits and len(sentences) >= 3 else None
+
+
+def corpus(args: argparse.Namespace) -> None:
+    """Write the distinct passages (pos and neg) of training records as a BEIR corpus.jsonl, ids d0, d1, ...
+    in order of first appearance, so ``make`` can cut queries from a data set that is not a BEIR folder."""
+    from hf_ragtrain.data import load_records
+
+    records, _ = load_records(args.records)
+    ids: dict[str, str] = {}
+    for record in records:
+        for text in [*record.pos, *record.neg]:
+            ids.setdefault(text, f"d{len(ids)}")
+    os.makedirs(args.output_dir, exist_ok=True)
+    with open(os.path.join(args.output_dir, "corpus.jsonl"), "w") as fh:
+        for text, doc_id in ids.items():
+            fh.write(json.dumps({"_id": doc_id, "title": "", "text": text}) + "\n")
+    print(f"{args.output_dir}/corpus.jsonl: {len(ids)} distinct passages of {len(records)} records")
 
 
 def make(args: argparse.Namespace) -> None:
@@ -103,6 +124,9 @@ def finish(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    p_corpus = sub.add_parser("corpus", help="a corpus.jsonl of the passages of training records")
+    p_corpus.add_argument("--records", required=True, help="training records (.jsonl)")
+    p_corpus.add_argument("--output_dir", required=True)
     p_make = sub.add_parser("make", help="BEIR folder of sentence queries")
     p_make.add_argument("--beir_dir", required=True)
     p_make.add_argument("--output_dir", required=True)
@@ -113,7 +137,7 @@ def main() -> None:
     p_finish.add_argument("--input", required=True, help="records mined from that folder by build_beir_data.py")
     p_finish.add_argument("--output", required=True)
     args = parser.parse_args()
-    {"make": make, "finish": finish}[args.command](args)
+    {"corpus": corpus, "make": make, "finish": finish}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -134,3 +134,18 @@ def test_pseudo_queries_cut_a_later_sentence_out_of_its_document(tmp_path):
     with pytest.raises(SystemExit, match=r"mined.jsonl:2: query_id 'x9'"):
         pseudo_queries.finish(types.SimpleNamespace(output_dir=str(out), input=str(mined),
                                                     output=str(tmp_path / "t.jsonl")))
+
+
+def test_pseudo_queries_corpus_lists_each_distinct_passage_of_the_records_once(tmp_path):
+    import json
+    import types
+
+    import pseudo_queries
+
+    records = [{"query": "q1", "pos": ["alpha"], "neg": ["beta", "gamma"]},
+               {"query": "q2", "pos": ["beta"], "neg": ["alpha", "delta"]}]
+    src = tmp_path / "train.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    pseudo_queries.corpus(types.SimpleNamespace(records=str(src), output_dir=str(tmp_path / "base")))
+    rows = [json.loads(line) for line in (tmp_path / "base" / "corpus.jsonl").read_text().splitlines()]
+    assert rows == [{"_id": f"d{i}", "title": "", "text": t} for i, t in enumerate(["alpha", "beta", "gamma", "delta"])]
