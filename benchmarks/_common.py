@@ -11,8 +11,9 @@ import tempfile
 import time
 
 
-def build_groups(beir_dir: str, group_size: int, n: int) -> list[dict]:
-    """``n`` query groups (1 positive + ``group_size - 1`` BM25 negatives) from a BEIR folder's train split."""
+def build_groups(beir_dir: str, group_size: int, n: int, cycle: bool = False) -> list[dict]:
+    """``n`` query groups (1 positive + ``group_size - 1`` BM25 negatives) from a BEIR folder's train split;
+    with ``cycle``, more groups than queries by starting over (each query's group is the same again)."""
     from hf_ragtrain.data import GroupDataset, load_records
     from hf_ragtrain.data.beir import beir_to_records, load_beir
     from hf_ragtrain.data.mining import mine_hard_negatives
@@ -23,9 +24,9 @@ def build_groups(beir_dir: str, group_size: int, n: int) -> list[dict]:
                                        show_progress=False)
     records, _ = load_records(beir_to_records(data, negatives))
     dataset = GroupDataset(records, group_size=group_size, seed=0)
-    if n > len(dataset):
+    if n > len(dataset) and not cycle:
         raise SystemExit(f"need {n} groups, the data has {len(dataset)} queries")
-    return [dataset[i] for i in range(n)]
+    return [dataset[i % len(dataset)] for i in range(n)]
 
 
 class StepTimer:

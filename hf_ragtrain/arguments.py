@@ -38,6 +38,9 @@ def default_micro_batch_tokens() -> int | None:
     return None if torch.cuda.is_available() else 2048
 
 
+CPU_BF16_PAD_MULTIPLE = 64
+
+
 def default_pad_to_multiple_of(bf16: bool) -> int | None:
     """64 for bf16 training on CPU, else ``None`` (each micro-batch padded to its longest pair).
 
@@ -50,7 +53,19 @@ def default_pad_to_multiple_of(bf16: bool) -> int | None:
     per-shape state, and GPUs have no such cache."""
     import torch
 
-    return 64 if bf16 and not torch.cuda.is_available() else None
+    return CPU_BF16_PAD_MULTIPLE if bf16 and not torch.cuda.is_available() else None
+
+
+def bf16_on_cpu(model) -> bool:
+    """Whether ``model`` runs its matmuls in bf16 on the CPU here: bf16 weights, or fp32 weights under
+    an enabled CPU bf16 autocast."""
+    import torch
+
+    param = next(model.parameters())
+    if param.device.type != "cpu":
+        return False
+    return param.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
+                                             and torch.get_autocast_dtype("cpu") == torch.bfloat16)
 
 
 def collator_batching(data_args: "DataArguments", bf16: bool) -> dict:

@@ -127,3 +127,41 @@ def test_recipe_collator_batching_defaults(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert arguments.collator_batching(DataArguments(), bf16=True) == {"micro_batch_tokens": None,
                                                                        "pad_to_multiple_of": None}
+
+
+def test_score_pairs_rounds_widths_for_bf16_on_cpu_and_keeps_the_scores(tiny_ce_path, monkeypatch):
+    """score_pairs pads batches to 64 tokens when the model computes in bf16 on CPU (autocast or bf16
+    weights) and not in fp32; a forced multiple leaves fp32 scores as they are."""
+    import numpy as np
+
+    import hf_ragtrain.modeling.cross_encoder as ce
+    from hf_ragtrain import score_pairs
+
+    tok = AutoTokenizer.from_pretrained(tiny_ce_path)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_ce_path, num_labels=1).eval()
+    records, _ = load_records(tiny_records(4, n_neg=3))
+    queries = [r.query for r in records for _ in range(4)]
+    docs = [d for r in records for d in [*r.pos, *r.neg]]
+    widths = []
+    real = ce.pad_micro_batches
+
+    def spy(tokenizer, enc, batches, multiple=None):
+        chunks = real(tokenizer, enc, batches, multiple)
+        widths.extend((c["input_ids"].shape[1], multiple) for c in chunks)
+        return chunks
+
+    monkeypatch.setattr(ce, "pad_micro_batches", spy)
+    plain = score_pairs(model, tok, queries, docs, max_length=24, batch_size=5)
+    assert {m for _, m in widths} == {None} and any(w % 16 for w, _ in widths)
+    widths.clear()
+    forced = score_pairs(model, tok, queries, docs, max_length=24, batch_size=5, pad_to_multiple_of=16)
+    assert all(w % 16 == 0 for w, _ in widths)
+    np.testing.assert_allclose(forced, plain, rtol=1e-5, atol=1e-5)
+    for run in (lambda: torch.autocast("cpu", dtype=torch.bfloat16), None):
+        widths.clear()
+        if run is None:
+            score_pairs(model.to(torch.bfloat16), tok, queries, docs, max_length=24, batch_size=5)
+        else:
+            with run():
+                score_pairs(model, tok, queries, docs, max_length=24, batch_size=5)
+        assert widths and all(w == 64 and m == 64 for w, m in widths)

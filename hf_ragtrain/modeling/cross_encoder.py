@@ -52,14 +52,17 @@ class ScoreReport:
 def score_pairs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, queries: Sequence[str],
                 docs: Sequence[str], max_length: int = 512, batch_tokens: int = 16384,
                 report: ScoreReport | None = None, show_progress: bool = False,
-                batch_size: int | None = None) -> np.ndarray:
+                batch_size: int | None = None, pad_to_multiple_of: int | None = None) -> np.ndarray:
     """Score (query, doc) pairs with a cross-encoder; returns raw logits in input order (``(N,)``, or
     ``(N, C)`` for a model with C output columns).
 
     Pairs are sorted by token length, so short pairs do not pay for long ones, and cut into
     batches of ``batch_size`` pairs or, without it, packed into batches of at most
     ``batch_tokens`` padded tokens. A model with its own ``tokenize_pairs`` (an
-    :class:`~hf_ragtrain.LlmReranker`) writes the pairs into its prompt itself.
+    :class:`~hf_ragtrain.LlmReranker`) writes the pairs into its prompt itself. Batch widths are
+    rounded up to ``pad_to_multiple_of`` tokens (``None``: 64 when the model computes in bf16 on
+    CPU, where oneDNN keeps kernels and packed weights per shape (see
+    :func:`hf_ragtrain.arguments.default_pad_to_multiple_of`), else no rounding; 0: none).
     """
     if len(queries) != len(docs):
         raise ValueError(f"got {len(queries)} queries but {len(docs)} documents")
@@ -68,6 +71,10 @@ def score_pairs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, quer
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    if pad_to_multiple_of is None:
+        from ..arguments import CPU_BF16_PAD_MULTIPLE, bf16_on_cpu
+
+        pad_to_multiple_of = CPU_BF16_PAD_MULTIPLE if bf16_on_cpu(model) else None
     own = getattr(model, "tokenize_pairs", None)
     enc, n_cut = own(queries, docs, max_length) if own else tokenize_pairs(tokenizer, queries, docs, max_length)
     lengths = [len(ids) for ids in enc["input_ids"]]
@@ -79,7 +86,8 @@ def score_pairs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, quer
     out: np.ndarray | None = None
     progress = tqdm(total=len(docs), desc="scoring pairs", unit="pair", disable=not show_progress)
     for idx in batches:
-        chunk = {k: v.to(device) for k, v in pad_micro_batches(tokenizer, enc, [idx])[0].items()}
+        padded = pad_micro_batches(tokenizer, enc, [idx], pad_to_multiple_of or None)[0]
+        chunk = {k: v.to(device) for k, v in padded.items()}
         logits = model(**chunk).logits.float().reshape(len(idx), -1).cpu().numpy()
         if out is None:
             out = np.empty((len(docs), logits.shape[1]), dtype=np.float32)
