@@ -127,7 +127,8 @@ def render(results: dict[str, dict]) -> str:
         "## Speed and memory: the benchmark suite",
         "",
         f"`python benchmarks/suite.py --beir_dir ../shared/data/scifact --bf16 --write BENCHMARKS.md` "
-        f"({minutes:.0f} min; run {', '.join(dates)}; {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        "(the inference row with `--inference_model DIR --candidates_cache FILE`, as its own command below shows; "
+        f"{minutes:.0f} min; run {', '.join(dates)}; {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{platform.processor() or platform.machine()}). Speed ratio = ours / theirs (higher is better); "
         "memory ratio = ours / theirs (lower is better). Each benchmark's own table, command and settings follow.",
         "",
