@@ -91,7 +91,8 @@ def main() -> None:
         if args.scores_out:
             with open(args.scores_out, "w") as fh:
                 json.dump(reranked, fh)
-    print(f"{args.beir_dir} {args.split}{' (' + args.queries_from + ')' if args.queries_from else ''}: {len(qids)} queries, {args.embedder} top {args.top_k}, "
+    subset = f" ({args.queries_from})" if args.queries_from else ""
+    print(f"{args.beir_dir} {args.split}{subset}: {len(qids)} queries, {args.embedder} top {args.top_k}, "
           f"max_length {args.max_length or 'default'}, long_doc {args.long_doc}, {'bf16' if args.bf16 else 'fp32'}")
     print("| run | nDCG@10 | MAP@10 | MRR@10 | Recall@10 | Recall@100 |")
     print("|---|---|---|---|---|---|")
