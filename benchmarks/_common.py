@@ -102,7 +102,7 @@ def add_padding_option(parser) -> None:
 
 def pad_to_multiple_of(args) -> int | None:
     """The collator's ``pad_to_multiple_of`` for ``--pad_to_multiple_of`` (see add_padding_option)."""
-    from hf_ragtrain.arguments import default_pad_to_multiple_of
+    from hf_ragtrain.hardware import default_pad_to_multiple_of
 
     return default_pad_to_multiple_of(args.bf16) if args.pad_to_multiple_of is None else args.pad_to_multiple_of or None
 

@@ -159,7 +159,7 @@ def render(args, r: dict) -> str:
                     f"**{ours['peak_rss_mb'] / st['peak_rss_mb']:.2f}x** | {ours['max_abs_diff_fp32']:.1e} | "
                     f"{ours['top10_agreement_fp32']:.0%} |")
     ours = r[f"ours-{args.precisions[0]}"]
-    from hf_ragtrain.arguments import cpu_has_native_bf16
+    from hf_ragtrain.hardware import cpu_has_native_bf16
 
     default = ("our default on this CPU, which multiplies bf16 in hardware" if cpu_has_native_bf16()
                else "not our default on this CPU, which lacks bf16 instructions")

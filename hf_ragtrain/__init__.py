@@ -1,26 +1,58 @@
-"""hf_ragtrain: fine-tune the retrieval models behind RAG with the stock transformers Trainer."""
+"""hf_ragtrain: fine-tune the retrieval models behind RAG with the stock transformers Trainer.
 
-from .arguments import (ColbertTrainingArguments, DataArguments, DistillTrainingArguments, EmbeddingArguments,
-                        EmbeddingTrainingArguments, LlmRerankerArguments, ModelArguments, RerankerTrainingArguments)
-from .data import DataFormatError, EmbeddingCollator, GroupDataset, RerankCollator, RetrievalRecord, load_records
+Everything a recipe or a notebook needs is importable from here; the layers behind it are
+described in ARCHITECTURE.md.
+"""
+
+from .arguments import (ColbertArguments, ColbertTrainingArguments, ContrastiveLossArguments, DataArguments,
+                        DistillArguments, DistillTrainingArguments, EmbeddingArguments, EmbeddingTrainingArguments,
+                        LlmRerankerArguments, LoraArguments, ModelArguments, RerankerTrainingArguments,
+                        RetrievalTrainingArguments)
+from .data import (DataFacts, DataFormatError, EmbeddingCollator, GroupDataset, RerankCollator, RetrievalRecord,
+                   load_records, write_records)
 from .evaluation.metrics import ranking_metrics
 from .evaluation.reranking import RerankingEvaluator
-from .losses import info_nce, listwise_ce, matryoshka, pairwise_ranknet, pointwise_bce, score_distillation_kl
-from .modeling.bi_encoder import BiEncoder, EncoderSettings, LoraSettings
+from .evaluation.retrieval import RetrievalEvaluator
+from .losses import (cosine_embedding_loss, distill_bce, distill_mse, distill_soft_ce, group_scores, info_nce,
+                     info_nce_from_scores, listwise_ce, matryoshka, own_group, pairwise_ranknet, pointwise_bce,
+                     relative_similarity_loss, score_distillation_kl, similarity_mse_loss)
+from .modeling.backbone import LoraSettings
+from .modeling.bi_encoder import BiEncoder, EncoderSettings
 from .modeling.colbert import ColbertEncoder, ColbertSettings, maxsim
 from .modeling.cross_encoder import load_cross_encoder, score_pairs
 from .modeling.llm_reranker import LlmReranker, LlmRerankerSettings
-from .reranker import BaseReranker, RankedDocument, Reranker
-from .trainers import ColbertTrainer, ContrastiveTrainer, DistillTrainer, RerankTrainer, RetrievalTrainer
-
-__version__ = "0.1.0"
+from .reranker import BaseReranker, RankedDocument, Reranker, find_reranker_kind, reranker_kind
+from .runner import (EncoderRecipe, MtebOutcome, Recipe, RecipeError, RerankerRecipe, colbert_mteb, embedder_mteb,
+                     reranker_mteb)
+from .scoring import FunctionTeacher, RerankerTeacher, load_teacher, score_records
+from .trainers import (ColbertTrainer, ContrastiveTrainer, DistillTrainer, InBatchTrainer, RerankTrainer,
+                       RetrievalTrainer)
+from .version import __version__
 
 __all__ = [
-    "BaseReranker", "BiEncoder", "ColbertEncoder", "ColbertSettings", "ColbertTrainer", "ColbertTrainingArguments",
-    "ContrastiveTrainer", "DataArguments", "DataFormatError", "DistillTrainer", "DistillTrainingArguments",
-    "EmbeddingArguments", "EmbeddingCollator", "EmbeddingTrainingArguments", "EncoderSettings", "GroupDataset",
-    "info_nce", "listwise_ce", "LlmReranker", "LlmRerankerArguments", "LlmRerankerSettings", "load_cross_encoder",
-    "load_records", "LoraSettings", "matryoshka", "maxsim", "ModelArguments", "pairwise_ranknet", "pointwise_bce",
-    "RankedDocument", "ranking_metrics", "RerankCollator", "Reranker", "RerankerTrainingArguments", "RerankingEvaluator", "RerankTrainer",
-    "RetrievalRecord", "RetrievalTrainer", "score_distillation_kl", "score_pairs",
+    # arguments
+    "ColbertArguments", "ColbertTrainingArguments", "ContrastiveLossArguments", "DataArguments", "DistillArguments",
+    "DistillTrainingArguments", "EmbeddingArguments", "EmbeddingTrainingArguments", "LlmRerankerArguments",
+    "LoraArguments", "ModelArguments", "RerankerTrainingArguments", "RetrievalTrainingArguments",
+    # data
+    "DataFacts", "DataFormatError", "EmbeddingCollator", "GroupDataset", "RerankCollator", "RetrievalRecord",
+    "load_records", "write_records",
+    # evaluation
+    "RerankingEvaluator", "RetrievalEvaluator", "ranking_metrics",
+    # losses
+    "cosine_embedding_loss", "distill_bce", "distill_mse", "distill_soft_ce", "group_scores", "info_nce",
+    "info_nce_from_scores", "listwise_ce", "matryoshka", "own_group", "pairwise_ranknet", "pointwise_bce",
+    "relative_similarity_loss", "score_distillation_kl", "similarity_mse_loss",
+    # models
+    "BiEncoder", "ColbertEncoder", "ColbertSettings", "EncoderSettings", "LlmReranker", "LlmRerankerSettings",
+    "LoraSettings", "load_cross_encoder", "maxsim", "score_pairs",
+    # inference and teachers
+    "BaseReranker", "FunctionTeacher", "RankedDocument", "Reranker", "RerankerTeacher", "find_reranker_kind",
+    "load_teacher", "reranker_kind", "score_records",
+    # trainers
+    "ColbertTrainer", "ContrastiveTrainer", "DistillTrainer", "InBatchTrainer", "RerankTrainer", "RetrievalTrainer",
+    # the recipe runner
+    "EncoderRecipe", "MtebOutcome", "Recipe", "RecipeError", "RerankerRecipe", "colbert_mteb", "embedder_mteb",
+    "reranker_mteb",
+    "__version__",
 ]

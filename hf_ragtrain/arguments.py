@@ -1,4 +1,10 @@
-"""Argument dataclasses shared by the recipes; parse them with ``transformers.HfArgumentParser``."""
+"""Argument dataclasses of the recipes and trainers; parse them with ``transformers.HfArgumentParser``.
+
+Each trainer family has its ``TrainingArguments`` subclass, the one source of its defaults
+(:class:`RerankerTrainingArguments`, :class:`DistillTrainingArguments`, :class:`EmbeddingTrainingArguments`,
+:class:`ColbertTrainingArguments`); the other classes describe the model, the data, LoRA and the
+distillation teacher.
+"""
 
 from __future__ import annotations
 
@@ -7,88 +13,7 @@ from typing import Literal, Optional
 
 from transformers import TrainingArguments
 
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (AMX-BF16 or AVX512-BF16), where bf16
-    matrix products run several times faster than fp32 ones (benchmarks/bench_rerank_inference.py)."""
-    import torch
-
-    caps = getattr(torch.cpu, "get_capabilities", None)
-    if caps is not None:
-        found = caps()
-        return bool(found.get("amx_bf16") or found.get("avx512_bf16"))
-    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return bool(check and check())
-
-
-def bf16_is_fast() -> bool:
-    """Whether bf16 autocast runs on dedicated hardware here: a GPU with bf16 support, or a CPU with
-    AVX512-BF16 / AMX (there it measured 1.8x faster training and 2.1x faster inference for MiniLM)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return cpu_has_native_bf16()
-
-
-def default_micro_batch_tokens() -> int | None:
-    """2048 padded tokens per forward on CPU (MiniLM steps: 6.1 s vs 9 s for one 64x256 pass), else one pass."""
-    import torch
-
-    return None if torch.cuda.is_available() else 2048
-
-
-CPU_BF16_PAD_MULTIPLE = 64
-
-
-def default_pad_to_multiple_of(bf16: bool) -> int | None:
-    """64 for bf16 training on CPU, else ``None`` (each micro-batch padded to its longest pair).
-
-    torch runs bf16 matmuls on CPU through oneDNN, which JIT-compiles a kernel and packs a copy of
-    the weights for every new GEMM shape and keeps them in a cache of 1024 entries. Micro-batches
-    padded to their longest pair bring new shapes at nearly every step, so resident memory climbs
-    for hundreds of steps (MiniLM on SciFact groups: peak 2.7 GB at step 1, 4.4 GB at step 60 and
-    still growing). Rounding lengths up to a multiple of 64 leaves a few dozen shapes: the peak
-    stopped moving after step 30 (3.5 GB) at the same seconds per step. fp32 kernels keep no
-    per-shape state, and GPUs have no such cache."""
-    import torch
-
-    return CPU_BF16_PAD_MULTIPLE if bf16 and not torch.cuda.is_available() else None
-
-
-def bf16_on_cpu(model) -> bool:
-    """Whether ``model`` runs its matmuls in bf16 on the CPU here: bf16 weights, or fp32 weights under
-    an enabled CPU bf16 autocast."""
-    import torch
-
-    param = next(model.parameters())
-    if param.device.type != "cpu":
-        return False
-    return param.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
-                                             and torch.get_autocast_dtype("cpu") == torch.bfloat16)
-
-
-def collator_batching(data_args: "DataArguments", bf16: bool) -> dict:
-    """``micro_batch_tokens`` and ``pad_to_multiple_of`` for a collator from the data arguments:
-    ``None`` takes the defaults above, 0 turns the option off."""
-    def pick(value, default):
-        return default if value is None else value or None
-
-    return {"micro_batch_tokens": pick(data_args.micro_batch_tokens, default_micro_batch_tokens()),
-            "pad_to_multiple_of": pick(data_args.pad_to_multiple_of, default_pad_to_multiple_of(bf16))}
-
-
-def default_attn_implementation() -> str:
-    """sdpa on GPU; on CPU hf_ragtrain's own kernel (:mod:`hf_ragtrain.modeling.attention`), the same
-    math as eager attention, which trained MiniLM 1.9x faster than eager and 1.7x faster than sdpa
-    under bf16 on a 2-core AVX512-BF16 CPU."""
-    import torch
-
-    if torch.cuda.is_available():
-        return "sdpa"
-    from .modeling.attention import register
-
-    return register()
+from .modeling.backbone import LoraSettings
 
 
 @dataclass
@@ -149,18 +74,28 @@ class DataArguments:
 
 
 @dataclass
-class RerankerTrainingArguments(TrainingArguments):
+class RetrievalTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` with the DDP settings every hf_ragtrain trainer wants; the base of the
+    family classes below."""
+
+    ddp_find_unused_parameters: Optional[bool] = field(
+        default=False, metadata={"help": "Every parameter of our models gets a gradient, so DDP need not search "
+                                         "for unused ones (set True for models that skip layers)."})
+    ddp_broadcast_buffers: Optional[bool] = field(
+        default=False, metadata={"help": "Off: a step makes one forward call per micro-batch, processes may hold "
+                                         "different numbers of them, and DDP's per-call buffer broadcasts would "
+                                         "not pair up (the buffers of text encoders are constants such as "
+                                         "position ids)."})
+
+
+@dataclass
+class RerankerTrainingArguments(RetrievalTrainingArguments):
+    """The arguments of :class:`~hf_ragtrain.RerankTrainer`: the ranking loss over each query's group."""
+
     rerank_loss: Literal["listwise", "pointwise", "pairwise"] = field(
         default="listwise", metadata={"help": "listwise: softmax cross-entropy over each group; pointwise: BCE "
                                               "per pair (label/max_label); pairwise: RankNet over graded pairs."})
     loss_temperature: float = field(default=1.0, metadata={"help": "Divides the scores in the listwise loss."})
-    ddp_find_unused_parameters: Optional[bool] = field(
-        default=False, metadata={"help": "Every parameter of a cross-encoder gets a gradient, so DDP need not "
-                                         "search for unused ones (set True for models that skip layers)."})
-    ddp_broadcast_buffers: Optional[bool] = field(
-        default=False, metadata={"help": "Off: a step makes one forward call per micro-batch, processes may hold "
-                                         "different numbers of them, and DDP's per-call buffer broadcasts would "
-                                         "not pair up (the buffers of text encoders are constants)."})
     max_label: Optional[int] = field(
         default=None, metadata={"help": "Grade that maps to target 1.0 in the pointwise loss. Default: 3 when the "
                                         "data has grades above 1, else 1."})
@@ -183,6 +118,12 @@ class LlmRerankerArguments:
                                                              "the others."})
     start_layer: Optional[int] = field(default=None, metadata={"help": "First scored layer (1-based). Default: "
                                                                        "the middle one."})
+
+
+@dataclass
+class LoraArguments:
+    """A LoRA adapter (peft) trained instead of all weights: LLM rerankers and embedders."""
+
     lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft) instead of all weights."})
     lora_r: int = 16
     lora_alpha: int = 32
@@ -190,6 +131,13 @@ class LlmRerankerArguments:
     lora_target_modules: Optional[list[str]] = field(default=None, metadata={"help": "Default: peft's choice for "
                                                                                      "the architecture."})
     merge_lora: bool = field(default=False, metadata={"help": "Save the merged model instead of the adapter."})
+
+    def settings(self) -> LoraSettings | None:
+        """The adapter to add, or ``None`` without ``--lora``."""
+        if not self.lora:
+            return None
+        return LoraSettings(r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout,
+                            target_modules=self.lora_target_modules)
 
 
 @dataclass
@@ -202,7 +150,7 @@ class DistillArguments:
                                         "it scores each distinct pair once during training; it is always "
                                         "evaluated and timed on the dev set. Without it: the pos_scores/"
                                         "neg_scores in the records (recipes/score_with_teacher.py)."})
-    teacher_kind: Optional[Literal["cross-encoder", "llm", "bi-encoder", "colbert", "zero-shot"]] = field(
+    teacher_kind: Optional[Literal["cross-encoder", "llm", "layerwise-llm", "zero-shot", "colbert", "bi-encoder"]] = field(
         default=None, metadata={"help": "Default: detected from the teacher folder."})
     teacher_max_length: int = field(default=512, metadata={"help": "A cross-encoder teacher's max tokens per pair."})
     teacher_batch_tokens: int = field(default=16384, metadata={"help": "Padded tokens per teacher forward pass."})
@@ -227,7 +175,7 @@ class DistillTrainingArguments(RerankerTrainingArguments):
 
 @dataclass
 class EmbeddingArguments:
-    """The bi-encoder: pooling, lengths, prompts, LoRA, and an optional embedding teacher."""
+    """The bi-encoder: pooling, lengths, prompts, and an optional embedding teacher."""
 
     pooling: Optional[str] = field(
         default=None, metadata={"help": "Pooling of token states: mean, cls or last_token. Default: what the model folder records "
@@ -241,13 +189,6 @@ class EmbeddingArguments:
     passage_prompt: Optional[str] = field(default=None, metadata={"help": "Text put before every passage."})
     append_eos: Optional[bool] = field(default=None, metadata={"help": "Append the EOS token (LLM embedders "
                                                                        "with last_token pooling)."})
-    lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft) instead of all weights."})
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: Optional[list[str]] = field(default=None, metadata={"help": "Default: peft's "
-                                                                                     "choice for the architecture."})
-    merge_lora: bool = field(default=False, metadata={"help": "Save the merged model instead of the adapter."})
     truncate_dim: Optional[int] = field(
         default=None, metadata={"help": "Record this output dimension in the saved model, so sentence-transformers "
                                         "returns the first truncate_dim dimensions by default (Matryoshka models)."})
@@ -262,13 +203,29 @@ class EmbeddingArguments:
 
 
 @dataclass
-class EmbeddingTrainingArguments(TrainingArguments):
+class ContrastiveLossArguments(RetrievalTrainingArguments):
+    """What the two encoder families share: InfoNCE with in-batch and cross-device negatives, and
+    score distillation from teacher scores in the records."""
+
     temperature: float = field(default=0.02, metadata={"help": "InfoNCE temperature (also the student's in "
                                                                "score distillation)."})
     in_batch_negatives: bool = field(default=True, metadata={"help": "Use other queries' passages as negatives."})
     cross_device_negatives: bool = field(
         default=True, metadata={"help": "Gather queries and passages from all processes, so the loss and the "
                                         "update equal a single-process run over the global batch."})
+    contrastive_weight: float = field(default=1.0, metadata={"help": "Weight of the InfoNCE loss (0: off)."})
+    distill_weight: Optional[float] = field(
+        default=None, metadata={"help": "Weight of the score-distillation KL (teacher scores in the records). "
+                                        "Default: 1 when every record has teacher scores, else 0."})
+    teacher_temperature: float = field(default=1.0, metadata={"help": "Temperature of the teacher's per-query "
+                                                                      "distribution."})
+
+
+@dataclass
+class EmbeddingTrainingArguments(ContrastiveLossArguments):
+    """The arguments of :class:`~hf_ragtrain.ContrastiveTrainer` (bi-encoders): the shared contrastive
+    loss, Matryoshka, GradCache and embedding distillation."""
+
     matryoshka_dims: Optional[list[int]] = field(
         default=None, metadata={"help": "Matryoshka (MRL) dimensions, e.g. 384 256 128 64; the loss is averaged "
                                         "over these prefixes, each re-normalised."})
@@ -278,32 +235,19 @@ class EmbeddingTrainingArguments(TrainingArguments):
                                          "gradient w.r.t. the embeddings, then re-embed chunk by chunk "
                                          "(--micro_batch_tokens) and back-propagate. Memory of one chunk, "
                                          "gradients of the whole batch."})
-    contrastive_weight: float = field(default=1.0, metadata={"help": "Weight of the InfoNCE loss (0: off)."})
-    distill_weight: Optional[float] = field(
-        default=None, metadata={"help": "Weight of the score-distillation KL (teacher scores in the records). "
-                                        "Default: 1 when every record has teacher scores, else 0."})
-    teacher_temperature: float = field(default=1.0, metadata={"help": "Temperature of the teacher's per-query "
-                                                                      "distribution."})
     cosine_weight: float = field(default=0.0, metadata={"help": "Embedding distillation: 1 - cos(student, teacher)."})
     similarity_mse_weight: float = field(default=0.0, metadata={"help": "Embedding distillation: MSE of the "
                                                                         "similarity matrices."})
     relative_similarity_weight: float = field(default=0.0, metadata={"help": "Embedding distillation: "
                                                                              "triplet margin on similarity order."})
     relative_margin: float = 0.015
-    ddp_find_unused_parameters: Optional[bool] = field(
-        default=False, metadata={"help": "Every parameter gets a gradient; DDP need not search for unused ones."})
-    ddp_broadcast_buffers: Optional[bool] = field(
-        default=False, metadata={"help": "DDP broadcasts buffers at every forward call; a step makes one call per "
-                                         "micro-batch and processes may hold different numbers of them, so the "
-                                         "broadcasts would not pair up. The buffers of text encoders are "
-                                         "constants (position ids), so they are not broadcast by default."})
 
 
 @dataclass
-class ColbertTrainingArguments(EmbeddingTrainingArguments):
-    """:class:`EmbeddingTrainingArguments` for :class:`~hf_ragtrain.ColbertTrainer`. MaxSim adds one
-    similarity per query token, so scores run to tens, not to 1 as a cosine does; the InfoNCE
-    temperature therefore defaults to 1 (ColBERTv2 applies its cross-entropy to the raw sums)."""
+class ColbertTrainingArguments(ContrastiveLossArguments):
+    """The arguments of :class:`~hf_ragtrain.ColbertTrainer`. MaxSim adds one similarity per query
+    token, so scores run to tens, not to 1 as a cosine does; the InfoNCE temperature therefore
+    defaults to 1 (ColBERTv2 applies its cross-entropy to the raw sums)."""
 
     temperature: float = field(default=1.0, metadata={"help": "InfoNCE temperature over summed MaxSim scores "
                                                               "(also the student's in score distillation)."})

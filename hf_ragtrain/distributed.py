@@ -1,5 +1,5 @@
-"""Collectives for cross-device negatives (gather embeddings while keeping the local gradient), and
-what FSDP needs to know about a model."""
+"""Collectives for cross-device negatives (gather embeddings while keeping the local gradient), what
+FSDP needs to know about a model, and a clean end for torchrun workers."""
 
 from __future__ import annotations
 
@@ -10,6 +10,17 @@ from torch import Tensor, nn
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def end_distributed() -> None:
+    """Destroy the default process group, if any, so torchrun workers exit cleanly.
+
+    Without it gloo's threads are still alive at interpreter exit and the process aborts
+    ("terminate called without an active exception"), failing the torchrun job after training.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def gather_with_local_grad(t: Tensor) -> Tensor:

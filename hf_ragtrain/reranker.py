@@ -29,7 +29,6 @@ implements :meth:`~BaseReranker.compute_score`; ``rank`` comes with it.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -38,7 +37,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .arguments import cpu_has_native_bf16
+from .hardware import autocast, default_device, resolve_dtype
+from .modeling.backbone import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +157,11 @@ class Reranker(BaseReranker):
         self.long_doc, self.overlap, self.show_progress = long_doc, overlap, show_progress
         self.last, self.total = ScoreStats(), ScoreStats()
 
+    @property
+    def module(self) -> torch.nn.Module:
+        """The model that scores (its parameters, its device)."""
+        raise NotImplementedError
+
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
         if cls.kind:
@@ -231,33 +236,27 @@ class Reranker(BaseReranker):
 
 
 def _device_and_dtype(device: str | None, dtype: Any) -> tuple[torch.device, torch.dtype]:
-    """``device=None``: CUDA when there is one. ``dtype=None``: the half precision the hardware
-    computes natively, else fp32: bf16 on GPUs that have it and on CPUs with AMX-BF16 or
-    AVX512-BF16, fp16 on older GPUs, fp32 on other CPUs. Or ``"bf16"``/``"fp16"``/``"fp32"``/a torch dtype."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dtype is None:
-        if device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        else:
-            dtype = torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else torch.float32
-    names = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-    return device, names.get(dtype, dtype) if isinstance(dtype, str) else dtype
-
-
-def _autocast(device: torch.device, dtype: torch.dtype):
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+    """``device=None``: the GPU when there is one; ``dtype``: see :func:`hf_ragtrain.hardware.resolve_dtype`."""
+    device = torch.device(device) if device else default_device()
+    return device, resolve_dtype(device, dtype)
 
 
 class _PairModelReranker(Reranker):
-    """Kinds that read the query and the document together (cross-encoders and LLMs)."""
+    """Kinds that read the query and the document together (cross-encoders and LLMs).
+
+    ``batch_tokens`` packs the length-sorted pairs into batches of at most that many padded tokens,
+    in place of ``batch_size`` pairs (a memory bound that does not depend on the lengths)."""
 
     def __init__(self, model: Any, tokenizer: Any, max_length: int, device: str | None = None, dtype: Any = None,
-                 **options: Any):
+                 batch_tokens: int | None = None, **options: Any):
         super().__init__(tokenizer, max_length, **options)
         self.device, self.dtype = _device_and_dtype(device, dtype)
         self.model = model.to(self.device).eval()
+        self.batch_tokens = batch_tokens
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.model
 
     def _scorer(self, **options: Any) -> Any:
         return self.model
@@ -266,9 +265,10 @@ class _PairModelReranker(Reranker):
         from .modeling.cross_encoder import ScoreReport, score_pairs
 
         report = ScoreReport()
-        with _autocast(self.device, self.dtype):
+        sizing = {"batch_tokens": self.batch_tokens} if self.batch_tokens else {"batch_size": batch_size}
+        with autocast(self.device, self.dtype):
             scores = score_pairs(self._scorer(**options), self.tokenizer, queries, docs, max_length=max_length,
-                                 batch_size=batch_size, report=report, show_progress=self._progress(len(docs)))
+                                 report=report, show_progress=self._progress(len(docs)), **sizing)
         stats.truncated += report.truncated
         return scores
 
@@ -317,14 +317,14 @@ class LlmPairReranker(_PairModelReranker):
     @classmethod
     def _load(cls, path: str, max_length: int | None = None, batch_size: int = 32, long_doc: str = "truncate",
               overlap: int = 32, show_progress: bool | None = None, device: str | None = None, dtype: Any = None,
-              **settings: Any) -> "LlmPairReranker":
+              batch_tokens: int | None = None, **settings: Any) -> "LlmPairReranker":
         from .modeling.llm_reranker import LlmReranker
 
         if max_length is not None:
             settings["max_length"] = max_length
         model = LlmReranker.from_pretrained(path, **settings)
         return cls(model, batch_size=batch_size, long_doc=long_doc, overlap=overlap, show_progress=show_progress,
-                   device=device, dtype=dtype)
+                   device=device, dtype=dtype, batch_tokens=batch_tokens)
 
     def _doc_budget(self, query: str, max_length: int) -> int:
         room = max_length - self.reranker.template_tokens
@@ -343,13 +343,9 @@ class LayerwiseLlmReranker(LlmPairReranker):
         return self.reranker.scored_layers
 
     def _scorer(self, cutoff_layers: int | Sequence[int] | None = None) -> Any:
-        from .modeling.llm_reranker import _AtLayer
-
-        if cutoff_layers is None:
-            return self.model
-        if isinstance(cutoff_layers, int):
-            return _AtLayer(self.reranker, cutoff_layers)
-        return _AtLayer(self.reranker, None, list(cutoff_layers))
+        if cutoff_layers is None or isinstance(cutoff_layers, int):
+            return self.reranker.at_layers(cutoff_layers)
+        return self.reranker.at_layers(None, list(cutoff_layers))
 
 
 class ZeroShotReranker(LlmPairReranker):
@@ -392,12 +388,34 @@ def chat_prompt_template(tokenizer: Any, instruction: str = ZERO_SHOT_INSTRUCTIO
 
 
 class _EncoderReranker(Reranker):
-    """Kinds that encode queries and documents apart (each text encoded once per call)."""
+    """Kinds that encode queries and documents apart (each text encoded once per call). A kind names
+    its encoder class and the settings fields of the document's max length and prompt."""
+
+    _doc_length_field = _doc_prompt_field = ""
 
     def __init__(self, encoder: Any, max_length: int, device: str | None = None, dtype: Any = None, **options: Any):
         super().__init__(encoder.tokenizer, max_length, **options)
         self.device, self.dtype = _device_and_dtype(device, dtype)
         self.encoder = encoder.to(self.device).eval()
+
+    @staticmethod
+    def _encoder_class() -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def _load(cls, path: str, max_length: int | None = None, device: str | None = None, dtype: Any = None,
+              **options: Any) -> "_EncoderReranker":
+        encoder = cls._encoder_class().from_pretrained(path)
+        return cls(encoder, max_length or getattr(encoder.settings, cls._doc_length_field), device=device, dtype=dtype,
+                   **options)
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.encoder
+
+    @property
+    def _doc_prompt(self) -> str:
+        return getattr(self.encoder.settings, self._doc_prompt_field)
 
     def _doc_budget(self, query: str, max_length: int) -> int:
         prompt = len(self.tokenizer(self._doc_prompt, add_special_tokens=False)["input_ids"]) if self._doc_prompt else 0
@@ -420,23 +438,17 @@ class BiEncoderReranker(_EncoderReranker):
     (the sigmoid for an unnormalised model). ``max_length`` is the document's."""
 
     kind = "bi-encoder"
-    _doc_length_field = "passage_max_length"
+    _doc_length_field, _doc_prompt_field = "passage_max_length", "passage_prompt"
 
-    @classmethod
-    def _load(cls, path: str, max_length: int | None = None, device: str | None = None, dtype: Any = None,
-              **options: Any) -> "BiEncoderReranker":
+    @staticmethod
+    def _encoder_class() -> Any:
         from .modeling.bi_encoder import BiEncoder
 
-        encoder = BiEncoder.from_pretrained(path)
-        return cls(encoder, max_length or encoder.settings.passage_max_length, device=device, dtype=dtype, **options)
-
-    @property
-    def _doc_prompt(self) -> str:
-        return self.encoder.settings.passage_prompt
+        return BiEncoder
 
     def _score(self, queries, docs, batch_size, max_length, stats, **options):
         uq, ud = list(dict.fromkeys(queries)), list(dict.fromkeys(docs))
-        with self._doc_length(max_length), _autocast(self.device, self.dtype):
+        with self._doc_length(max_length), autocast(self.device, self.dtype):
             stats.truncated += self.encoder.tokenize(ud, "passage")[1]
             qv = self.encoder.encode(uq, batch_size=batch_size, kind="query", convert_to_tensor=True)
             dv = self.encoder.encode(ud, batch_size=batch_size, kind="passage", convert_to_tensor=True,
@@ -455,81 +467,83 @@ class ColbertReranker(_EncoderReranker):
     mapped from [-1, 1] to [0, 1]. ``max_length`` is the document's."""
 
     kind = "colbert"
-    _doc_length_field = "document_max_length"
+    _doc_length_field, _doc_prompt_field = "document_max_length", "document_prompt"
 
-    @classmethod
-    def _load(cls, path: str, max_length: int | None = None, device: str | None = None, dtype: Any = None,
-              **options: Any) -> "ColbertReranker":
+    @staticmethod
+    def _encoder_class() -> Any:
         from .modeling.colbert import ColbertEncoder
 
-        encoder = ColbertEncoder.from_pretrained(path)
-        return cls(encoder, max_length or encoder.settings.document_max_length, device=device, dtype=dtype, **options)
-
-    @property
-    def _doc_prompt(self) -> str:
-        return self.encoder.settings.document_prompt
+        return ColbertEncoder
 
     def _score(self, queries, docs, batch_size, max_length, stats, **options):
-        from .modeling.colbert import _stack, maxsim
-
-        uq, ud = list(dict.fromkeys(queries)), list(dict.fromkeys(docs))
-        with self._doc_length(max_length), _autocast(self.device, self.dtype):
-            stats.truncated += self.encoder.tokenize(ud, "document")[1]
-            qv = self.encoder.encode(uq, "query", batch_size)
-            dv = self.encoder.encode(ud, "document", batch_size)
-        self._query_vectors = {q: len(v) for q, v in zip(uq, qv)}
-        qi, di = {q: i for i, q in enumerate(uq)}, {d: i for i, d in enumerate(ud)}
-        out = np.empty(len(docs), dtype=np.float64)
-        by_query: dict[str, list[int]] = {}
-        for n, q in enumerate(queries):
-            by_query.setdefault(q, []).append(n)
-        for q, rows in by_query.items():
-            qt, qm = _stack([qv[qi[q]].float()])
-            dt, dm = _stack([dv[di[docs[r]]].float() for r in rows])
-            out[rows] = maxsim(qt, qm, dt, dm)[0].double().numpy()
-        return out
+        with self._doc_length(max_length), autocast(self.device, self.dtype):
+            stats.truncated += self.encoder.tokenize(list(dict.fromkeys(docs)), "document")[1]
+            scores, query_vectors = self.encoder.score_pairs(queries, docs, batch_size)
+        self._query_vectors = dict(zip(queries, query_vectors.tolist()))
+        return scores.numpy()
 
     def _normalize(self, scores, queries):
         n = np.asarray([max(1, self._query_vectors[q]) for q in queries], dtype=np.float64)
         return (scores / n + 1) / 2
 
 
-def reranker_kind(path: str) -> str:
-    """The kind a folder holds, from its saved files only (never from its name)."""
-    def read(name: str) -> dict:
-        file = os.path.join(path, name)
-        if not os.path.isfile(file):
-            return {}
-        with open(file) as fh:
-            return json.load(fh)
-
+def find_reranker_kind(path: str) -> str | None:
+    """The kind a folder holds, from its saved files only (never from its name), or ``None`` when its
+    files do not say: not a folder, a plain base checkpoint (a ``BertModel``), or a causal LM with
+    neither reranker settings nor a chat template. A causal LM with a chat template is ``zero-shot``."""
     from .modeling.bi_encoder import ENCODER_CONFIG
     from .modeling.colbert import COLBERT_CONFIG
     from .modeling.llm_reranker import SETTINGS_FILE
 
-    llm = read(SETTINGS_FILE)
+    if not os.path.isdir(path):
+        return None
+
+    def has(name: str) -> bool:
+        return os.path.isfile(os.path.join(path, name))
+
+    llm = read_json(os.path.join(path, SETTINGS_FILE))
     if llm:
         return "layerwise-llm" if llm.get("layerwise") else "llm"
-    st_type = read("config_sentence_transformers.json").get("model_type")
-    if os.path.isfile(os.path.join(path, COLBERT_CONFIG)) or st_type == "MultiVectorEncoder":
+    st_type = (read_json(os.path.join(path, "config_sentence_transformers.json")) or {}).get("model_type")
+    if has(COLBERT_CONFIG) or st_type == "MultiVectorEncoder":
         return "colbert"
     if st_type == "CrossEncoder":
         return "cross-encoder"
-    if os.path.isfile(os.path.join(path, ENCODER_CONFIG)) or os.path.isfile(os.path.join(path, "modules.json")):
+    if has(ENCODER_CONFIG) or has("modules.json"):
         return "bi-encoder"
-    architectures = read("config.json").get("architectures") or []
+    architectures = _architectures(path)
     if any(a.endswith("ForSequenceClassification") for a in architectures):
         return "cross-encoder"
     if any(a.endswith("ForCausalLM") for a in architectures):
-        tokenizer_config = read("tokenizer_config.json")
-        if tokenizer_config.get("chat_template") or os.path.isfile(os.path.join(path, "chat_template.jinja")):
-            return "zero-shot"
+        chat = (read_json(os.path.join(path, "tokenizer_config.json")) or {}).get("chat_template")
+        return "zero-shot" if chat or has("chat_template.jinja") else None
+    return None
+
+
+def _architectures(path: str) -> list[str]:
+    return (read_json(os.path.join(path, "config.json")) or {}).get("architectures") or []
+
+
+def reranker_kind(path: str) -> str:
+    """The kind a folder holds (:func:`find_reranker_kind`); an error that says what to do when its
+    files do not say."""
+    kind = find_reranker_kind(path)
+    if kind is not None:
+        return kind
+    architectures = _architectures(path)
+    if any(a.endswith("ForCausalLM") for a in architectures):
         raise ValueError(f"{path}: a causal LM with no reranker settings and no chat template; load it with "
                          "kind='llm' and a template")
     raise ValueError(f"{path}: cannot tell which kind of reranker this folder holds (architectures "
                      f"{architectures or 'missing'}); pass kind= one of {sorted(Reranker._kinds)}")
 
 
+RERANKER_KINDS = ("cross-encoder", "llm", "layerwise-llm", "zero-shot", "colbert", "bi-encoder")
+#: Kinds that read query and document together (``batch_tokens`` applies to them).
+PAIR_KINDS = ("cross-encoder", "llm", "layerwise-llm", "zero-shot")
+
+
 __all__ = ["BaseReranker", "BiEncoderReranker", "ColbertReranker", "CrossEncoderReranker", "LayerwiseLlmReranker",
            "LlmPairReranker", "RankedDocument", "Reranker", "ScoreStats", "ZeroShotReranker", "chat_prompt_template",
-           "reranker_kind", "split_windows", "ZERO_SHOT_INSTRUCTION", "LONG_DOC_MODES"]
+           "find_reranker_kind", "reranker_kind", "split_windows", "ZERO_SHOT_INSTRUCTION", "LONG_DOC_MODES",
+           "PAIR_KINDS", "RERANKER_KINDS"]

@@ -29,9 +29,6 @@ from .data.records import parse_record
 
 logger = logging.getLogger(__name__)
 
-TEACHER_KINDS = ("cross-encoder", "llm", "bi-encoder", "colbert", "zero-shot")
-
-
 class Teacher:
     """Scores (query, document) pairs. ``name`` identifies the teacher in the score cache."""
 
@@ -51,81 +48,20 @@ class FunctionTeacher(Teacher):
         return np.asarray(self.fn(list(queries), list(docs)), dtype=np.float64)
 
 
-class CrossEncoderTeacher(Teacher):
-    """A sequence-classification cross-encoder; the score is its raw logit."""
-
-    def __init__(self, path: str, max_length: int = 512, batch_tokens: int = 16384, bf16: bool = False):
-        import torch
-
-        from .modeling.cross_encoder import load_cross_encoder
-
-        self.model, self.tokenizer = load_cross_encoder(path)
-        self.model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
-        self.max_length, self.batch_tokens, self.bf16 = max_length, batch_tokens, bf16
-        self.name = f"cross-encoder:{_fingerprint(path)}:max_length={max_length}"
-
-    def score(self, queries, docs):
-        from .modeling.cross_encoder import score_pairs
-
-        with _autocast(self.model, self.bf16):
-            return score_pairs(self.model, self.tokenizer, queries, docs, max_length=self.max_length,
-                               batch_tokens=self.batch_tokens).astype(np.float64)
-
-
-class LlmTeacher(Teacher):
-    """An :class:`~hf_ragtrain.LlmReranker`; the score is its yes-token logit (or head output)."""
-
-    def __init__(self, path: str, batch_tokens: int = 16384, bf16: bool = False, cutoff_layer: int | None = None):
-        import torch
-
-        from .modeling.llm_reranker import LlmReranker
-
-        self.model = LlmReranker.from_pretrained(path)
-        self.model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
-        self.batch_tokens, self.bf16, self.cutoff_layer = batch_tokens, bf16, cutoff_layer
-        self.name = f"llm:{_fingerprint(path)}:cutoff={cutoff_layer}"
-
-    def score(self, queries, docs):
-        with _autocast(self.model, self.bf16):
-            return self.model.score(queries, docs, batch_tokens=self.batch_tokens,
-                                    cutoff_layer=self.cutoff_layer).astype(np.float64)
-
-
-class BiEncoderTeacher(Teacher):
-    """A bi-encoder; the score is the dot product of the query and document vectors (cosine when
-    the model normalises)."""
-
-    def __init__(self, path: str, batch_size: int = 64, bf16: bool = False):
-        import torch
-
-        from .modeling.bi_encoder import BiEncoder
-
-        self.model = BiEncoder.from_pretrained(path)
-        self.model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
-        self.batch_size, self.bf16 = batch_size, bf16
-        self.name = f"bi-encoder:{_fingerprint(path)}"
-
-    def score(self, queries, docs):
-        unique_q = list(dict.fromkeys(queries))
-        unique_d = list(dict.fromkeys(docs))
-        with _autocast(self.model, self.bf16):
-            qv = np.asarray(self.model.encode(unique_q, kind="query", batch_size=self.batch_size), dtype=np.float64)
-            dv = np.asarray(self.model.encode(unique_d, kind="passage", batch_size=self.batch_size), dtype=np.float64)
-        qi = {q: i for i, q in enumerate(unique_q)}
-        di = {d: i for i, d in enumerate(unique_d)}
-        return np.array([qv[qi[q]] @ dv[di[d]] for q, d in zip(queries, docs)])
-
-
 class RerankerTeacher(Teacher):
-    """Any kind :meth:`hf_ragtrain.Reranker.from_pretrained` loads (used for ColBERT and zero-shot
-    chat-model teachers); the score is its ``compute_score``."""
+    """Any folder :meth:`hf_ragtrain.Reranker.from_pretrained` loads, as a teacher; the score is its
+    raw ``compute_score``: a cross-encoder's logit, an LLM reranker's yes-token logit (at its cutoff
+    layer), a zero-shot chat model's ``logit(Yes) - logit(No)``, ColBERT's MaxSim, a bi-encoder's
+    cosine. ``options`` go to the loader (``max_length``, ``batch_tokens`` for pair kinds, ...)."""
 
-    def __init__(self, path: str, kind: str, bf16: bool = False, **options: Any):
-        from .reranker import Reranker
+    def __init__(self, path: str, kind: str | None = None, bf16: bool = False, **options: Any):
+        from .reranker import Reranker, reranker_kind
 
+        kind = kind or reranker_kind(path)
         self.reranker = Reranker.from_pretrained(path, kind=kind, dtype="bf16" if bf16 else "fp32", **options)
         self.reranker.report_truncation = False  # called once per training step: one line, not one per call
-        self.name = f"{kind}:{_fingerprint(path)}"
+        self.kind = kind
+        self.name = f"{kind}:{_fingerprint(path)}:max_length={self.reranker.max_length}"
         self._warned = False
 
     def score(self, queries, docs):
@@ -139,31 +75,21 @@ class RerankerTeacher(Teacher):
         return scores
 
 
-def teacher_kind(path: str) -> str:
-    """Which teacher a folder holds, read from its saved files (:func:`hf_ragtrain.reranker.reranker_kind`;
-    a layerwise LLM reranker is an ``llm`` teacher)."""
-    from .reranker import reranker_kind
-
-    kind = reranker_kind(path)
-    return "llm" if kind == "layerwise-llm" else kind
-
-
 def load_teacher(name_or_path: str, kind: str | None = None, max_length: int = 512, batch_tokens: int = 16384,
-                 bf16: bool = False) -> Teacher:
-    """Load a teacher from a folder (or the ``minilm``/``smollm2`` aliases); ``kind`` overrides detection."""
+                 bf16: bool = False) -> RerankerTeacher:
+    """Load a teacher from a folder (or the ``minilm``/``smollm2`` aliases); ``kind`` overrides the
+    detection (:func:`hf_ragtrain.reranker.reranker_kind`). ``max_length`` is a cross-encoder's
+    tokens per pair (the other kinds keep the lengths their folder records); ``batch_tokens`` bounds
+    the padded tokens of one forward pass of a kind that reads pairs (cross-encoder, LLM)."""
     from .offline import resolve_model_path
+    from .reranker import PAIR_KINDS, reranker_kind
 
     path = resolve_model_path(name_or_path)
-    kind = kind or teacher_kind(path)
-    if kind == "llm":
-        return LlmTeacher(path, batch_tokens=batch_tokens, bf16=bf16)
-    if kind == "bi-encoder":
-        return BiEncoderTeacher(path, bf16=bf16)
+    kind = kind or reranker_kind(path)
+    options: dict[str, Any] = {"batch_tokens": batch_tokens} if kind in PAIR_KINDS else {}
     if kind == "cross-encoder":
-        return CrossEncoderTeacher(path, max_length=max_length, batch_tokens=batch_tokens, bf16=bf16)
-    if kind in ("colbert", "zero-shot"):
-        return RerankerTeacher(path, kind, bf16=bf16)
-    raise ValueError(f"unknown teacher kind {kind!r}; choose one of {TEACHER_KINDS}")
+        options["max_length"] = max_length
+    return RerankerTeacher(path, kind, bf16=bf16, **options)
 
 
 @dataclass
@@ -247,22 +173,9 @@ def score_records(input_path: str, output_path: str, teacher: Teacher, cache_pat
     ``output_path + ".cache.jsonl"``) and flushed, so a rerun after an interruption scores only
     what is missing.
     """
-    from tqdm.auto import tqdm
-
     cache_path = cache_path or output_path + ".cache.jsonl"
-    rows, pairs = [], []
-    for line, row in _read_rows(input_path):
-        record = parse_record(dict(row), source=input_path, line=line)
-        has = [f for f in ("pos_scores", "neg_scores", "scores") if row.get(f) is not None]
-        if has and not overwrite_scores:
-            raise DataFormatError(f"the record already has teacher scores ({', '.join(has)}); pass "
-                                  "overwrite_scores=True (--overwrite_scores) to replace them",
-                                  path=input_path, line=line, field=has[0])
-        query, docs = _pairs_of(row, record)
-        rows.append((row, query, docs))
-        pairs.extend((query, d) for d in docs)
-    if not rows:
-        raise DataFormatError("expected at least one record, found none", path=input_path)
+    rows = _rows_to_score(input_path, overwrite_scores)
+    pairs = [(query, d) for _, query, docs in rows for d in docs]
     stats = ScoringStats(records=len(rows), pairs=len(pairs))
     cache = read_cache(cache_path, teacher.name)
     todo: dict[str, tuple[str, str]] = {}
@@ -272,6 +185,34 @@ def score_records(input_path: str, output_path: str, teacher: Teacher, cache_pat
             todo.setdefault(key, (q, d))
     stats.unique_pairs = len({_key(teacher.name, q, d) for q, d in pairs})
     stats.from_cache = stats.unique_pairs - len(todo)
+    stats.scored = _score_into_cache(teacher, todo, cache, cache_path, chunk_pairs, show_progress)
+    _write_scored(rows, cache, teacher.name, output_path)
+    logger.info("%s -> %s: %s", input_path, output_path, stats.summary())
+    return stats
+
+
+def _rows_to_score(input_path: str, overwrite_scores: bool) -> list[tuple[dict[str, Any], str, list[str]]]:
+    """Each record of the file as ``(row as given, query with its prompt, documents)``, checked."""
+    rows = []
+    for line, row in _read_rows(input_path):
+        record = parse_record(dict(row), source=input_path, line=line)
+        has = [f for f in ("pos_scores", "neg_scores", "scores") if row.get(f) is not None]
+        if has and not overwrite_scores:
+            raise DataFormatError(f"the record already has teacher scores ({', '.join(has)}); pass "
+                                  "overwrite_scores=True (--overwrite_scores) to replace them",
+                                  path=input_path, line=line, field=has[0])
+        rows.append((row, *_pairs_of(row, record)))
+    if not rows:
+        raise DataFormatError("expected at least one record, found none", path=input_path)
+    return rows
+
+
+def _score_into_cache(teacher: Teacher, todo: dict[str, tuple[str, str]], cache: dict[str, float], cache_path: str,
+                      chunk_pairs: int, show_progress: bool) -> int:
+    """Score the pairs of ``todo`` (cache key -> pair) longest first, chunk by chunk, appending each
+    finished chunk to the cache file (flushed to disk); returns how many were scored."""
+    from tqdm.auto import tqdm
+
     keys = sorted(todo, key=lambda k: -(len(todo[k][0]) + len(todo[k][1])))  # longest first: memory peaks early
     progress = tqdm(total=len(keys), desc="teacher scoring", unit="pair", disable=not show_progress)
     _drop_incomplete_last_line(cache_path)
@@ -286,14 +227,18 @@ def score_records(input_path: str, output_path: str, teacher: Teacher, cache_pat
                 fh.write(json.dumps({"teacher": teacher.name, "key": k, "score": float(s)}) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-            stats.scored += len(chunk)
             progress.update(len(chunk))
     progress.close()
+    return len(keys)
 
+
+def _write_scored(rows: list[tuple[dict[str, Any], str, list[str]]], cache: dict[str, float], teacher: str,
+                  output_path: str) -> None:
+    """Every row with its scores added, written to a temporary file renamed over ``output_path`` when complete."""
     tmp = output_path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         for row, query, docs in rows:
-            scores = [cache[_key(teacher.name, query, d)] for d in docs]
+            scores = [cache[_key(teacher, query, d)] for d in docs]
             out = dict(row)
             if "docs" in row:
                 out["scores"] = scores
@@ -302,8 +247,6 @@ def score_records(input_path: str, output_path: str, teacher: Teacher, cache_pat
                 out["pos_scores"], out["neg_scores"] = scores[:n_pos], scores[n_pos:]
             fh.write(json.dumps(out, ensure_ascii=False) + "\n")
     os.replace(tmp, output_path)
-    logger.info("%s -> %s: %s", input_path, output_path, stats.summary())
-    return stats
 
 
 def _fingerprint(path: str) -> str:
@@ -315,13 +258,3 @@ def _fingerprint(path: str) -> str:
             st = os.stat(os.path.join(path, name))
             parts.append(f"{name}:{st.st_size}:{int(st.st_mtime)}")
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16] + ":" + os.path.basename(path)
-
-
-def _autocast(model, bf16: bool):
-    import contextlib
-
-    import torch
-
-    if not bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16)

@@ -19,31 +19,76 @@ student; ``README.md`` is its model card.
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import sys
 import time
+from functools import cached_property
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
-from hf_ragtrain import (DataArguments, DistillTrainer, DistillTrainingArguments,  # noqa: E402
-                         GroupDataset, ModelArguments, RerankCollator, RerankingEvaluator, load_cross_encoder)
-from hf_ragtrain.arguments import DistillArguments, collator_batching  # noqa: E402
-from hf_ragtrain.hub import CardInfo, render_reranker_card, write_model_card  # noqa: E402
+from hf_ragtrain import (DistillArguments, DistillTrainer, DistillTrainingArguments, RecipeError,  # noqa: E402
+                         RerankerRecipe, load_cross_encoder)
 from hf_ragtrain.offline import resolve_model_path  # noqa: E402
-from hf_ragtrain.recipe_utils import (card_base_model, parse_recipe_args, print_reranker_summary,  # noqa: E402
-                                      push_run, reranker_mteb_evaluation, reranker_mteb_json, start_run,
-                                      train_evaluate_save)
-from hf_ragtrain.trainers.base import end_distributed  # noqa: E402
 
-logger = logging.getLogger("distill_reranker")
 
-RECIPE_DEFAULTS = dict(
-    learning_rate=5e-5, num_train_epochs=2, per_device_train_batch_size=8, warmup_steps=0.1,
-    logging_steps=5, eval_strategy="epoch", save_strategy="no", report_to="none", seed=42,
-)
+class DistillReranker(RerankerRecipe):
+    """A cross-encoder student trained on a teacher's scores (in the records, or from ``--teacher``)."""
+
+    options = {"teacher_args": DistillArguments}
+    training_arguments = DistillTrainingArguments
+    trainer_class = DistillTrainer
+    defaults = {"num_train_epochs": 2}
+
+    def check_data(self, data) -> None:
+        self.unscored = sum(r.pos_scores is None or r.neg_scores is None for r in data.train)
+        if self.teacher_args.teacher is None and self.unscored:
+            raise RecipeError(f"{self.unscored} of {len(data.train)} training records have no teacher scores "
+                              "(pos_scores/neg_scores); add them with recipes/score_with_teacher.py or give --teacher")
+
+    def build_model(self):
+        self.teacher = None
+        t = self.teacher_args
+        if t.teacher is not None:
+            from hf_ragtrain.scoring import load_teacher
+
+            self.teacher = load_teacher(t.teacher, kind=t.teacher_kind, max_length=t.teacher_max_length,
+                                        batch_tokens=t.teacher_batch_tokens, bf16=self.training_args.bf16)
+        model, self.tokenizer = load_cross_encoder(resolve_model_path(self.model_args.model_name_or_path),
+                                                   attn_implementation=self.model_args.attn_implementation)
+        return model
+
+    def trainer_options(self) -> dict:
+        # with scored records the teacher is only compared with the student on the dev set
+        return {"teacher": self.teacher if self.unscored else None}
+
+    def extra_results(self) -> dict:
+        return {**self.comparison, "teacher_pairs_scored": self.trainer.teacher_pairs_scored}
+
+    def model_notes(self) -> list[str]:
+        return comparison_notes(self.comparison)
+
+    def summary_lines(self) -> list[str]:
+        return [*comparison_notes(self.comparison), *super().summary_lines()]
+
+    @cached_property
+    def comparison(self) -> dict:
+        """The teacher's dev metrics and both models' scoring speed on the dev candidates."""
+        evaluator = self.trainer.eval_dataset
+        if evaluator is None:
+            return {}
+        out: dict = {}
+        if self.teacher is not None and self.teacher_args.evaluate_teacher:
+            out["teacher"], out["teacher_pairs_per_s"] = timed(self.teacher.score, evaluator)
+            out["teacher_source"] = self.teacher_args.teacher
+        elif all(r.pos_scores is not None and r.neg_scores is not None for r in self.data.dev):
+            out["teacher"], _ = timed(records_scorer(self.data.dev), evaluator)
+            out["teacher_source"] = "teacher scores in the dev records"
+        if "teacher" in out:
+            student = self.trainer.accelerator.unwrap_model(self.trainer.model).eval()
+            out["student"], out["student_pairs_per_s"] = timed(
+                evaluator.scorer_for(student, self.tokenizer, self.model_args.max_length), evaluator)
+        return out
 
 
 def records_scorer(records):
@@ -63,96 +108,8 @@ def timed(scorer, evaluator) -> tuple[dict, float]:
     return metrics, len(evaluator.docs) / (time.perf_counter() - start)
 
 
-def main(argv=None) -> int:
-    model_args, dist, data_args, training_args = parse_recipe_args(
-        (ModelArguments, DistillArguments, DataArguments, DistillTrainingArguments), RECIPE_DEFAULTS, argv)
-    data = start_run(data_args, training_args, REPO)
-    if isinstance(data, int):
-        return data
-    train_records, dev_records, datasets, extra = data
-    unscored = sum(r.pos_scores is None or r.neg_scores is None for r in train_records)
-    if dist.teacher is None and unscored:
-        print(f"error: {unscored} of {len(train_records)} training records have no teacher scores (pos_scores/"
-              "neg_scores); add them with recipes/score_with_teacher.py or give --teacher", file=sys.stderr)
-        return 2
-    teacher = None
-    if dist.teacher is not None:
-        from hf_ragtrain.scoring import load_teacher
-
-        teacher = load_teacher(dist.teacher, kind=dist.teacher_kind, max_length=dist.teacher_max_length,
-                               batch_tokens=dist.teacher_batch_tokens, bf16=training_args.bf16)
-
-    model, tokenizer = load_cross_encoder(resolve_model_path(model_args.model_name_or_path),
-                                          attn_implementation=model_args.attn_implementation)
-    train_dataset = GroupDataset(train_records, group_size=data_args.train_group_size, seed=training_args.seed)
-    collator = RerankCollator(tokenizer, max_length=model_args.max_length,
-                              **collator_batching(data_args, training_args.bf16))
-    evaluator = RerankingEvaluator(dev_records, max_length=model_args.max_length) if dev_records else None
-    if evaluator is None:
-        training_args.eval_strategy = "no"
-    run = train_evaluate_save(lambda: DistillTrainer(model=model, args=training_args, train_dataset=train_dataset,
-                                                     eval_dataset=evaluator, data_collator=collator,
-                                                     processing_class=tokenizer,
-                                                     teacher=teacher if unscored else None),
-                              training_args, evaluate=evaluator is not None)
-    if isinstance(run, int):
-        return run
-    trainer, before, after = run
-
-    counts = trainer.total_counts()
-    status = 0
-    if trainer.is_world_process_zero():
-        comparison = compare_with_teacher(trainer, evaluator, teacher, dev_records, dist, model_args.max_length)
-        mteb = reranker_mteb_evaluation(data_args, model_args, training_args, dev_records, extra, REPO)
-        results = {"before": before, "after": after, **comparison, **reranker_mteb_json(mteb),
-                   "train_group_stats": vars(train_dataset.stats), "teacher_pairs_scored": trainer.teacher_pairs_scored,
-                   "train_pairs": counts["pairs_seen"], "train_pairs_truncated": counts["pairs_truncated"]}
-        with open(os.path.join(training_args.output_dir, "eval_results.json"), "w") as fh:
-            json.dump(results, fh, indent=2)
-        loss_name, loss_params = trainer.loss_description()
-        info = CardInfo(
-            base_model=card_base_model(model_args.model_name_or_path), trainer="DistillTrainer",
-            loss=f"{loss_name} (DistillTrainer)",
-            loss_params={"train_group_size": data_args.train_group_size, "max_length": model_args.max_length,
-                         **loss_params},
-            datasets=datasets, metrics_before=before, metrics_after=after,
-            mteb_results=mteb.get("reranked", {}), mteb_first_stage=mteb.get("first_stage", {}),
-            mteb_settings=mteb.get("settings", {}),
-            notes=[*comparison_notes(comparison, dist),
-                   f"{counts['pairs_truncated']} of {counts['pairs_seen']} training pairs were longer than "
-                   f"{model_args.max_length} tokens and were truncated.", train_dataset.stats.summary()],
-            model_name=os.path.basename(os.path.abspath(training_args.output_dir)),
-        )
-        write_model_card(training_args.output_dir, render_reranker_card(info, training_args,
-                                                                        trainer.state.log_history))
-        for note in comparison_notes(comparison, dist):
-            print(note)
-        print_reranker_summary(before, after, mteb, training_args.output_dir)
-        if training_args.push_to_hub:
-            status = push_run(trainer, training_args)
-    end_distributed()
-    return status
-
-
-def compare_with_teacher(trainer, evaluator, teacher, dev_records, dist: DistillArguments, max_length: int) -> dict:
-    """The teacher's dev metrics and both models' scoring speed on the dev candidates."""
-    if evaluator is None:
-        return {}
-    out: dict = {}
-    if teacher is not None and dist.evaluate_teacher:
-        out["teacher"], out["teacher_pairs_per_s"] = timed(teacher.score, evaluator)
-        out["teacher_source"] = dist.teacher
-    elif all(r.pos_scores is not None and r.neg_scores is not None for r in dev_records):
-        out["teacher"], _ = timed(records_scorer(dev_records), evaluator)
-        out["teacher_source"] = "teacher scores in the dev records"
-    if "teacher" in out:
-        student = trainer.accelerator.unwrap_model(trainer.model).eval()
-        out["student"], out["student_pairs_per_s"] = timed(evaluator.scorer_for(student, trainer.processing_class,
-                                                                                max_length), evaluator)
-    return out
-
-
-def comparison_notes(comparison: dict, dist: DistillArguments) -> list[str]:
+def comparison_notes(comparison: dict) -> list[str]:
+    """The teacher-vs-student lines of the card and the console."""
     if "teacher" not in comparison:
         return []
     t, s = comparison["teacher"]["ndcg@10"], comparison["student"]["ndcg@10"]
@@ -163,6 +120,10 @@ def comparison_notes(comparison: dict, dist: DistillArguments) -> list[str]:
         notes.append(f"Scoring speed on the dev candidates, same machine, one after the other: teacher {tp:.1f} "
                      f"pairs/s, student {sp:.1f} pairs/s ({sp / tp:.1f}x).")
     return notes
+
+
+def main(argv=None) -> int:
+    return DistillReranker(REPO).run(argv)
 
 
 if __name__ == "__main__":

@@ -23,13 +23,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from hf_ragtrain.data.errors import DataFormatError  # noqa: E402
-from hf_ragtrain.scoring import TEACHER_KINDS, load_teacher, score_records  # noqa: E402
+from hf_ragtrain.reranker import RERANKER_KINDS  # noqa: E402
+from hf_ragtrain.scoring import load_teacher, score_records  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", required=True, help="teacher folder (or minilm / smollm2)")
-    p.add_argument("--teacher_kind", choices=TEACHER_KINDS, help="default: detected from the folder")
+    p.add_argument("--teacher_kind", choices=RERANKER_KINDS, help="default: detected from the folder")
     p.add_argument("--input", required=True, help="records (jsonl)")
     p.add_argument("--output", required=True, help="records with teacher scores (jsonl)")
     p.add_argument("--cache", help="score cache (default: OUTPUT.cache.jsonl)")

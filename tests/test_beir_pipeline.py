@@ -10,7 +10,8 @@ import pytest
 
 from hf_ragtrain.data.beir import load_beir
 from hf_ragtrain.data.beir_pipeline import CachingEncoder, dev_records_from_run, first_stage_run, split_dev_queries
-from hf_ragtrain.evaluation.mteb_eval import MtebCrossEncoder, MtebEncoder, beir_task, two_stage
+from hf_ragtrain.evaluation.mteb_eval import MtebEncoder, MtebReranker, beir_task, two_stage
+from hf_ragtrain.reranker import CrossEncoderReranker
 from hf_ragtrain.evaluation.metrics import ranking_metrics
 from hf_ragtrain.modeling.cross_encoder import load_cross_encoder, score_pairs
 
@@ -87,8 +88,8 @@ def test_two_stage_evaluation_through_mteb_equals_a_direct_computation(tmp_path,
     data = load_beir(root, split="test")
     encoder = CachingEncoder(HashEncoder())
     model, tok = load_cross_encoder(tiny_ce_path)
-    cross = MtebCrossEncoder(model, tok, max_length=32)
-    out = two_stage(cross, MtebEncoder(encoder), [beir_task(root, "test")], top_k=3)
+    reranker = CrossEncoderReranker(model, tok, max_length=32, dtype="fp32")
+    out = two_stage(MtebReranker(reranker), MtebEncoder(encoder), [beir_task(root, "test")], top_k=3)
     mteb_first, mteb_reranked = out["first_stage"][os.path.basename(root)], out["reranked"][os.path.basename(root)]
 
     first = first_stage_run(encoder, data, top_k=100)
@@ -100,7 +101,7 @@ def test_two_stage_evaluation_through_mteb_equals_a_direct_computation(tmp_path,
                                         max_length=32).tolist())) for q, c in top3.items()}
     expected = ranking_metrics(rerun, data.qrels, (1, 3, 5, 10))
     assert _mteb_metrics(mteb_reranked.metrics["test"]) == pytest.approx(expected, abs=1e-5)
-    assert cross.report.pairs == 12  # 4 queries x top 3
+    assert reranker.total.pairs == 12  # 4 queries x top 3
 
 
 def test_recipe_with_beir_dir(tmp_path, tiny_ce_path):

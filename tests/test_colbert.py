@@ -248,12 +248,16 @@ def test_colbert_distillation_is_per_query_kl_to_the_teacher_over_maxsim(tiny_en
 
 
 def test_colbert_trainer_rejects_bi_encoder_only_options(tiny_encoder_path, tmp_path):
-    from hf_ragtrain import ColbertTrainer, ColbertTrainingArguments
+    """ColbertTrainingArguments has no bi-encoder options; EmbeddingTrainingArguments that set one are refused."""
+    from hf_ragtrain import ColbertTrainer, ColbertTrainingArguments, EmbeddingTrainingArguments
 
     model = ColbertEncoder.from_pretrained(tiny_encoder_path, colbert_dim=16)
-    with pytest.raises(ValueError, match="matryoshka_dims"):
-        ColbertTrainer(model=model, args=ColbertTrainingArguments(output_dir=str(tmp_path), matryoshka_dims=[8],
-                                                                  report_to="none", use_cpu=True))
+    with pytest.raises(TypeError, match="matryoshka_dims"):
+        ColbertTrainingArguments(output_dir=str(tmp_path), matryoshka_dims=[8])
+    for option in ({"matryoshka_dims": [8]}, {"grad_cache": True}, {"cosine_weight": 1.0}):
+        args = EmbeddingTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, **option)
+        with pytest.raises(ValueError, match=f"ColbertTrainer does not use {next(iter(option))}="):
+            ColbertTrainer(model=model, args=args)
 
 
 def test_documents_padded_to_a_multiple_give_the_same_loss(tiny_encoder_path, tmp_path):

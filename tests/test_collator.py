@@ -113,20 +113,15 @@ def test_padding_to_a_multiple_keeps_the_scores(tiny_ce_path):
 def test_recipe_collator_batching_defaults(monkeypatch):
     """The recipes' collators: 2048-token micro-batches and widths rounded to 64 for bf16 on CPU;
     one pass and no rounding on a GPU or in fp32; 0 switches either off, a number sets it."""
-    import hf_ragtrain.arguments as arguments
-    from hf_ragtrain import DataArguments
+    from hf_ragtrain.hardware import collator_batching
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert arguments.collator_batching(DataArguments(), bf16=True) == {"micro_batch_tokens": 2048,
-                                                                       "pad_to_multiple_of": 64}
-    assert arguments.collator_batching(DataArguments(), bf16=False)["pad_to_multiple_of"] is None
-    assert arguments.collator_batching(DataArguments(micro_batch_tokens=0, pad_to_multiple_of=0), bf16=True) == {
-        "micro_batch_tokens": None, "pad_to_multiple_of": None}
-    assert arguments.collator_batching(DataArguments(micro_batch_tokens=512, pad_to_multiple_of=8), bf16=False) == {
-        "micro_batch_tokens": 512, "pad_to_multiple_of": 8}
+    assert collator_batching(None, None, bf16=True) == {"micro_batch_tokens": 2048, "pad_to_multiple_of": 64}
+    assert collator_batching(None, None, bf16=False)["pad_to_multiple_of"] is None
+    assert collator_batching(0, 0, bf16=True) == {"micro_batch_tokens": None, "pad_to_multiple_of": None}
+    assert collator_batching(512, 8, bf16=False) == {"micro_batch_tokens": 512, "pad_to_multiple_of": 8}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert arguments.collator_batching(DataArguments(), bf16=True) == {"micro_batch_tokens": None,
-                                                                       "pad_to_multiple_of": None}
+    assert collator_batching(None, None, bf16=True) == {"micro_batch_tokens": None, "pad_to_multiple_of": None}
 
 
 def test_score_pairs_rounds_widths_for_bf16_on_cpu_and_keeps_the_scores(tiny_ce_path, monkeypatch):

@@ -11,9 +11,10 @@ from hf_ragtrain import RerankingEvaluator, load_records, ranking_metrics
 from hf_ragtrain.data.beir import load_beir
 from hf_ragtrain.data.beir_pipeline import first_stage_run
 from hf_ragtrain.data.records import parse_record
-from hf_ragtrain.evaluation.mteb_eval import (MtebCrossEncoder, MtebEncoder, beir_task, records_task, run_mteb,
+from hf_ragtrain.evaluation.mteb_eval import (MtebEncoder, MtebReranker, beir_task, records_task, run_mteb,
                                               scores_as_dict)
 from hf_ragtrain.modeling.cross_encoder import load_cross_encoder
+from hf_ragtrain.reranker import CrossEncoderReranker
 
 from conftest import tiny_records
 
@@ -125,10 +126,10 @@ def test_records_task_reranks_like_the_in_training_evaluator(tiny_ce_path):
     model, tok = load_cross_encoder(tiny_ce_path)
     evaluator = RerankingEvaluator(records, k_values=(1, 3, 5, 10), max_length=32)
     expected = evaluator(evaluator.scorer_for(model, tok, max_length=32))
-    cross = MtebCrossEncoder(model, tok, max_length=32, name="test/tiny")
-    res = run_mteb(cross, [records_task(records, name="TinyDev", split="dev")])
+    reranker = CrossEncoderReranker(model, tok, max_length=32, dtype="fp32")
+    res = run_mteb(MtebReranker(reranker, name="test/tiny"), [records_task(records, name="TinyDev", split="dev")])
     assert ours(res["TinyDev"].metrics["dev"]) == pytest.approx(expected, abs=1e-5)
-    assert cross.report.pairs == sum(1 + 3 for _ in rows)
+    assert reranker.total.pairs == sum(1 + 3 for _ in rows)
 
 
 def test_records_task_rejects_one_id_with_two_texts():

@@ -66,7 +66,7 @@ def test_the_final_step_evaluation_is_reused_as_after():
     (the same weights), and evaluate again otherwise."""
     from types import SimpleNamespace
 
-    from hf_ragtrain.recipe_utils import final_step_evaluation
+    from hf_ragtrain.runner import final_step_evaluation
 
     history = [{"loss": 1.0, "step": 4}, {"eval_ndcg@10": 0.4, "eval_runtime": 1.0, "epoch": 1.0, "step": 4},
                {"loss": 0.5, "step": 8}, {"eval_ndcg@10": 0.6, "eval_runtime": 1.1, "epoch": 2.0, "step": 8}]

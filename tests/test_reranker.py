@@ -258,7 +258,7 @@ def test_kind_detection_reads_saved_files_and_refuses_the_unknown(tmp_path, trai
 def test_default_dtype_is_the_native_half_precision_of_the_cpu(trained_ce, monkeypatch):
     """dtype=None: bf16 autocast on a CPU that multiplies bf16 in hardware, fp32 on one that does not;
     the bf16 scores stay within bf16 rounding of the fp32 ones."""
-    import hf_ragtrain.reranker as module
+    import hf_ragtrain.hardware as module
 
     exact = Reranker.from_pretrained(trained_ce, max_length=32, dtype="fp32")
     for native, expected in ((True, torch.bfloat16), (False, torch.float32)):

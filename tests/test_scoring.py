@@ -9,7 +9,8 @@ import pytest
 
 from conftest import TEXTS, run_script, tiny_records, write_jsonl
 from hf_ragtrain.data.errors import DataFormatError
-from hf_ragtrain.scoring import FunctionTeacher, load_teacher, read_cache, score_records, teacher_kind
+from hf_ragtrain.reranker import reranker_kind
+from hf_ragtrain.scoring import FunctionTeacher, load_teacher, read_cache, score_records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -123,7 +124,7 @@ def test_each_kind_of_teacher_scores_like_its_model(tiny_ce_path, tiny_llm_path,
     LlmReranker.from_pretrained(tiny_llm_path, template="{query} . {document} ?", yes_token="Yes").save_pretrained(llm_dir)
     enc_dir = str(tmp_path / "enc")
     BiEncoder.from_pretrained(tiny_encoder_path).save_pretrained(enc_dir)
-    assert [teacher_kind(p) for p in (llm_dir, enc_dir, tiny_ce_path)] == ["llm", "bi-encoder", "cross-encoder"]
+    assert [reranker_kind(p) for p in (llm_dir, enc_dir, tiny_ce_path)] == ["llm", "bi-encoder", "cross-encoder"]
 
     model, tok = load_cross_encoder(tiny_ce_path)
     np.testing.assert_allclose(load_teacher(tiny_ce_path, max_length=32).score(queries, docs),
@@ -164,7 +165,7 @@ def test_colbert_and_zero_shot_teachers_score_through_the_reranker_api(tmp_path,
     colbert = ColbertEncoder.from_pretrained(tiny_encoder_path, colbert_dim=8)
     colbert.save_pretrained(str(tmp_path / "colbert"))
     teacher = load_teacher(str(tmp_path / "colbert"))
-    assert teacher_kind(str(tmp_path / "colbert")) == "colbert"
+    assert reranker_kind(str(tmp_path / "colbert")) == "colbert"
     expected = [float(colbert.rerank(q, [d])[0]) for q, d in zip(queries, docs)]
     np.testing.assert_allclose(teacher.score(queries, docs), expected, rtol=1e-5, atol=1e-5)
 
@@ -173,7 +174,7 @@ def test_colbert_and_zero_shot_teachers_score_through_the_reranker_api(tmp_path,
     tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %} answer"
     tok.save_pretrained(chat)
     teacher = load_teacher(chat)
-    assert teacher_kind(chat) == "zero-shot" and teacher.name.startswith("zero-shot:")
+    assert reranker_kind(chat) == "zero-shot" and teacher.name.startswith("zero-shot:")
     np.testing.assert_allclose(teacher.score(queries, docs),
                                Reranker.from_pretrained(chat, dtype="fp32").compute_score(list(zip(queries, docs))),
                                rtol=1e-6)

@@ -288,28 +288,10 @@ def beir_to_records_with_stats(
         return text_cache[doc_id]
 
     for query_id, query in data.queries.items():
-        judged = data.qrels.get(query_id, {})
-        pos_ids = sorted(d for d, score in judged.items() if score > 0)
-        if not pos_ids:
-            stats["skipped_no_positive"] += 1
-            continue
-        neg_ids = []
-        for doc_id in negatives.get(query_id, ()):
-            if judged.get(doc_id, 0) > 0:
-                stats["negatives_dropped_positive"] += 1
-            else:
-                neg_ids.append(doc_id)
-        record: dict[str, Any] = {
-            "query": query,
-            "pos": [text_of(d) for d in pos_ids],
-            "neg": [text_of(d) for d in neg_ids],
-        }
-        labels = [judged[d] for d in pos_ids]
-        if any(label > 1 for label in labels):
-            record["pos_labels"] = labels
-        record.update(query_id=query_id, pos_ids=pos_ids, neg_ids=neg_ids)
-        records.append(record)
-        stats["negatives"] += len(neg_ids)
+        record = _beir_record(query_id, query, data.qrels.get(query_id, {}), negatives.get(query_id, ()), text_of,
+                              stats)
+        if record is not None:
+            records.append(record)
 
     stats["records"] = len(records)
     if stats["skipped_no_positive"]:
@@ -323,6 +305,29 @@ def beir_to_records_with_stats(
             stats["negatives_dropped_positive"],
         )
     return records, stats
+
+
+def _beir_record(query_id: str, query: str, judged: Mapping[str, int], negative_ids: Sequence[str],
+                 text_of: Any, stats: dict[str, int]) -> dict | None:
+    """One query's record (judged positives sorted by id, then the given negatives that are not judged
+    relevant), or ``None`` for a query without a positive; ``stats`` counts both."""
+    pos_ids = sorted(d for d, score in judged.items() if score > 0)
+    if not pos_ids:
+        stats["skipped_no_positive"] += 1
+        return None
+    neg_ids = []
+    for doc_id in negative_ids:
+        if judged.get(doc_id, 0) > 0:
+            stats["negatives_dropped_positive"] += 1
+        else:
+            neg_ids.append(doc_id)
+    record: dict[str, Any] = {"query": query, "pos": [text_of(d) for d in pos_ids], "neg": [text_of(d) for d in neg_ids]}
+    labels = [judged[d] for d in pos_ids]
+    if any(label > 1 for label in labels):
+        record["pos_labels"] = labels
+    record.update(query_id=query_id, pos_ids=pos_ids, neg_ids=neg_ids)
+    stats["negatives"] += len(neg_ids)
+    return record
 
 
 def beir_to_records(

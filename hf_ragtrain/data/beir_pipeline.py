@@ -1,4 +1,6 @@
-"""From a BEIR folder to reranker training data (two-stage evaluation: :mod:`hf_ragtrain.evaluation.mteb_eval`)."""
+"""The steps from a BEIR folder to training and dev records: a caching first stage, held-out dev
+queries, first-stage runs, dev records over a run (put together by
+:func:`hf_ragtrain.data.sources.prepare_beir_rerank_data`)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..offline import resolve_model_path
-from .beir import BeirData, beir_to_records_with_stats, load_beir
-from .mining import dense_search, load_encoder, mine_hard_negatives
+from .beir import BeirData
+from .mining import dense_search
 from .records import RetrievalRecord, parse_record
 
 logger = logging.getLogger(__name__)
@@ -79,36 +80,3 @@ def dev_records_from_run(data: BeirData, run: dict[str, dict[str, float]]) -> li
             row["pos_labels"] = [rels[d] for d in pos_ids]
         records.append(parse_record(row, source=f"{data.path} (dev)", line=len(records) + 1))
     return records
-
-
-def prepare_beir_rerank_data(args: Any, seed: int = 42):
-    """Training and dev records from ``args.beir_dir`` (see :class:`hf_ragtrain.DataArguments`).
-
-    Train queries of ``args.beir_train_split`` minus ``args.beir_dev_queries`` held-out ones get
-    ``args.num_negatives`` hard negatives mined with ``args.negatives_method`` in ranks
-    ``[args.negatives_rank_start, args.negatives_rank_end)``. Dev candidates are the first stage's
-    top 30. Returns ``(train, dev, dataset descriptions, extras)``; extras carries the caching
-    first-stage encoder so evaluation does not encode the corpus again.
-    """
-    data = load_beir(args.beir_dir, split=args.beir_train_split)
-    encoder = CachingEncoder(load_encoder(resolve_model_path(args.first_stage_model)))
-    train_ids, dev_ids = split_dev_queries(list(data.qrels), args.beir_dev_queries, seed)
-    train_data, dev_data = subset_queries(data, train_ids), subset_queries(data, dev_ids)
-    negatives, stats = mine_hard_negatives(
-        train_data.queries, train_data.doc_texts(), train_data.qrels, method=args.negatives_method,
-        encoder=encoder if args.negatives_method != "bm25" else None,
-        rank_range=(args.negatives_rank_start, args.negatives_rank_end), num_negatives=args.num_negatives, seed=seed)
-    logger.info("hard-negative mining: %s", stats.as_dict())
-    rows, conv = beir_to_records_with_stats(train_data, negatives)
-    train = [parse_record(r, source=f"{args.beir_dir} ({args.beir_train_split})", line=i + 1)
-             for i, r in enumerate(rows)]
-    dev = dev_records_from_run(dev_data, first_stage_run(encoder, dev_data, top_k=30)) if dev_ids else None
-    datasets = [
-        {"name": f"{args.beir_dir}", "split": f"{args.beir_train_split} ({len(train)} queries)", "size": len(train),
-         "source": f"BEIR folder; {args.negatives_method} negatives, ranks {args.negatives_rank_start}-"
-                   f"{args.negatives_rank_end}; {conv.get('skipped_no_positive', 0)} queries without positives skipped"},
-    ]
-    if dev:
-        datasets.append({"name": f"{args.beir_dir}", "split": f"{args.beir_train_split} held out", "size": len(dev),
-                         "source": "first-stage top 30 + judged positives"})
-    return train, dev, datasets, {"first_stage": encoder, "mining": stats.as_dict()}

@@ -113,10 +113,10 @@ class RerankCollator:
       - ``restore``: ``(B*G,)`` index such that ``torch.cat(chunk_scores)[restore]`` is in group order;
       - ``labels``: ``(B, G)`` float grades; ``teacher_scores`` ``(B, G)`` when the records carry them;
       - ``num_truncated``, ``num_pairs``: counts for the truncation report;
-      - ``pair_queries`` / ``pair_docs``: the texts of the pairs in group order, when ``keep_texts``.
+      - ``pair_queries`` / ``pair_docs``: the texts of the pairs in group order (an online teacher scores them).
 
     ``micro_batch_tokens`` bounds the padded tokens of one forward pass (``None``: no bound; the
-    recipes use :func:`hf_ragtrain.arguments.default_micro_batch_tokens`).
+    recipes use :func:`hf_ragtrain.hardware.default_micro_batch_tokens`).
     A ``prompt`` in a record is put before its query. ``encode_pairs(queries, docs, max_length) ->
     (encodings, n_truncated)`` replaces the tokenizer's pair encoding (an LLM reranker writes pairs
     into its prompt template: :meth:`hf_ragtrain.LlmReranker.collator`).
@@ -127,7 +127,6 @@ class RerankCollator:
     micro_batch_tokens: int | None = 8192
     pad_to_multiple_of: int | None = None
     encode_pairs: Callable[[Sequence[str], Sequence[str], int], tuple[dict[str, list[list[int]]], int]] | None = None
-    keep_texts: bool = False  # add pair_queries / pair_docs (group order): an online teacher scores them
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         group = len(features[0]["docs"])
@@ -150,11 +149,10 @@ class RerankCollator:
             "labels": torch.tensor([f["labels"] for f in features], dtype=torch.float32),
             "num_truncated": torch.tensor(n_cut),
             "num_pairs": torch.tensor(len(docs)),
+            "pair_queries": queries, "pair_docs": docs,
         }
         if all("scores" in f for f in features):
             batch["teacher_scores"] = torch.tensor([f["scores"] for f in features], dtype=torch.float32)
-        if self.keep_texts:
-            batch["pair_queries"], batch["pair_docs"] = queries, docs
         return batch
 
 
@@ -173,15 +171,14 @@ class EmbeddingCollator:
         ``passage_restore``, the ``(B,)`` / ``(B*G,)`` indices that put their outputs back in order;
         passages are laid out group by group, each query's positive first;
       - ``teacher_scores`` ``(B, G)`` when the records carry ``pos_scores``/``neg_scores``;
-      - ``query_texts`` / ``passage_texts`` when ``keep_texts`` (embedding distillation looks the
-        teacher's vectors up by text);
+      - ``query_texts`` / ``passage_texts`` in group order, the order of the restored embeddings
+        (embedding distillation looks the teacher's vectors up by text);
       - ``num_texts``, ``num_truncated_texts``: counts for the truncation report.
     """
 
     encoder: Any
     micro_batch_tokens: int | None = None
     pad_to_multiple_of: int | None = None
-    keep_texts: bool = False
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         group = len(features[0]["docs"])
@@ -198,11 +195,10 @@ class EmbeddingCollator:
             "passage_chunks": p_chunks, "passage_restore": p_restore,
             "num_texts": torch.tensor(len(queries) + len(passages)),
             "num_truncated_texts": torch.tensor(q_cut + p_cut),
+            "query_texts": queries, "passage_texts": passages,
         }
         if all("scores" in f for f in features):
             batch["teacher_scores"] = torch.tensor([f["scores"] for f in features], dtype=torch.float32)
-        if self.keep_texts:
-            batch["query_texts"], batch["passage_texts"] = queries, passages
         return batch
 
     def _chunked(self, enc: dict[str, list[list[int]]], kind: str) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:

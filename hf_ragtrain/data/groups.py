@@ -40,6 +40,23 @@ class GroupStats:
         return text
 
 
+@dataclass(frozen=True)
+class DataFacts:
+    """What a trainer must know about its training records before the first step: whether every
+    record carries teacher scores (``pos_scores``/``neg_scores``) and the highest relevance grade of
+    any positive. ``None`` is "not known" (a dataset that does not say). Trainers take it as
+    ``data_facts``; by default they ask the dataset (:meth:`of`)."""
+
+    teacher_scores: bool | None = None
+    max_label: int | None = None
+
+    @classmethod
+    def of(cls, dataset: Any) -> "DataFacts":
+        """The facts a dataset states about itself (``dataset.facts``, as :class:`GroupDataset` has), else unknown."""
+        facts = getattr(dataset, "facts", None)
+        return facts if isinstance(facts, DataFacts) else cls()
+
+
 class GroupDataset(Dataset):
     """A map-style dataset of query groups for rerankers (and, later, bi-encoders).
 
@@ -76,6 +93,12 @@ class GroupDataset(Dataset):
             short += 0 < n < need
             empty += n == 0 and need > 0
         return GroupStats(len(self.records), self.group_size, short, empty)
+
+    @property
+    def facts(self) -> DataFacts:
+        """Teacher scores in every record, and the highest grade of any positive."""
+        grade = max((max(r.labels_of_pos()) for r in self.records), default=None)
+        return DataFacts(teacher_scores=self.has_scores, max_label=grade)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

@@ -319,25 +319,79 @@ def mine_hard_negatives(
 ) -> tuple[dict[str, list[str]], MiningStats]:
     """Mine hard negatives for every judged query with at least one relevant document.
 
-    * ``method``: ``"bm25"`` (:class:`BM25`; documents with BM25 score 0 count as
-      not retrieved), ``"dense"`` (:func:`dense_search` with ``encoder``, default the
-      offline MiniLM) or ``"hybrid"``: both retrieved to depth ``2 * rank_range[1]``
-      and merged by reciprocal-rank fusion (``sum 1 / (rrf_k + rank + 1)``).
-    * ``rank_range=(start, end)`` is half-open and 0-based, counted on the retrieved
-      list **before** positives are removed: a document at rank r is a candidate
-      when ``start <= r < end``, so ``(10, 100)`` skips the ten best hits
-      (likely unlabelled relevant documents) whatever their labels.
-    * Candidates drop documents with qrel score > 0 for the query and documents
-      whose text equals a positive's text.
-    * ``strategy="random"`` samples ``num_negatives`` candidates without replacement
-      with a per-query generator seeded by ``(seed, crc32(query_id))`` (so a query's
-      negatives do not depend on the other queries), then keeps them in rank order;
-      ``strategy="top"`` takes the best-ranked candidates.
+    * ``method``: ``"bm25"`` (:class:`BM25`; documents with BM25 score 0 count as not retrieved),
+      ``"dense"`` (:func:`dense_search` with ``encoder``, default the offline MiniLM) or
+      ``"hybrid"``: both to depth ``2 * rank_range[1]``, fused by reciprocal rank
+      (``sum 1 / (rrf_k + rank + 1)``).
+    * ``rank_range=(start, end)`` is half-open and 0-based, counted on the retrieved list
+      **before** positives are removed: ``(10, 100)`` skips the ten best hits (likely unlabelled
+      relevant documents) whatever their labels.
+    * Candidates drop documents with qrel score > 0 for the query and copies of a positive's text.
+    * ``strategy="random"`` samples ``num_negatives`` candidates without replacement, seeded by
+      ``(seed, crc32(query_id))`` (a query's negatives do not depend on the other queries), kept in
+      rank order; ``strategy="top"`` takes the best-ranked.
 
-    ``corpus`` values may be texts or BEIR docs (``{"title", "text"}``). Returns
-    ``(negatives, stats)`` where ``negatives`` maps query id -> doc ids (best rank
-    first) and ``stats`` is a :class:`MiningStats`.
+    ``corpus`` values may be texts or BEIR docs (``{"title", "text"}``). Returns ``(negatives,
+    stats)``: query id -> doc ids (best rank first), and a :class:`MiningStats`.
     """
+    start, end = _check_mining_options(method, strategy, rank_range, num_negatives)
+    stats = MiningStats(num_negatives=num_negatives)
+    qids = _queries_with_a_positive(queries, qrels, stats)
+    negatives: dict[str, list[str]] = {}
+    if not qids:
+        return negatives, stats
+
+    doc_ids = list(corpus)
+    texts = [_as_text(v) for v in corpus.values()]
+    ranked = _retrieve(method, [queries[qid] for qid in qids], texts, end, encoder, batch_size, show_progress, rrf_k,
+                       bm25_k1, bm25_b)
+    for qid, hits in zip(qids, ranked):
+        positives = {d for d, score in qrels[qid].items() if score > 0}
+        positive_texts = {_as_text(corpus[d]) for d in positives if d in corpus}
+        candidates = _window_candidates(hits.tolist()[start:end], doc_ids, texts, positives, positive_texts, stats)
+        chosen = _choose(candidates, num_negatives, strategy, seed, qid)
+        negatives[qid] = chosen
+        stats.negatives += len(chosen)
+        stats.short += int(len(chosen) < num_negatives)
+        stats.empty += int(not chosen and num_negatives > 0)
+
+    if stats.short:
+        logger.warning("mine_hard_negatives: %d of %d queries got fewer than %d negatives (%d got none)",
+                       stats.short, stats.queries, num_negatives, stats.empty)
+    return negatives, stats
+
+
+def _queries_with_a_positive(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]],
+                             stats: MiningStats) -> list[str]:
+    """The judged query ids with a qrel score > 0 (``stats`` counts them and the others); a judged
+    query without a text is an error."""
+    missing = [qid for qid in qrels if qid not in queries]
+    if missing:
+        raise ValueError(f"{len(missing)} qrels query id(s) have no query text, e.g. {missing[:5]}")
+    qids = [qid for qid, judged in qrels.items() if any(score > 0 for score in judged.values())]
+    stats.queries, stats.skipped_no_positive = len(qids), len(qrels) - len(qids)
+    return qids
+
+
+def _retrieve(method: str, queries: list[str], texts: list[str], end: int, encoder: Any, batch_size: int,
+              show_progress: bool, rrf_k: int, bm25_k1: float, bm25_b: float) -> list[np.ndarray]:
+    """Each query's retrieved corpus positions, best first, at least ``end`` deep: BM25 (positive
+    scores only), dense, or both to ``2 * end`` fused by reciprocal rank (``hybrid``)."""
+    depth = end if method != "hybrid" else 2 * end
+    lists = []
+    if method in ("bm25", "hybrid"):
+        logger.info("BM25 search: %d queries over %d docs", len(queries), len(texts))
+        bm25 = BM25(texts, k1=bm25_k1, b=bm25_b)
+        lists.append(_ranked_lists(*bm25.search(queries, depth), positive_only=True))
+    if method in ("dense", "hybrid"):
+        logger.info("dense search: %d queries over %d docs", len(queries), len(texts))
+        found = dense_search(load_encoder(encoder), queries, texts, depth, batch_size, show_progress)
+        lists.append(_ranked_lists(*found, positive_only=False))
+    return lists[0] if len(lists) == 1 else _rrf(lists, end, rrf_k)
+
+
+def _check_mining_options(method: str, strategy: str, rank_range: tuple[int, int], num_negatives: int) -> tuple[int, int]:
+    """The rank window ``(start, end)``, after checking every option of :func:`mine_hard_negatives`."""
     if method not in ("bm25", "dense", "hybrid"):
         raise ValueError(f"method must be 'bm25', 'dense' or 'hybrid', got {method!r}")
     if strategy not in ("random", "top"):
@@ -347,67 +401,28 @@ def mine_hard_negatives(
         raise ValueError(f"rank_range must satisfy 0 <= start < end, got {rank_range!r}")
     if num_negatives < 0:
         raise ValueError(f"num_negatives must be >= 0, got {num_negatives}")
+    return start, end
 
-    stats = MiningStats(num_negatives=num_negatives)
-    missing = [qid for qid in qrels if qid not in queries]
-    if missing:
-        raise ValueError(f"{len(missing)} qrels query id(s) have no query text, e.g. {missing[:5]}")
-    qids = []
-    for qid, judged in qrels.items():
-        if any(score > 0 for score in judged.values()):
-            qids.append(qid)
+
+def _window_candidates(window: Sequence[int], doc_ids: Sequence[str], texts: Sequence[str], positives: set[str],
+                       positive_texts: set[str], stats: MiningStats) -> list[str]:
+    """The ids of the documents in a rank window (corpus positions, best first) that are neither judged
+    relevant nor a copy of a relevant document's text; ``stats`` counts what was dropped."""
+    candidates = []
+    for doc_index in window:
+        if doc_ids[doc_index] in positives:
+            stats.dropped_positive += 1
+        elif texts[doc_index] in positive_texts:
+            stats.dropped_duplicate += 1
         else:
-            stats.skipped_no_positive += 1
-    stats.queries = len(qids)
+            candidates.append(doc_ids[doc_index])
+    return candidates
 
-    doc_ids = list(corpus)
-    texts = [_as_text(v) for v in corpus.values()]
-    query_texts = [queries[qid] for qid in qids]
-    negatives: dict[str, list[str]] = {}
-    if not qids:
-        return negatives, stats
 
-    depth = end if method != "hybrid" else 2 * end
-    lists = []
-    if method in ("bm25", "hybrid"):
-        logger.info("BM25 search: %d queries over %d docs", len(qids), len(doc_ids))
-        bm25 = BM25(texts, k1=bm25_k1, b=bm25_b)
-        lists.append(_ranked_lists(*bm25.search(query_texts, depth), positive_only=True))
-    if method in ("dense", "hybrid"):
-        logger.info("dense search: %d queries over %d docs", len(qids), len(doc_ids))
-        found = dense_search(load_encoder(encoder), query_texts, texts, depth, batch_size, show_progress)
-        lists.append(_ranked_lists(*found, positive_only=False))
-    ranked = lists[0] if len(lists) == 1 else _rrf(lists, end, rrf_k)
-
-    for qid, hits in zip(qids, ranked):
-        positives = {d for d, score in qrels[qid].items() if score > 0}
-        positive_texts = {_as_text(corpus[d]) for d in positives if d in corpus}
-        candidates = []
-        for rank, doc_index in enumerate(hits.tolist()):
-            if rank < start:
-                continue
-            if rank >= end:
-                break
-            if doc_ids[doc_index] in positives:
-                stats.dropped_positive += 1
-            elif texts[doc_index] in positive_texts:
-                stats.dropped_duplicate += 1
-            else:
-                candidates.append(doc_ids[doc_index])
-        if strategy == "top" or len(candidates) <= num_negatives:
-            chosen = candidates[:num_negatives]
-        else:
-            rng = np.random.default_rng([seed, zlib.crc32(qid.encode("utf-8"))])
-            picked = np.sort(rng.choice(len(candidates), size=num_negatives, replace=False))
-            chosen = [candidates[i] for i in picked]
-        negatives[qid] = chosen
-        stats.negatives += len(chosen)
-        stats.short += int(len(chosen) < num_negatives)
-        stats.empty += int(not chosen and num_negatives > 0)
-
-    if stats.short:
-        logger.warning(
-            "mine_hard_negatives: %d of %d queries got fewer than %d negatives (%d got none)",
-            stats.short, stats.queries, num_negatives, stats.empty,
-        )
-    return negatives, stats
+def _choose(candidates: list[str], k: int, strategy: str, seed: int, qid: str) -> list[str]:
+    """``k`` of a query's candidates: the best-ranked (``top``), or a sample seeded by ``(seed, crc32(qid))``
+    kept in rank order (``random``)."""
+    if strategy == "top" or len(candidates) <= k:
+        return candidates[:k]
+    rng = np.random.default_rng([seed, zlib.crc32(qid.encode("utf-8"))])
+    return [candidates[i] for i in np.sort(rng.choice(len(candidates), size=k, replace=False))]

@@ -5,11 +5,12 @@
   records (query, positives, negatives), such as the bundled Python FAQ dev set;
   :func:`get_tasks` resolves mteb's built-in task names (those download from the Hub).
 * Adapters: :class:`MtebEncoder` gives any sentence-transformers style ``encode(texts)`` object
-  mteb's encoder protocol; :class:`MtebCrossEncoder` gives a sequence-classification model with
-  one logit mteb's cross-encoder protocol (``predict``), scoring with :func:`score_pairs`.
+  mteb's encoder protocol; :class:`MtebReranker` gives any :class:`~hf_ragtrain.Reranker` mteb's
+  cross-encoder protocol (``predict``); :class:`MtebColbert` gives a ColBERT model mteb's search
+  protocol (full-corpus MaxSim).
 * Running: :func:`run_mteb` evaluates one model on tasks and :func:`two_stage` evaluates a
-  cross-encoder the way it is used: a first-stage encoder retrieves the top ``k`` of each query
-  through mteb, and the cross-encoder reranks them. Results come back as plain dicts
+  reranker the way it is used: a first-stage encoder retrieves the top ``k`` of each query
+  through mteb, and the reranker reorders them. Results come back as plain dicts
   ``{task: {split: {metric: value}}}`` and are written in mteb's results layout
   (``<folder>/results/<model>/<revision>/<task>.json``), which ``mteb.ResultCache(folder)`` reads.
 """
@@ -27,7 +28,7 @@ import numpy as np
 
 from ..data.beir import load_beir
 from ..data.records import RetrievalRecord
-from ..modeling.cross_encoder import ScoreReport, score_pairs
+from ..hardware import autocast, default_device
 
 logger = logging.getLogger(__name__)
 
@@ -245,41 +246,30 @@ def _normalise(t):
     return torch.nn.functional.normalize(t, dim=-1)
 
 
-class MtebCrossEncoder:
-    """mteb cross-encoder protocol over a sequence-classification model with one logit.
+class MtebReranker:
+    """mteb cross-encoder protocol over a :class:`~hf_ragtrain.BaseReranker` (any kind).
 
-    mteb hands ``predict`` two loaders of the same length (queries, documents); all pairs are
-    scored in one length-sorted pass by :func:`~hf_ragtrain.score_pairs`, and the raw logits are
-    returned (rankings do not depend on a monotone activation). ``report`` counts the pairs and
-    how many were truncated to ``max_length`` tokens.
+    mteb hands ``predict`` two loaders of the same length (queries, documents); all pairs go to the
+    reranker's ``compute_score`` in one call (length-sorted batches), and its raw scores are returned
+    (rankings do not depend on a monotone activation). A :class:`~hf_ragtrain.Reranker` counts the
+    pairs and how many were cut to its max length in ``reranker.total``.
     """
 
-    def __init__(self, model, tokenizer, max_length: int = 512, name: str = "local/reranker",
-                 revision: str | None = None, batch_tokens: int = 16384, autocast_dtype=None):
-        self.model, self.tokenizer = model, tokenizer
-        self.max_length, self.batch_tokens = max_length, batch_tokens
-        self.autocast_dtype = autocast_dtype
-        self.report = ScoreReport()
+    def __init__(self, reranker: Any, name: str = "local/reranker", revision: str | None = None):
+        self.reranker = reranker
+        module = getattr(reranker, "module", None)
         self.mteb_model_meta = _model_meta(name, revision, "custom",
-                                           n_parameters=sum(p.numel() for p in model.parameters()),
-                                           max_tokens=max_length)
+                                           n_parameters=sum(p.numel() for p in module.parameters()) if module else None,
+                                           max_tokens=getattr(reranker, "max_length", None))
 
     def predict(self, inputs1, inputs2, *, task_metadata=None, hf_split=None, hf_subset=None, prompt_type=None,
                 **kwargs) -> np.ndarray:
-        import contextlib
-
-        import torch
-
         queries, docs = _texts(inputs1), _texts(inputs2)
         if len(queries) != len(docs):
             raise ValueError(f"predict got {len(queries)} queries but {len(docs)} documents")
-        device_type = next(self.model.parameters()).device.type
-        ctx = (torch.autocast(device_type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
-               else contextlib.nullcontext())
-        with ctx:
-            scores = score_pairs(self.model, self.tokenizer, queries, docs, max_length=self.max_length,
-                                 batch_tokens=self.batch_tokens, report=self.report)
-        return np.asarray(scores, dtype=np.float32)
+        if not docs:
+            return np.zeros(0, dtype=np.float32)
+        return np.asarray(self.reranker.compute_score(list(zip(queries, docs))), dtype=np.float32)
 
 
 def _dataset_texts(dataset, task_metadata, prompt_type) -> list[str]:
@@ -331,30 +321,18 @@ class MtebColbert:
         return self._rerank(qids, texts, top_ranked, top_k)
 
     def _rerank(self, qids: list[str], texts: list[str], top_ranked, top_k: int) -> dict[str, dict[str, float]]:
-        import torch
-
-        from ..modeling.colbert import _stack, maxsim
-
         position = {d: i for i, d in enumerate(self.corpus_ids)}
-        needed = list(dict.fromkeys(d for q in qids for d in top_ranked.get(q, [])))
-        missing = [d for d in needed if d not in position]
+        missing = list(dict.fromkeys(d for q in qids for d in top_ranked.get(q, []) if d not in position))
         if missing:
             raise ValueError(f"{len(missing)} candidate ids are not in the task's corpus, e.g. {missing[:3]}")
-        with torch.no_grad():
-            doc_vectors = dict(zip(needed, self.encoder.encode([self.corpus_texts[position[d]] for d in needed],
-                                                               "document", self.batch_size)))
-            query_vectors = self.encoder.encode(texts, "query", self.batch_size)
-        out: dict[str, dict[str, float]] = {}
-        for qid, qv in zip(qids, query_vectors):
-            candidates = top_ranked.get(qid, [])
-            if not candidates:
-                out[qid] = {}
-                continue
-            d, dm = _stack([doc_vectors[c] for c in candidates])
-            scores = maxsim(qv[None], torch.ones(1, qv.size(0), dtype=torch.bool), d, dm)[0]
-            best = scores.topk(min(top_k, len(candidates)))
-            out[qid] = {candidates[j]: float(v) for v, j in zip(best.values.tolist(), best.indices.tolist())}
-        return out
+        pairs = [(qid, text, d) for qid, text in zip(qids, texts) for d in top_ranked.get(qid, [])]
+        scores = self.encoder.score_pairs([t for _, t, _ in pairs], [self.corpus_texts[position[d]] for *_, d in pairs],
+                                          self.batch_size)[0].tolist() if pairs else []
+        by_query: dict[str, list[tuple[float, str]]] = {q: [] for q in qids}
+        for (qid, _, doc), score in zip(pairs, scores):
+            by_query[qid].append((score, doc))
+        # the best top_k of each query's candidates, ties in candidate order
+        return {q: {d: v for v, d in sorted(c, key=lambda sd: -sd[0])[:top_k]} for q, c in by_query.items()}
 
 
 # ------------------------------------------------------------------------------------------- running
@@ -409,9 +387,10 @@ def run_mteb(model: Any, tasks: Sequence[Any], output_folder: str | None = None,
     return _results_from(result, tasks)
 
 
-def two_stage(cross_encoder: MtebCrossEncoder, first_stage: Any, tasks: Sequence[Any], top_k: int = 100,
+def two_stage(reranker: Any, first_stage: Any, tasks: Sequence[Any], top_k: int = 100,
               output_folder: str | None = None) -> dict[str, dict[str, TaskScores]]:
-    """First-stage retrieval then cross-encoder reranking of its top ``top_k``, both through mteb.
+    """First-stage retrieval then reranking of its top ``top_k``, both through mteb (``reranker``: an
+    :class:`MtebReranker`, an :class:`MtebColbert`, or anything mteb accepts).
 
     Tasks that already carry ``top_ranked`` candidates (reranking tasks) skip the first stage;
     retrieval tasks are turned into reranking tasks in place (mteb's ``convert_to_reranking``).
@@ -425,7 +404,7 @@ def two_stage(cross_encoder: MtebCrossEncoder, first_stage: Any, tasks: Sequence
             first = run_mteb(first_stage, retrieval, output_folder, prediction_folder=predictions)
             for task in retrieval:
                 task.convert_to_reranking(predictions, top_k=top_k)
-    reranked = run_mteb(cross_encoder, tasks, output_folder)
+    reranked = run_mteb(reranker, tasks, output_folder)
     return {"first_stage": first, "reranked": reranked}
 
 
@@ -437,31 +416,24 @@ def _has_top_ranked(task) -> bool:
 def evaluate_saved_reranker(model_dir: str, tasks: Sequence[Any], first_stage: Any = None, top_k: int = 100,
                             output_folder: str | None = None, name: str = "local/reranker", max_length: int = 512,
                             bf16: bool = False, first_stage_name: str = "local/first-stage") -> dict[str, Any]:
-    """Load the cross-encoder saved in ``model_dir`` and evaluate it on ``tasks`` through mteb.
+    """Load the reranker saved in ``model_dir`` (any kind :meth:`hf_ragtrain.Reranker.from_pretrained`
+    reads) and evaluate it on ``tasks`` through mteb, in bf16 autocast or fp32.
 
     Evaluating the saved folder (not the in-memory, possibly sharded, training model) checks what
     users will load. ``first_stage`` is an ``encode(texts)`` object used for retrieval tasks.
     Returns ``{"reranked": {task: TaskScores}, "first_stage": {...}, "pairs": n, "pairs_truncated": n}``.
     """
-    import torch
+    from ..reranker import PAIR_KINDS, Reranker, reranker_kind
 
-    from ..modeling.cross_encoder import load_cross_encoder
-
-    if os.path.isfile(os.path.join(model_dir, "hf_ragtrain_reranker.json")):  # an LlmReranker
-        from ..modeling.llm_reranker import LlmReranker
-
-        model = LlmReranker.from_pretrained(model_dir)
-        tokenizer = model.tokenizer
-    else:
-        model, tokenizer = load_cross_encoder(model_dir)
-    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
-    cross = MtebCrossEncoder(model, tokenizer, max_length=max_length, name=name,
-                             autocast_dtype=torch.bfloat16 if bf16 else None)
+    kind = reranker_kind(model_dir)
+    options = {"batch_tokens": 16384} if kind in PAIR_KINDS else {}
+    reranker = Reranker.from_pretrained(model_dir, kind=kind, max_length=max_length, dtype="bf16" if bf16 else "fp32",
+                                        **options)
     encoder = MtebEncoder(first_stage, name=first_stage_name) if first_stage is not None else None
     if encoder is None and any(not _has_top_ranked(t) for t in tasks):
         raise ValueError("retrieval tasks need a first-stage encoder to supply the candidates")
-    out = two_stage(cross, encoder, tasks, top_k=top_k, output_folder=output_folder)
-    out.update(pairs=cross.report.pairs, pairs_truncated=cross.report.truncated)
+    out = two_stage(MtebReranker(reranker, name=name), encoder, tasks, top_k=top_k, output_folder=output_folder)
+    out.update(pairs=reranker.total.pairs, pairs_truncated=reranker.total.truncated)
     return out
 
 
@@ -478,19 +450,15 @@ def evaluate_saved_embedder(model_dir: str, tasks: Sequence[Any], output_folder:
     ``dims`` are extra Matryoshka dimensions evaluated on the same (cached) vectors. Returns
     ``{"full": {task: TaskScores}, "dims": {dim: {task: TaskScores}}}``.
     """
-    import contextlib
-
     import torch
 
     from ..modeling.bi_encoder import BiEncoder
 
-    encoder = BiEncoder.from_pretrained(model_dir)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    encoder.to(device).eval()
+    device = default_device()
+    encoder = BiEncoder.from_pretrained(model_dir).to(device).eval()
     cache: dict = {}
-    ctx = torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     out: dict[str, Any] = {"dims": {}}
-    with ctx:
+    with autocast(device, torch.bfloat16 if bf16 else None):
         out["full"] = run_mteb(MtebEncoder(encoder, name=name, cache=cache, batch_size=batch_size), tasks,
                                output_folder)
         for dim in dims:
@@ -506,16 +474,12 @@ def evaluate_saved_colbert(model_dir: str, tasks: Sequence[Any], output_folder: 
                            show_progress: bool = False) -> dict[str, TaskScores]:
     """Load the ColBERT model saved in ``model_dir`` and evaluate it on ``tasks`` through mteb:
     brute-force MaxSim retrieval for retrieval tasks, MaxSim reranking for reranking tasks."""
-    import contextlib
-
     import torch
 
     from ..modeling.colbert import ColbertEncoder
 
-    encoder = ColbertEncoder.from_pretrained(model_dir)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    encoder.to(device).eval()
-    ctx = torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with ctx:
+    device = default_device()
+    encoder = ColbertEncoder.from_pretrained(model_dir).to(device).eval()
+    with autocast(device, torch.bfloat16 if bf16 else None):
         return run_mteb(MtebColbert(encoder, name=name, batch_size=batch_size, show_progress=show_progress), tasks,
                         output_folder)

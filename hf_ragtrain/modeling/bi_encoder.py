@@ -16,19 +16,20 @@ prefix of them. :meth:`encode` (inference) normalises when ``normalize`` is set.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.collators import pack_by_length, pad_micro_batches, tokenize_texts
+from .backbone import (LoraSettings, enable_gradient_checkpointing, ensure_pad_token, freeze_unused_pooler, is_peft,
+                       load_backbone, load_trained_weights, read_json, save_backbone, sub_state_dict)
 from .pooling import POOLING_MODES, pool
 
 logger = logging.getLogger(__name__)
@@ -60,47 +61,19 @@ class EncoderSettings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-@dataclass
-class LoraSettings:
-    """A LoRA adapter on the backbone (peft). ``target_modules=None`` lets peft pick per architecture."""
-
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] | None = field(default=None)
-
-
-def _is_causal_lm(config) -> bool:
-    return any(a.endswith("ForCausalLM") for a in (getattr(config, "architectures", None) or []))
-
-
-def default_attention(config) -> str:
-    """hf_ragtrain's CPU kernel for encoders on CPU; sdpa for decoders and on GPU (see arguments.py)."""
-    from ..arguments import default_attn_implementation
-
-    return "sdpa" if _is_causal_lm(config) else default_attn_implementation()
-
-
-def _read_json(path: str) -> dict | list | None:
-    if not os.path.isfile(path):
-        return None
-    with open(path) as fh:
-        return json.load(fh)
-
-
 def settings_from_folder(path: str) -> dict[str, Any]:
     """Encoder settings recorded in a folder: ours if present, else read from sentence-transformers files."""
-    ours = _read_json(os.path.join(path, ENCODER_CONFIG))
+    ours = read_json(os.path.join(path, ENCODER_CONFIG))
     if ours is not None:
         return ours
-    modules = _read_json(os.path.join(path, "modules.json"))
+    modules = read_json(os.path.join(path, "modules.json"))
     if modules is None:
         return {}
     found: dict[str, Any] = {"normalize": False}
     for module in modules:
         kind = module["type"].rsplit(".", 1)[-1]
         if kind == "Pooling":
-            cfg = _read_json(os.path.join(path, module["path"], "config.json")) or {}
+            cfg = read_json(os.path.join(path, module["path"], "config.json")) or {}
             mode = cfg.get("pooling_mode")
             if mode is None:  # legacy boolean keys
                 mode = next((m for m, key in ST_LEGACY_POOLING_KEYS.items() if cfg.get(key)), None)
@@ -114,39 +87,17 @@ def settings_from_folder(path: str) -> dict[str, Any]:
         elif kind != "Transformer":
             raise ValueError(f"{path}: sentence-transformers module {module['type']} is not supported "
                              "(hf_ragtrain bi-encoders are Transformer + Pooling [+ Normalize])")
-    st_config = _read_json(os.path.join(path, "sentence_bert_config.json")) or {}
+    st_config = read_json(os.path.join(path, "sentence_bert_config.json")) or {}
     if st_config.get("document_length") or st_config.get("max_seq_length"):
         found["passage_max_length"] = int(st_config.get("document_length") or st_config["max_seq_length"])
     if st_config.get("query_length"):
         found["query_max_length"] = int(st_config["query_length"])
-    prompts = (_read_json(os.path.join(path, "config_sentence_transformers.json")) or {}).get("prompts") or {}
+    prompts = (read_json(os.path.join(path, "config_sentence_transformers.json")) or {}).get("prompts") or {}
     if prompts.get("query"):
         found["query_prompt"] = prompts["query"]
     if prompts.get("document") or prompts.get("passage"):
         found["passage_prompt"] = prompts.get("document") or prompts.get("passage")
     return found
-
-
-def load_backbone_weights(backbone: nn.Module, path: str) -> None:
-    """Load a transformers model's weights saved in ``path`` (one file or shards) into ``backbone``;
-    anything missing (but tied) or unexpected is an error naming the folder."""
-    from safetensors.torch import load_file
-
-    state = {}
-    index = _read_json(os.path.join(path, "model.safetensors.index.json"))
-    for name in sorted(set(index["weight_map"].values())) if index else ["model.safetensors"]:
-        state.update(load_file(os.path.join(path, name)))
-    missing, unexpected = backbone.load_state_dict(state, strict=False)
-    if unexpected or [m for m in missing if m not in getattr(backbone, "_tied_weights_keys", None) or []]:
-        raise ValueError(f"{path}: weights do not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
-
-
-def freeze_unused_pooler(backbone: nn.Module) -> None:
-    """Freeze a backbone's pooler head (e.g. BERT's): its output is never used, so no gradient reaches it
-    and DDP must not wait for one."""
-    pooler = getattr(backbone, "pooler", None)
-    if isinstance(pooler, nn.Module):
-        pooler.requires_grad_(False)
 
 
 def set_eos_post_processor(tokenizer: PreTrainedTokenizerBase) -> None:
@@ -183,10 +134,7 @@ class BiEncoder(nn.Module):
         self.distill_projection: nn.Linear | None = None  # see add_distill_projection
         if self.settings.append_eos:
             set_eos_post_processor(tokenizer)
-        if tokenizer.pad_token is None:
-            if tokenizer.eos_token is None:
-                raise ValueError("the tokenizer has neither a pad nor an eos token to pad with")
-            tokenizer.pad_token = tokenizer.eos_token  # padding is masked out by the attention mask
+        ensure_pad_token(tokenizer)
 
     # ----------------------------------------------------------------------------- construction
     @classmethod
@@ -205,31 +153,14 @@ class BiEncoder(nn.Module):
         recorded = settings_from_folder(path) if os.path.isdir(path) else {}
         recorded.pop("truncate_dim", None)  # an inference setting, not an encoder one
         merged = {**recorded, **{k: v for k, v in settings.items() if v is not None}}
-        adapter = os.path.isfile(os.path.join(path, "adapter_config.json"))
-        base_path = path
-        if adapter:
-            base_path = (_read_json(os.path.join(path, "adapter_config.json")) or {}).get("base_model_name_or_path")
-        config = AutoConfig.from_pretrained(base_path)
-        kwargs = {"attn_implementation": attn_implementation or default_attention(config)}
-        if torch_dtype is not None:
-            kwargs["dtype"] = torch_dtype
-        backbone = AutoModel.from_pretrained(base_path, **kwargs)
-        if adapter:
-            from peft import PeftModel
-
-            backbone = PeftModel.from_pretrained(backbone, path, is_trainable=True)
-        elif lora is not None:
-            from peft import LoraConfig, TaskType, get_peft_model
-
-            backbone = get_peft_model(backbone, LoraConfig(
-                task_type=TaskType.FEATURE_EXTRACTION, r=lora.r, lora_alpha=lora.alpha,
-                lora_dropout=lora.dropout, target_modules=lora.target_modules))
+        backbone = load_backbone(path, AutoModel, "FEATURE_EXTRACTION", lora=lora,
+                                 attn_implementation=attn_implementation, torch_dtype=torch_dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
         return cls(backbone, tokenizer, EncoderSettings(**merged))
 
     @property
     def is_peft(self) -> bool:
-        return hasattr(self.backbone, "peft_config")
+        return is_peft(self.backbone)
 
     @property
     def embedding_dim(self) -> int:
@@ -246,9 +177,7 @@ class BiEncoder(nn.Module):
         return self.distill_projection
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
-        if self.is_peft:  # inputs must require grad for checkpointed LoRA layers to get gradients
-            self.backbone.enable_input_require_grads()
+        enable_gradient_checkpointing(self.backbone, gradient_checkpointing_kwargs)
 
     # ----------------------------------------------------------------------------- tokenisation
     def max_length(self, kind: str) -> int:
@@ -326,14 +255,7 @@ class BiEncoder(nn.Module):
     # ----------------------------------------------------------------------------- saving
     def load_weights(self, path: str) -> None:
         """Load weights saved by :meth:`save_pretrained` (full model or LoRA adapter) into this model."""
-        from safetensors.torch import load_file
-
-        if self.is_peft:
-            from peft import set_peft_model_state_dict
-
-            set_peft_model_state_dict(self.backbone, load_file(os.path.join(path, "adapter_model.safetensors")))
-            return
-        load_backbone_weights(self.backbone, path)
+        load_trained_weights(self.backbone, path)
 
     def save_pretrained(self, path: str, state_dict: dict[str, Tensor] | None = None, merge_lora: bool = False,
                         truncate_dim: int | None = None, safe_serialization: bool = True) -> None:
@@ -348,17 +270,8 @@ class BiEncoder(nn.Module):
         ``state_dict`` (keys as in this module, e.g. gathered under DeepSpeed) replaces the live weights.
         """
         os.makedirs(path, exist_ok=True)
-        backbone_state = None
-        if state_dict is not None:
-            backbone_state = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
-        if self.is_peft and merge_lora:
-            merged = copy.deepcopy(self.backbone)
-            if backbone_state is not None:
-                merged.load_state_dict(backbone_state)
-            merged = merged.merge_and_unload()
-            merged.save_pretrained(path, safe_serialization=safe_serialization)
-        else:
-            self.backbone.save_pretrained(path, state_dict=backbone_state, safe_serialization=safe_serialization)
+        save_backbone(self.backbone, path, sub_state_dict(state_dict, "backbone."), merge_lora=merge_lora,
+                      safe_serialization=safe_serialization)
         self.tokenizer.save_pretrained(path)
         if self.distill_projection is not None:
             from safetensors.torch import save_file

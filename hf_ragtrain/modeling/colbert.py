@@ -17,10 +17,10 @@ from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.collators import pad_micro_batches, tokenize_texts
-from .bi_encoder import default_attention, freeze_unused_pooler, load_backbone_weights
+from .backbone import freeze_unused_pooler, load_backbone, load_backbone_weights, read_json
 
 COLBERT_CONFIG = "hf_ragtrain_colbert.json"
 PUNCTUATION = list(string.punctuation)
@@ -93,15 +93,11 @@ class ColbertEncoder(nn.Module):
         from ..offline import resolve_model_path
 
         path = resolve_model_path(name_or_path)
-        recorded = {}
-        if os.path.isfile(os.path.join(path, COLBERT_CONFIG)):
-            with open(os.path.join(path, COLBERT_CONFIG)) as fh:
-                recorded = json.load(fh)
+        recorded = read_json(os.path.join(path, COLBERT_CONFIG)) or {}
         merged = {**recorded, **{k: v for k, v in settings.items() if v is not None}}
         if skip_punctuation:
             merged["skiplist"] = sorted(set(merged.get("skiplist", [])) | set(PUNCTUATION))
-        attn = attn_implementation or default_attention(AutoConfig.from_pretrained(path))
-        backbone = AutoModel.from_pretrained(path, attn_implementation=attn)
+        backbone = load_backbone(path, AutoModel, "FEATURE_EXTRACTION", attn_implementation=attn_implementation)
         tokenizer = AutoTokenizer.from_pretrained(path)
         hidden = backbone.config.hidden_size
         dense = os.path.join(path, "1_Dense", "model.safetensors")
@@ -215,11 +211,27 @@ class ColbertEncoder(nn.Module):
         return best_s, best_i
 
     @torch.no_grad()
+    def score_pairs(self, queries: Sequence[str], documents: Sequence[str],
+                    batch_size: int = 32) -> tuple[Tensor, Tensor]:
+        """MaxSim scores ``(N,)`` (float64) of (query, document) pairs, and each pair's number of scored
+        query vectors ``(N,)``. Each distinct text is encoded once; MaxSim runs in fp32 whatever the
+        autocast around it (the token vectors are fp32)."""
+        uq, ud = list(dict.fromkeys(queries)), list(dict.fromkeys(documents))
+        qv = dict(zip(uq, self.encode(uq, "query", batch_size)))
+        dv = dict(zip(ud, self.encode(ud, "document", batch_size)))
+        rows_of: dict[str, list[int]] = {}
+        for n, q in enumerate(queries):
+            rows_of.setdefault(q, []).append(n)
+        scores = torch.empty(len(queries), dtype=torch.float64)
+        with torch.autocast(next(self.parameters()).device.type, enabled=False):
+            for q, rows in rows_of.items():
+                d, dm = _stack([dv[documents[r]].float() for r in rows])
+                scores[rows] = maxsim(*_stack([qv[q].float()]), d, dm)[0].double()
+        return scores, torch.tensor([len(qv[q]) for q in queries])
+
     def rerank(self, query: str, candidates: Sequence[str], batch_size: int = 32) -> Tensor:
         """MaxSim scores ``(len(candidates),)`` of one query's candidate documents, in their order."""
-        q, qm = _stack(self.encode([query], "query"))
-        d, dm = _stack(self.encode(list(candidates), "document", batch_size))
-        return maxsim(q, qm, d, dm)[0]
+        return self.score_pairs([query] * len(candidates), candidates, batch_size)[0].float()
 
     # ------------------------------------------------------------------ saving and loading
     def load_weights(self, path: str) -> None:

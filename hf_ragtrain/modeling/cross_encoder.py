@@ -24,10 +24,10 @@ def load_cross_encoder(name_or_path: str, attn_implementation: str | None = None
                        **kwargs) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a checkpoint as a 1-logit cross-encoder (a fresh head if it has none) and its tokenizer.
 
-    ``attn_implementation=None`` picks :func:`hf_ragtrain.arguments.default_attn_implementation`
-    (eager on CPU, sdpa on GPU).
+    ``attn_implementation=None`` picks :func:`hf_ragtrain.modeling.attention.default_attn_implementation`
+    (hf_ragtrain's kernel on CPU, sdpa on GPU).
     """
-    from ..arguments import default_attn_implementation
+    from .attention import default_attn_implementation
 
     model = AutoModelForSequenceClassification.from_pretrained(
         name_or_path, num_labels=1, attn_implementation=attn_implementation or default_attn_implementation(),
@@ -62,7 +62,7 @@ def score_pairs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, quer
     :class:`~hf_ragtrain.LlmReranker`) writes the pairs into its prompt itself. Batch widths are
     rounded up to ``pad_to_multiple_of`` tokens (``None``: 64 when the model computes in bf16 on
     CPU, where oneDNN keeps kernels and packed weights per shape (see
-    :func:`hf_ragtrain.arguments.default_pad_to_multiple_of`), else no rounding; 0: none).
+    :func:`hf_ragtrain.hardware.default_pad_to_multiple_of`), else no rounding; 0: none).
     """
     if len(queries) != len(docs):
         raise ValueError(f"got {len(queries)} queries but {len(docs)} documents")
@@ -72,7 +72,7 @@ def score_pairs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, quer
     model.eval()
     device = next(model.parameters()).device
     if pad_to_multiple_of is None:
-        from ..arguments import CPU_BF16_PAD_MULTIPLE, bf16_on_cpu
+        from ..hardware import CPU_BF16_PAD_MULTIPLE, bf16_on_cpu
 
         pad_to_multiple_of = CPU_BF16_PAD_MULTIPLE if bf16_on_cpu(model) else None
     own = getattr(model, "tokenize_pairs", None)

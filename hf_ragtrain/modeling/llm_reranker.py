@@ -21,7 +21,6 @@ inference see identical prompts.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -30,11 +29,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import Tensor, nn
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
-                          PreTrainedModel, PreTrainedTokenizerBase)
+from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel,
+                          PreTrainedTokenizerBase)
 from transformers.utils import ModelOutput
 
-from .bi_encoder import LoraSettings, default_attention
+from .backbone import (LoraSettings, enable_gradient_checkpointing, ensure_pad_token, is_peft, load_backbone,
+                       load_trained_weights, read_json, save_backbone, sub_state_dict)
 from .pooling import pool
 
 HEADS = ("yes_token", "classifier")
@@ -136,10 +136,7 @@ class LlmReranker(nn.Module):
         self.tokenizer = tokenizer
         self.settings = settings or LlmRerankerSettings()
         self.config = self.inner.config
-        if tokenizer.pad_token is None:
-            if tokenizer.eos_token is None:
-                raise ValueError("the tokenizer has neither a pad nor an eos token to pad with")
-            tokenizer.pad_token = tokenizer.eos_token  # padding is masked out by the attention mask
+        ensure_pad_token(tokenizer)
         if getattr(self.config, "pad_token_id", None) is None:
             self.config.pad_token_id = tokenizer.pad_token_id
         if not getattr(tokenizer, "is_fast", False):
@@ -165,12 +162,12 @@ class LlmReranker(nn.Module):
     # ------------------------------------------------------------------ structure
     @property
     def is_peft(self) -> bool:
-        return hasattr(self.model, "peft_config")
+        return is_peft(self.model)
 
     @property
     def inner(self) -> PreTrainedModel:
         """The transformers model (inside the peft wrapper, LoRA layers in place)."""
-        return self.model.get_base_model() if hasattr(self.model, "peft_config") else self.model
+        return self.model.get_base_model() if self.is_peft else self.model
 
     @property
     def decoder(self) -> nn.Module:
@@ -232,9 +229,7 @@ class LlmReranker(nn.Module):
         return self.inner.get_input_embeddings()
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        self.inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
-        if self.is_peft:  # inputs must require grad for checkpointed LoRA layers to get gradients
-            self.inner.enable_input_require_grads()
+        enable_gradient_checkpointing(self.model, gradient_checkpointing_kwargs)
 
     # ------------------------------------------------------------------ tokenisation
     def _ids(self, text: str) -> list[int]:
@@ -375,9 +370,14 @@ class LlmReranker(nn.Module):
         ``(N,)`` at ``cutoff_layer``, or ``(N, len(layers))`` with one column per layer in ``layers``."""
         from .cross_encoder import score_pairs
 
-        model = self if cutoff_layer is None and layers is None else _AtLayer(self, cutoff_layer, layers)
-        return score_pairs(model, self.tokenizer, queries, docs, max_length=self.settings.max_length,
-                           batch_tokens=batch_tokens, show_progress=show_progress, batch_size=batch_size)
+        return score_pairs(self.at_layers(cutoff_layer, layers), self.tokenizer, queries, docs,
+                           max_length=self.settings.max_length, batch_tokens=batch_tokens,
+                           show_progress=show_progress, batch_size=batch_size)
+
+    def at_layers(self, cutoff_layer: int | None = None, layers: Sequence[int] | None = None) -> nn.Module:
+        """This model, or a view of it for ``score_pairs`` that scores at ``cutoff_layer`` or at several
+        ``layers`` (one logit column each)."""
+        return self if cutoff_layer is None and layers is None else _AtLayer(self, cutoff_layer, layers)
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
@@ -390,30 +390,14 @@ class LlmReranker(nn.Module):
         from ..offline import resolve_model_path
 
         path = resolve_model_path(name_or_path)
-        recorded = _read_json(os.path.join(path, SETTINGS_FILE)) or {}
+        recorded = read_json(os.path.join(path, SETTINGS_FILE)) or {}
         recorded.pop("yes_token_id", None)
         recorded.pop("no_token_id", None)
         merged = LlmRerankerSettings(**{**recorded, **{k: v for k, v in settings.items() if v is not None}})
-        adapter_config = _read_json(os.path.join(path, "adapter_config.json"))
-        base_path = adapter_config["base_model_name_or_path"] if adapter_config else path
-        config = AutoConfig.from_pretrained(base_path)
-        kwargs: dict[str, Any] = {"attn_implementation": attn_implementation or default_attention(config)}
-        if torch_dtype is not None:
-            kwargs["dtype"] = torch_dtype
-        if merged.head == "yes_token":
-            model = AutoModelForCausalLM.from_pretrained(base_path, **kwargs)
-        else:
-            model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, **kwargs)
-        if adapter_config:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, path, is_trainable=True)
-        elif lora is not None:
-            from peft import LoraConfig, TaskType, get_peft_model
-
-            task = TaskType.CAUSAL_LM if merged.head == "yes_token" else TaskType.SEQ_CLS
-            model = get_peft_model(model, LoraConfig(task_type=task, r=lora.r, lora_alpha=lora.alpha,
-                                                     lora_dropout=lora.dropout, target_modules=lora.target_modules))
+        auto_class, task, head_kwargs = ((AutoModelForCausalLM, "CAUSAL_LM", {}) if merged.head == "yes_token" else
+                                         (AutoModelForSequenceClassification, "SEQ_CLS", {"num_labels": 1}))
+        model = load_backbone(path, auto_class, task, lora=lora, attn_implementation=attn_implementation,
+                              torch_dtype=torch_dtype, **head_kwargs)
         reranker = cls(model, AutoTokenizer.from_pretrained(path), merged)
         heads = os.path.join(path, LAYER_HEADS_FILE)
         if reranker.layer_heads is not None and os.path.isfile(heads):
@@ -430,17 +414,8 @@ class LlmReranker(nn.Module):
         from safetensors.torch import save_file
 
         os.makedirs(path, exist_ok=True)
-        model_state = heads_state = None
-        if state_dict is not None:
-            model_state = {k[len("model."):]: v for k, v in state_dict.items() if k.startswith("model.")}
-            heads_state = {k[len("layer_heads."):]: v for k, v in state_dict.items() if k.startswith("layer_heads.")}
-        if self.is_peft and merge_lora:
-            merged = copy.deepcopy(self.model)
-            if model_state is not None:
-                merged.load_state_dict(model_state)
-            merged.merge_and_unload().save_pretrained(path)
-        else:
-            self.model.save_pretrained(path, state_dict=model_state)
+        heads_state = sub_state_dict(state_dict, "layer_heads.")
+        save_backbone(self.model, path, sub_state_dict(state_dict, "model."), merge_lora=merge_lora)
         self.tokenizer.save_pretrained(path)
         if self.layer_heads is not None:
             heads = heads_state or self.layer_heads.state_dict()
@@ -453,13 +428,7 @@ class LlmReranker(nn.Module):
         """Load weights written by :meth:`save_pretrained` (a Trainer checkpoint) into this model."""
         from safetensors.torch import load_file
 
-        if self.is_peft:
-            from peft import set_peft_model_state_dict
-
-            set_peft_model_state_dict(self.model, load_file(os.path.join(path, "adapter_model.safetensors")))
-        else:
-            loaded = type(self.inner).from_pretrained(path, attn_implementation=self.config._attn_implementation)
-            self.inner.load_state_dict(loaded.state_dict())
+        load_trained_weights(self.model, path)
         heads = os.path.join(path, LAYER_HEADS_FILE)
         if self.layer_heads is not None and os.path.isfile(heads):
             self.layer_heads.load_state_dict(load_file(heads))
@@ -477,13 +446,6 @@ class _AtLayer(nn.Module):
     def forward(self, **inputs: Any) -> LlmRerankerOutput:
         out = self.reranker(cutoff_layer=self.layer, layers=self.layers, **inputs)
         return out if self.layers is None else LlmRerankerOutput(logits=out.layer_logits)
-
-
-def _read_json(path: str) -> dict | None:
-    if not os.path.isfile(path):
-        return None
-    with open(path) as fh:
-        return json.load(fh)
 
 
 __all__ = ["BGE_INSTRUCTION", "BGE_TEMPLATE", "DEFAULT_TEMPLATE", "LlmReranker", "LlmRerankerOutput",

@@ -2,6 +2,8 @@ from .base import RetrievalTrainer
 from .colbert import ColbertTrainer
 from .contrastive import ContrastiveTrainer
 from .distill import DistillTrainer
+from .in_batch import InBatchTrainer
 from .rerank import RerankTrainer
 
-__all__ = ["ColbertTrainer", "ContrastiveTrainer", "DistillTrainer", "RetrievalTrainer", "RerankTrainer"]
+__all__ = ["ColbertTrainer", "ContrastiveTrainer", "DistillTrainer", "InBatchTrainer", "RetrievalTrainer",
+           "RerankTrainer"]

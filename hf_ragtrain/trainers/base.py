@@ -1,15 +1,22 @@
-"""The base every hf_ragtrain Trainer shares: loss ownership, evaluators, epoch-seeded groups."""
+"""The base every hf_ragtrain Trainer shares: the family's arguments, what the data says about itself,
+saving our model wrappers, the CPU dropout kernel, evaluators, epoch-seeded groups, truncation counts."""
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+
+from ..data.groups import DataFacts
+from .family_args import family_arguments
 
 logger = logging.getLogger(__name__)
+
+TRAINING_ARGS_NAME = "training_args.bin"
 
 
 class _EpochToDataset(TrainerCallback):
@@ -24,19 +31,6 @@ class _EpochToDataset(TrainerCallback):
             dataset.set_epoch(int(state.epoch or 0))
 
 
-def end_distributed() -> None:
-    """Destroy the default process group, if any, so torchrun workers exit cleanly.
-
-    Without it gloo's threads are still alive at interpreter exit and the process aborts
-    ("terminate called without an active exception"), failing the torchrun job after training.
-    """
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
 class RetrievalTrainer(Trainer):
     """A ``transformers.Trainer`` whose subclasses compute their own loss from scores.
 
@@ -47,20 +41,43 @@ class RetrievalTrainer(Trainer):
       :class:`~hf_ragtrain.evaluation.reranking.RerankingEvaluator`), or a dict of them.
       ``trainer.evaluate()`` then logs ``eval_<metric>``, which ``metric_for_best_model`` and
       ``load_best_model_at_end`` use as usual.
+    - Settings come from the family's arguments class, ``args_class`` (see
+      :func:`~hf_ragtrain.trainers.family_args.family_arguments`: other ``TrainingArguments`` are
+      converted with the family's defaults, or refused where they set what the family lacks).
+    - What the trainer must know about the training data (teacher scores present, the highest
+      grade) is ``data_facts``, by default what the dataset states (:meth:`DataFacts.of`).
+    - Our model wrappers (BiEncoder, ColbertEncoder, LlmReranker) save with their own
+      ``save_pretrained`` (:meth:`save_options` adds arguments); transformers models as usual.
+    - Models loaded with hf_ragtrain's CPU attention kernel get its dropout for the hidden states too.
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    args_class: type[TrainingArguments] = TrainingArguments
+
+    def __init__(self, model=None, args=None, *positional, data_facts: DataFacts | None = None, **kwargs):
+        args = family_arguments(args, self.args_class, type(self).__name__)
+        super().__init__(model, args, *positional, **kwargs)
         self.model_accepts_loss_kwargs = False
+        self.data_facts = data_facts if data_facts is not None else DataFacts.of(self.train_dataset)
         self.add_callback(_EpochToDataset(self))
         self.pairs_seen = 0
         self.pairs_truncated = 0
         self.texts_seen = 0
         self.texts_truncated = 0
-        if getattr(self.args, "fsdp", None) and self.model is not None:
+        if self.model is not None:
+            self._use_cpu_dropout()
+        if self.args.fsdp and self.model is not None:
             from ..distributed import prepare_for_fsdp
 
             logger.info("FSDP wraps each %s", " / ".join(prepare_for_fsdp(self.model)) or "(no layer class found)")
+
+    def _use_cpu_dropout(self) -> None:
+        """A model loaded with hf_ragtrain's CPU attention kernel draws its other dropout masks the
+        same cheap way (:func:`~hf_ragtrain.modeling.attention.use_fast_dropout`)."""
+        from ..modeling.attention import NAME, use_fast_dropout
+
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if getattr(getattr(unwrapped, "config", None), "_attn_implementation", None) == NAME:
+            use_fast_dropout(unwrapped)
 
     # ------------------------------------------------------------------ saving and the Hub
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
@@ -73,10 +90,23 @@ class RetrievalTrainer(Trainer):
         """
         super().save_model(output_dir, _internal_call=True)
 
+    def save_options(self) -> dict[str, Any]:
+        """Extra arguments of our model wrappers' ``save_pretrained`` (a subclass adds its own)."""
+        return {}
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        """A transformers model saves as the stock Trainer does; one of our wrappers writes its own
+        folder (checkpoints and the final model alike), with the training arguments beside it."""
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if isinstance(unwrapped, PreTrainedModel) or not hasattr(unwrapped, "save_pretrained"):
+            return super()._save(output_dir, state_dict)
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        unwrapped.save_pretrained(output_dir, state_dict=state_dict, **self.save_options())
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
     def create_model_card(self, *args, **kwargs) -> None:
         """Keep a card hf_ragtrain wrote (it has the scores); otherwise write the Trainer's own."""
-        import os
-
         from ..hub import is_hf_ragtrain_card
 
         if is_hf_ragtrain_card(os.path.join(self.args.output_dir, "README.md")):
@@ -145,23 +175,6 @@ class RetrievalTrainer(Trainer):
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
-    # ------------------------------------------------------------------ score distillation settings
-    def distillation_settings(self) -> tuple[float, float, float]:
-        """``(contrastive_weight, distill_weight, teacher_temperature)`` from the arguments.
-
-        ``distill_weight`` defaults to 1 when every training record carries teacher scores, else 0;
-        asking for distillation without teacher scores is an error.
-        """
-        from ..data.groups import GroupDataset
-
-        a = self.args
-        distill = getattr(a, "distill_weight", None)
-        has_scores = isinstance(self.train_dataset, GroupDataset) and self.train_dataset.has_scores
-        weight = float(distill if distill is not None else (1.0 if has_scores else 0.0))
-        if weight and isinstance(self.train_dataset, GroupDataset) and not has_scores:
-            raise ValueError("distill_weight > 0 needs teacher scores (pos_scores and neg_scores) in every record")
-        return float(getattr(a, "contrastive_weight", 1.0)), weight, float(getattr(a, "teacher_temperature", 1.0))
-
     # ------------------------------------------------------------------ micro-batches across processes
     def deepspeed_zero_stage(self) -> int | None:
         plugin = getattr(self.accelerator.state, "deepspeed_plugin", None) if self.is_deepspeed_enabled else None
@@ -197,6 +210,10 @@ class RetrievalTrainer(Trainer):
         return [min(chunks, key=lambda c: c["input_ids"].numel())] * extra
 
     # ------------------------------------------------------------------ logging
+    def loss_description(self) -> tuple[str, dict[str, Any]]:
+        """The loss's name and the parameters that shape it, for the model card (each family says its own)."""
+        return type(self).__name__, {}
+
     def count_pairs(self, inputs: dict[str, Any]) -> None:
         if "num_pairs" in inputs:
             self.pairs_seen += int(inputs["num_pairs"])

@@ -4,17 +4,17 @@ negatives and score distillation (the contrastive trainer's data path and losses
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ..arguments import ColbertTrainingArguments
 from ..distributed import gather_with_local_grad, scale_gradient, world_size
 from ..losses import info_nce_from_scores, own_group, score_distillation_kl
 from ..modeling.colbert import maxsim
-from .base import RetrievalTrainer
+from .in_batch import InBatchTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -27,13 +27,13 @@ def _pad_tokens(t: Tensor, length: int) -> Tensor:
     return torch.cat([t, pad], dim=1)
 
 
-class ColbertTrainer(RetrievalTrainer):
+class ColbertTrainer(InBatchTrainer):
     """Train a :class:`~hf_ragtrain.modeling.colbert.ColbertEncoder` on query groups.
 
     Data: :class:`~hf_ragtrain.data.GroupDataset` with :class:`~hf_ragtrain.data.EmbeddingCollator`
     (the model tokenises and pads). Settings come from
     :class:`~hf_ragtrain.arguments.ColbertTrainingArguments` (temperature 1 by default, for summed
-    MaxSim scores): ``temperature``,
+    MaxSim scores; other ``TrainingArguments`` are converted with its defaults): ``temperature``,
     ``in_batch_negatives``, ``cross_device_negatives``, ``contrastive_weight``, ``distill_weight`` and
     ``teacher_temperature``. The loss is InfoNCE over MaxSim scores plus, when the records carry
     teacher scores, the per-query KL to the teacher over each group. With several processes and
@@ -41,18 +41,7 @@ class ColbertTrainer(RetrievalTrainer):
     slice keeps its gradient), so the update equals a single-process run over the global batch.
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        a = self.args
-        unsupported = [name for name in ("matryoshka_dims", "grad_cache", "cosine_weight", "similarity_mse_weight",
-                                         "relative_similarity_weight") if getattr(a, name, None)]
-        if unsupported:
-            raise ValueError(f"ColbertTrainer does not support {', '.join(unsupported)} (bi-encoder options of "
-                             "ContrastiveTrainer); leave them unset")
-        self.temperature = float(getattr(a, "temperature", 0.02))
-        self.in_batch_negatives = bool(getattr(a, "in_batch_negatives", True))
-        self.cross_device = bool(getattr(a, "cross_device_negatives", True))
-        self.contrastive_weight, self.distill_weight, self.teacher_temperature = self.distillation_settings()
+    args_class = ColbertTrainingArguments
 
     def _encode(self, model, chunks: Sequence[dict[str, Tensor]], restore: Tensor, kind: str) -> tuple[Tensor, Tensor]:
         outputs = [model(kind=kind, **chunk) for chunk in chunks]
@@ -96,13 +85,6 @@ class ColbertTrainer(RetrievalTrainer):
         if model.training:
             self.count_texts(inputs)
         return (loss, {"query_vectors": q, "passage_vectors": p}) if return_outputs else loss
-
-    def _save(self, output_dir: str | None = None, state_dict=None):
-        """Save in the layout sentence-transformers' MultiVectorEncoder loads (checkpoints and final model)."""
-        output_dir = output_dir or self.args.output_dir
-        os.makedirs(output_dir, exist_ok=True)
-        self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, state_dict=state_dict)
-        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
     def loss_description(self) -> tuple[str, dict[str, Any]]:
         name = "InfoNCE over MaxSim" + (" with in-batch negatives" if self.in_batch_negatives else "")

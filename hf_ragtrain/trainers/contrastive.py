@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from typing import Any, Sequence
 
 import torch
@@ -14,13 +13,10 @@ from torch import Tensor
 from ..distributed import gather_with_local_grad, scale_gradient, world_size
 from ..losses import (EMBEDDING_DISTILL_LOSSES, group_scores, info_nce, matryoshka, relative_similarity_loss,
                       score_distillation_kl)
-from ..modeling.attention import NAME as ATTN_CPU
-from ..modeling.attention import use_fast_dropout
-from .base import RetrievalTrainer
+from ..arguments import EmbeddingTrainingArguments
+from .in_batch import InBatchTrainer
 
 logger = logging.getLogger(__name__)
-
-TRAINING_ARGS_NAME = "training_args.bin"
 
 
 class _RngState:
@@ -41,12 +37,12 @@ class _RngState:
             yield
 
 
-class ContrastiveTrainer(RetrievalTrainer):
+class ContrastiveTrainer(InBatchTrainer):
     """Train a :class:`~hf_ragtrain.modeling.bi_encoder.BiEncoder` on query groups.
 
     Use with :class:`~hf_ragtrain.data.GroupDataset` and :class:`~hf_ragtrain.data.EmbeddingCollator`.
-    Settings come from :class:`~hf_ragtrain.arguments.EmbeddingTrainingArguments` (plain
-    ``TrainingArguments`` get their defaults). The loss, per Matryoshka dimension ``d`` (or once at
+    Settings come from :class:`~hf_ragtrain.arguments.EmbeddingTrainingArguments` (other
+    ``TrainingArguments`` are converted with its defaults). The loss, per Matryoshka dimension ``d`` (or once at
     the full dimension), on re-normalised prefixes:
 
         contrastive_weight * InfoNCE(q_d, p_d; temperature, in-batch negatives)
@@ -60,27 +56,23 @@ class ContrastiveTrainer(RetrievalTrainer):
     global loss; the update equals a single-process run over the global batch.
     """
 
+    args_class = EmbeddingTrainingArguments
+
     def __init__(self, *args, teacher: Any = None, truncate_dim: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.truncate_dim = truncate_dim  # recorded in the saved folder for sentence-transformers
         a = self.args
-        self.temperature = float(getattr(a, "temperature", 0.02))
-        self.in_batch_negatives = bool(getattr(a, "in_batch_negatives", True))
-        self.cross_device = bool(getattr(a, "cross_device_negatives", True))
-        self.dims = list(getattr(a, "matryoshka_dims", None) or [])
-        self.dim_weights = getattr(a, "matryoshka_weights", None)
-        self.grad_cache = bool(getattr(a, "grad_cache", False))
-        self.contrastive_weight, self.distill_weight, self.teacher_temperature = self.distillation_settings()
+        self.dims = list(a.matryoshka_dims or [])
+        self.dim_weights = a.matryoshka_weights
+        self.grad_cache = bool(a.grad_cache)
         self.teacher = teacher
-        self.embed_weights = {name: float(getattr(a, f"{name}_weight", 0.0)) for name in EMBEDDING_DISTILL_LOSSES}
-        self.relative_margin = float(getattr(a, "relative_margin", 0.015))
+        self.embed_weights = {"cosine": float(a.cosine_weight), "similarity_mse": float(a.similarity_mse_weight),
+                              "relative_similarity": float(a.relative_similarity_weight)}
+        self.relative_margin = float(a.relative_margin)
         if any(self.embed_weights.values()) and teacher is None:
             raise ValueError("embedding distillation weights are set but no teacher (model or embeddings) was given")
-        if teacher is not None:
-            if hasattr(self.data_collator, "keep_texts"):
-                self.data_collator.keep_texts = True  # teacher vectors are looked up by text
-            if hasattr(teacher, "to"):
-                teacher.to(self.args.device)
+        if teacher is not None and hasattr(teacher, "to"):
+            teacher.to(self.args.device)
         encoder = self.accelerator.unwrap_model(self.model)
         if self.dims and max(self.dims) > encoder.embedding_dim:
             raise ValueError(f"matryoshka_dims {self.dims} exceed the embedding dimension {encoder.embedding_dim}")
@@ -89,8 +81,6 @@ class ContrastiveTrainer(RetrievalTrainer):
             encoder.add_distill_projection(teacher.dim)  # cosine needs the teacher's dimension
             logger.info("cosine distillation: a %d -> %d projection is trained with the student",
                         encoder.embedding_dim, teacher.dim)
-        if getattr(encoder.config, "_attn_implementation", None) == ATTN_CPU:
-            use_fast_dropout(encoder)
         logger.info("contrastive loss: temperature %s, in-batch negatives %s, cross-device %s, MRL dims %s, "
                     "distill weight %s, grad cache %s", self.temperature, self.in_batch_negatives,
                     self.cross_device, self.dims or "-", self.distill_weight, self.grad_cache)
@@ -236,12 +226,7 @@ class ContrastiveTrainer(RetrievalTrainer):
         self.count_texts(inputs)
         return loss.detach()
 
-    # ------------------------------------------------------------------ saving and loading
-    def _save(self, output_dir: str | None = None, state_dict=None):
-        """Save the bi-encoder in the sentence-transformers layout (checkpoints and the final model)."""
-        output_dir = output_dir or self.args.output_dir
-        os.makedirs(output_dir, exist_ok=True)
-        encoder = self.accelerator.unwrap_model(self.model)
-        encoder.save_pretrained(output_dir, state_dict=state_dict, truncate_dim=self.truncate_dim)
-        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
-
+    # ------------------------------------------------------------------ saving
+    def save_options(self) -> dict[str, Any]:
+        """The Matryoshka output dimension the saved sentence-transformers folder records."""
+        return {"truncate_dim": self.truncate_dim}

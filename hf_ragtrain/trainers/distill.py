@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..arguments import DistillTrainingArguments
 from ..losses import DISTILL_LOSSES
 from .rerank import RerankTrainer
 
@@ -20,8 +21,9 @@ class DistillTrainer(RerankTrainer):
     Teacher scores come from the records (``pos_scores``/``neg_scores``, written by
     ``recipes/score_with_teacher.py``), or, when ``teacher`` is given (a
     :class:`hf_ragtrain.scoring.Teacher`, e.g. ``load_teacher("runs/llm-reranker")``), from that
-    frozen model during training: without gradients, each distinct (query, document) pair scored
-    once and cached. Settings come from :class:`~hf_ragtrain.arguments.DistillTrainingArguments`:
+    frozen model during training (it reads the pair texts that :class:`~hf_ragtrain.RerankCollator`
+    puts in each batch): without gradients, each distinct (query, document) pair scored once and
+    cached. Settings come from :class:`~hf_ragtrain.arguments.DistillTrainingArguments`:
 
     - ``distill_loss``: ``mse`` (raw scores), ``soft_ce`` (per-query softmax over the group, soft
       labels) or ``bce`` (pointwise, target ``sigmoid(teacher / T)``); see :mod:`hf_ragtrain.losses`;
@@ -29,22 +31,20 @@ class DistillTrainer(RerankTrainer):
     - ``hard_label_weight``: adds the ordinary ranking loss (``rerank_loss``) on the labels.
     """
 
+    args_class = DistillTrainingArguments
+
     def __init__(self, *args, teacher: Any = None, **kwargs):
         super().__init__(*args, **kwargs)
         a = self.args
-        self.distill_loss = getattr(a, "distill_loss", "soft_ce")
+        self.distill_loss = a.distill_loss
         if self.distill_loss not in DISTILL_LOSSES:
             raise ValueError(f"unknown distill loss {self.distill_loss!r}; choose one of {sorted(DISTILL_LOSSES)}")
-        self.distill_temperature = float(getattr(a, "distill_temperature", 1.0))
-        self.distill_weight = float(getattr(a, "distill_weight", 1.0))
-        self.hard_label_weight = float(getattr(a, "hard_label_weight", 0.0))
+        self.distill_temperature = float(a.distill_temperature)
+        self.distill_weight = float(a.distill_weight)
+        self.hard_label_weight = float(a.hard_label_weight)
         self.teacher = teacher
         self.teacher_cache: dict[tuple[str, str], float] = {}
         self.teacher_pairs_scored = 0
-        if teacher is not None:
-            if not hasattr(self.data_collator, "keep_texts"):
-                raise ValueError("an online teacher needs a RerankCollator (it reads the pair texts)")
-            self.data_collator.keep_texts = True
 
     def teacher_scores(self, inputs: dict[str, Any]) -> Tensor:
         """``(B, G)`` teacher scores of the batch: from the online teacher if there is one, else the records'."""
@@ -53,6 +53,9 @@ class DistillTrainer(RerankTrainer):
                 raise ValueError("DistillTrainer needs teacher scores: records with pos_scores/neg_scores "
                                  "(recipes/score_with_teacher.py) or a teacher= model")
             return inputs["teacher_scores"]
+        if "pair_queries" not in inputs:
+            raise ValueError("an online teacher scores the pair texts of each batch (pair_queries, pair_docs), "
+                             "which RerankCollator provides; use it as the data collator")
         pairs = list(zip(inputs["pair_queries"], inputs["pair_docs"]))
         missing = list(dict.fromkeys(p for p in pairs if p not in self.teacher_cache))
         if missing:

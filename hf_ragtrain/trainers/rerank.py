@@ -5,17 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import os
-
 import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from ..data.groups import GroupDataset
+from ..arguments import RerankerTrainingArguments
 from ..data.records import MAX_LABEL
 from ..losses import RERANK_LOSSES, listwise_ce, pairwise_ranknet, pointwise_bce, score_distillation_kl
-from ..modeling.attention import NAME as ATTN_CPU
-from ..modeling.attention import use_fast_dropout
 from ..modeling.cross_encoder import mark_for_sentence_transformers
 from .base import RetrievalTrainer
 
@@ -26,33 +22,34 @@ class RerankTrainer(RetrievalTrainer):
     """Train an ``AutoModelForSequenceClassification`` (1 logit) as a reranker.
 
     Use with :class:`~hf_ragtrain.data.GroupDataset` and :class:`~hf_ragtrain.data.RerankCollator`.
-    The loss comes from ``args.rerank_loss`` (``listwise``, ``pointwise`` or ``pairwise``, see
-    :mod:`hf_ragtrain.losses`) when ``args`` is a :class:`~hf_ragtrain.RerankerTrainingArguments`,
-    or from the ``loss`` argument. For ``pointwise`` the label scale ``max_label`` is 3 when the data
-    has grades above 1, else 1 (override with ``args.max_label``).
+    Settings come from :class:`~hf_ragtrain.RerankerTrainingArguments` (other ``TrainingArguments``
+    are converted with its defaults). The loss is ``args.rerank_loss`` (``listwise``, ``pointwise`` or
+    ``pairwise``, see :mod:`hf_ragtrain.losses`), or the ``loss`` argument. For ``pointwise`` the label
+    scale ``max_label`` is ``args.max_label``, else 3 when the data facts have grades above 1, else 1.
     """
+
+    args_class = RerankerTrainingArguments
 
     def __init__(self, *args, loss: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.loss_name = loss or getattr(self.args, "rerank_loss", "listwise")
+        self.loss_name = loss or self.args.rerank_loss
         if self.loss_name not in RERANK_LOSSES:
             raise ValueError(f"unknown rerank loss {self.loss_name!r}; choose one of {sorted(RERANK_LOSSES)}")
-        self.temperature = float(getattr(self.args, "loss_temperature", 1.0))
-        self.max_label = getattr(self.args, "max_label", None) or self._infer_max_label()
+        self.temperature = float(self.args.loss_temperature)
+        self.max_label = self.args.max_label or (MAX_LABEL if (self.data_facts.max_label or 1) > 1 else 1)
         if self.loss_name == "pointwise":
             logger.info("pointwise BCE targets are label / %s", self.max_label)
-        unwrapped = self.accelerator.unwrap_model(self.model)
+        unwrapped = self.accelerator.unwrap_model(self.model) if self.model is not None else None
         if isinstance(unwrapped, PreTrainedModel):  # a cross-encoder (not an LlmReranker)
             mark_for_sentence_transformers(unwrapped)
-        if getattr(unwrapped.config, "_attn_implementation", None) == ATTN_CPU:
-            use_fast_dropout(unwrapped)  # the CPU kernel's dropout for the hidden states too
 
-    def _infer_max_label(self) -> int:
-        data = self.train_dataset
-        if isinstance(data, GroupDataset):
-            graded = any(max(r.labels_of_pos()) > 1 for r in data.records)
-            return MAX_LABEL if graded else 1
-        return 1
+    def loss_description(self) -> tuple[str, dict[str, Any]]:
+        """The loss's name and the parameters that shape it, for the model card."""
+        if self.loss_name == "listwise":
+            return self.loss_name, {"temperature": self.temperature}
+        if self.loss_name == "pointwise":
+            return self.loss_name, {"max_label": self.max_label}
+        return self.loss_name, {}
 
     def loss_from_scores(self, scores: Tensor, labels: Tensor) -> Tensor:
         if self.loss_name == "listwise":
@@ -113,16 +110,3 @@ class RerankTrainer(RetrievalTrainer):
         if model.training:
             self.count_pairs(inputs)
         return (loss, {"scores": scores}) if return_outputs else loss
-
-    # ------------------------------------------------------------------ LLM rerankers: saving and resuming
-    def _save(self, output_dir: str | None = None, state_dict=None):
-        """A cross-encoder saves as the stock Trainer does; an LlmReranker writes its own folder
-        (model or LoRA adapter, tokenizer, prompt settings, layer heads)."""
-        unwrapped = self.accelerator.unwrap_model(self.model)
-        if isinstance(unwrapped, PreTrainedModel) or not hasattr(unwrapped, "save_pretrained"):
-            return super()._save(output_dir, state_dict)
-        output_dir = output_dir or self.args.output_dir
-        os.makedirs(output_dir, exist_ok=True)
-        unwrapped.save_pretrained(output_dir, state_dict=state_dict)
-        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
-

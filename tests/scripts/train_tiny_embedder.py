@@ -21,7 +21,7 @@ from conftest import tiny_records  # noqa: E402
 
 from hf_ragtrain import (BiEncoder, ColbertEncoder, ColbertTrainer, ContrastiveTrainer,  # noqa: E402
                          EmbeddingCollator, EmbeddingTrainingArguments, GroupDataset, load_records)
-from hf_ragtrain.trainers.base import end_distributed  # noqa: E402
+from hf_ragtrain.distributed import end_distributed  # noqa: E402
 
 
 def perturb(model):

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # repo root
 
 from conftest import tiny_records  # noqa: E402
 
-from hf_ragtrain.trainers.base import end_distributed  # noqa: E402
+from hf_ragtrain.distributed import end_distributed  # noqa: E402
 
 from hf_ragtrain import (DistillTrainer, DistillTrainingArguments, GroupDataset, RerankCollator,  # noqa: E402
                          RerankerTrainingArguments, RerankTrainer, load_cross_encoder, load_records)

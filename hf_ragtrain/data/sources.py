@@ -1,0 +1,103 @@
+"""Where a recipe's records come from: the bundled Python FAQ set, the user's files, or a BEIR folder
+(with mined hard negatives and held-out dev queries); :class:`TrainingData` is what a recipe gets back."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..offline import resolve_model_path
+from .beir import beir_to_records_with_stats, load_beir
+from .beir_pipeline import CachingEncoder, dev_records_from_run, first_stage_run, split_dev_queries, subset_queries
+from .mining import load_encoder, mine_hard_negatives
+from .records import RetrievalRecord, load_records, parse_record
+
+logger = logging.getLogger(__name__)
+
+BUNDLED_SOURCE = "bundled Python FAQ (PSF licence)"
+
+
+@dataclass
+class TrainingData:
+    """Training and dev records, and what a recipe reports about them.
+
+    ``datasets`` are the rows of the card's training-data table (``name``, ``split``, ``size``,
+    ``source``); ``dev_source`` is the dev file (``None`` for a BEIR folder's held-out queries);
+    ``first_stage`` is the retriever a BEIR folder was mined with, kept so evaluation does not
+    encode the corpus again; ``mining`` its counts.
+    """
+
+    train: list[RetrievalRecord]
+    dev: list[RetrievalRecord] | None = None
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+    dev_source: str | None = None
+    first_stage: Any = None
+    mining: dict[str, int] | None = None
+
+
+def bundled_data_paths(repo: str) -> tuple[str, str]:
+    """The bundled Python FAQ training and dev records of a checkout."""
+    return (os.path.join(repo, "data", "python_faq", "train.jsonl"),
+            os.path.join(repo, "data", "python_faq", "dev.jsonl"))
+
+
+def display_path(source: str, repo: str) -> str:
+    """Bundled data by its path in the repo (not this machine's absolute path); user paths as given."""
+    parts = [p.strip() for p in source.split(",")]
+    return ", ".join(os.path.relpath(p, repo) if os.path.abspath(p).startswith(repo + os.sep) else p for p in parts)
+
+
+def load_training_data(args: Any, seed: int, repo: str) -> TrainingData:
+    """Records from ``args`` (:class:`hf_ragtrain.DataArguments`): a BEIR folder (mined hard negatives,
+    held-out dev queries), else ``train_data`` (and ``eval_data``), else the bundled FAQ records of
+    ``repo``. Bad records raise :class:`~hf_ragtrain.DataFormatError` naming file, line and field."""
+    if args.beir_dir:
+        return prepare_beir_rerank_data(args, seed=seed)
+    bundled_train, bundled_dev = bundled_data_paths(repo)
+    train_paths = args.train_data or [bundled_train]
+    dev_path = args.eval_data or (bundled_dev if not args.train_data else None)
+    train, report = load_records(train_paths)
+    data = TrainingData(train=train, datasets=[{
+        "name": display_path(report.source, repo), "split": "train", "size": len(train),
+        "source": BUNDLED_SOURCE if train_paths == [bundled_train] else "user"}])
+    if dev_path:
+        data.dev, dev_report = load_records(dev_path)
+        data.dev_source = dev_path
+        data.datasets.append({"name": display_path(dev_report.source, repo), "split": "dev", "size": len(data.dev),
+                              "source": "-"})
+    return data
+
+
+def prepare_beir_rerank_data(args: Any, seed: int = 42) -> TrainingData:
+    """Training and dev records from ``args.beir_dir`` (see :class:`hf_ragtrain.DataArguments`).
+
+    Train queries of ``args.beir_train_split`` minus ``args.beir_dev_queries`` held-out ones get
+    ``args.num_negatives`` hard negatives mined with ``args.negatives_method`` in ranks
+    ``[args.negatives_rank_start, args.negatives_rank_end)``. Dev candidates are the first stage's
+    top 30. The result keeps the caching first-stage encoder, so evaluation does not encode the
+    corpus again.
+    """
+    data = load_beir(args.beir_dir, split=args.beir_train_split)
+    encoder = CachingEncoder(load_encoder(resolve_model_path(args.first_stage_model)))
+    train_ids, dev_ids = split_dev_queries(list(data.qrels), args.beir_dev_queries, seed)
+    train_data, dev_data = subset_queries(data, train_ids), subset_queries(data, dev_ids)
+    negatives, stats = mine_hard_negatives(
+        train_data.queries, train_data.doc_texts(), train_data.qrels, method=args.negatives_method,
+        encoder=encoder if args.negatives_method != "bm25" else None,
+        rank_range=(args.negatives_rank_start, args.negatives_rank_end), num_negatives=args.num_negatives, seed=seed)
+    logger.info("hard-negative mining: %s", stats.as_dict())
+    rows, conv = beir_to_records_with_stats(train_data, negatives)
+    train = [parse_record(r, source=f"{args.beir_dir} ({args.beir_train_split})", line=i + 1)
+             for i, r in enumerate(rows)]
+    dev = dev_records_from_run(dev_data, first_stage_run(encoder, dev_data, top_k=30)) if dev_ids else None
+    datasets = [
+        {"name": f"{args.beir_dir}", "split": f"{args.beir_train_split} ({len(train)} queries)", "size": len(train),
+         "source": f"BEIR folder; {args.negatives_method} negatives, ranks {args.negatives_rank_start}-"
+                   f"{args.negatives_rank_end}; {conv.get('skipped_no_positive', 0)} queries without positives skipped"},
+    ]
+    if dev:
+        datasets.append({"name": f"{args.beir_dir}", "split": f"{args.beir_train_split} held out", "size": len(dev),
+                         "source": "first-stage top 30 + judged positives"})
+    return TrainingData(train=train, dev=dev, datasets=datasets, first_stage=encoder, mining=stats.as_dict())

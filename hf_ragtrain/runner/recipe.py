@@ -1,0 +1,348 @@
+"""The recipe runner: the one template every training recipe follows.
+
+    parse -> load data -> build model, collator, evaluator, trainer -> evaluate (before) -> train
+    -> evaluate (after) -> save -> mteb on the saved folder -> eval_results.json -> model card
+    -> print a summary -> push -> exit status
+
+:class:`Recipe` owns that order. A model family (:class:`~hf_ragtrain.runner.RerankerRecipe`,
+:class:`~hf_ragtrain.runner.EncoderRecipe`) fills in what its recipes share (collator, evaluator,
+card, counts, mteb step); a recipe (``recipes/*.py``) fills in only what is its own, usually its
+arguments, its defaults and how it builds the model. A run that cannot go on raises
+:class:`RecipeError` with the exit status; :meth:`Recipe.run` prints it as one line and returns it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from ..arguments import DataArguments, ModelArguments
+from ..data.groups import GroupDataset
+from ..data.sources import TrainingData, display_path, load_training_data
+from ..distributed import end_distributed
+from ..offline import hub_name
+
+logger = logging.getLogger(__name__)
+
+EXIT_BAD_INPUT = 2  # the data or the arguments are wrong; nothing was trained
+EXIT_HUB = 3  # the Hub refused; the local output folder is complete
+
+#: Where the stock TrainingArguments defaults do not suit a small retrieval job (any flag overrides them).
+RECIPE_DEFAULTS: dict[str, Any] = dict(
+    learning_rate=5e-5, num_train_epochs=1, per_device_train_batch_size=8, warmup_steps=0.1, logging_steps=5,
+    eval_strategy="epoch", save_strategy="no", report_to="none", seed=42)
+
+
+class RecipeError(Exception):
+    """A run that cannot go on; ``status`` is the process exit status (:data:`EXIT_BAD_INPUT`, :data:`EXIT_HUB`)."""
+
+    def __init__(self, message: str, status: int = EXIT_BAD_INPUT):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class MtebOutcome:
+    """What the mteb step of a run found (see :mod:`hf_ragtrain.runner.mteb_steps`).
+
+    ``results``/``first_stage``: the model's and its first stage's scores per task, for the card;
+    ``settings``: how it was evaluated; ``json``: the ``eval_results.json`` entries; ``notes``: lines
+    for the card; ``summary``: lines for the console.
+    """
+
+    results: dict[str, Any] = field(default_factory=dict)
+    first_stage: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    json: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    summary: list[str] = field(default_factory=list)
+
+
+def parse_arguments(dataclass_types: Sequence[type], defaults: dict[str, Any], argv: Sequence[str] | None = None):
+    """``HfArgumentParser`` over ``dataclass_types`` with recipe ``defaults``; bf16 where the hardware
+    runs it natively unless the command line picks a precision; ``use_cpu`` without a GPU (bf16 on
+    CPU needs it, and without it torchrun's processes would train independently)."""
+    from transformers import HfArgumentParser
+
+    from ..hardware import bf16_is_fast, has_gpu
+
+    parser = HfArgumentParser(tuple(dataclass_types))
+    args = list(sys.argv[1:] if argv is None else argv)
+    auto_bf16 = bf16_is_fast() and not any(a.split("=")[0] in ("--bf16", "--fp16") for a in args)
+    parser.set_defaults(**defaults, use_cpu=not has_gpu(), **({"bf16": True} if auto_bf16 else {}))
+    return parser.parse_args_into_dataclasses(args=args)
+
+
+def final_step_evaluation(trainer: Any) -> dict[str, float] | None:
+    """The metrics of the evaluation the Trainer ran at its last step (``--eval_strategy epoch`` ends
+    with one), renamed ``after_*``, so a run does not score the dev set twice with the same
+    weights; ``None`` when there was none, or when ``load_best_model_at_end`` swapped the weights."""
+    if trainer.args.load_best_model_at_end:
+        return None
+    step = trainer.state.global_step
+    for entry in reversed(trainer.state.log_history):
+        if entry.get("step") == step and any(k.startswith("eval_") and k.endswith("_runtime") for k in entry):
+            return {("after_" + k[len("eval_"):] if k.startswith("eval_") else k): v
+                    for k, v in entry.items() if k != "step"}
+    return None
+
+
+def metrics_lines(title: str, keys: Sequence[str], before: dict[str, float], after: dict[str, float]) -> list[str]:
+    """A console table of dev metrics before and after training."""
+    rows = [(k, before.get(f"before_{k}"), after.get(f"after_{k}")) for k in keys]
+    rows = [(k, b, a) for k, b, a in rows if b is not None and a is not None]
+    if not rows:
+        return []
+    return [f"\n{title:<26} before     after", *(f"  {k:<22} {b:>9.4f} {a:>9.4f}" for k, b, a in rows)]
+
+
+class Recipe:
+    """A training recipe: :meth:`run` is the template; subclasses fill in the hooks below it.
+
+    A recipe declares ``options`` (attribute name -> argument dataclass, parsed after
+    :class:`~hf_ragtrain.ModelArguments` and before :class:`~hf_ragtrain.DataArguments`; the instance
+    gets them as attributes), ``training_arguments`` (the family's ``TrainingArguments`` class),
+    ``trainer_class`` and ``defaults`` (over :data:`RECIPE_DEFAULTS`). ``repo`` is the checkout the
+    bundled data is read from.
+    """
+
+    options: dict[str, type] = {}
+    training_arguments: type = None  # type: ignore[assignment]
+    trainer_class: type = None  # type: ignore[assignment]
+    defaults: dict[str, Any] = {}
+
+    def __init__(self, repo: str):
+        self.repo = repo
+        self.model: Any = None
+        self.tokenizer: Any = None
+
+    # ------------------------------------------------------------------ the template
+    def run(self, argv: Sequence[str] | None = None) -> int:
+        """Run the recipe on ``argv`` (default: the command line); returns the exit status."""
+        try:
+            self.parse(argv)
+            self.data = self.load_data()
+            self.trainer = self.make_trainer()
+            self.before, self.after = self.train_and_evaluate()
+            self.finish_saving()
+            counts = self.trainer.total_counts()  # a collective: every process takes part
+            if self.trainer.is_world_process_zero():
+                self.report(counts)
+        except RecipeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            end_distributed()
+            return err.status
+        end_distributed()
+        return 0
+
+    def parse(self, argv: Sequence[str] | None) -> None:
+        """Parse the arguments into attributes, start logging and seed everything."""
+        from transformers import set_seed
+
+        classes = (ModelArguments, *self.options.values(), DataArguments, self.training_arguments)
+        parsed = parse_arguments(classes, {**RECIPE_DEFAULTS, **self.defaults}, argv)
+        self.model_args, *values, self.data_args, self.training_args = parsed
+        for name, value in zip(self.options, values):
+            setattr(self, name, value)
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                            level=logging.INFO if self.training_args.should_log else logging.WARNING)
+        set_seed(self.training_args.seed)
+
+    def load_data(self) -> TrainingData:
+        """The training and dev records (:func:`~hf_ragtrain.data.sources.load_training_data`), checked."""
+        from ..data.errors import DataFormatError
+
+        try:
+            data = load_training_data(self.data_args, self.training_args.seed, self.repo)
+        except (DataFormatError, FileNotFoundError) as err:
+            raise RecipeError(f"bad training data: {err}") from None
+        self.check_data(data)
+        return data
+
+    def make_trainer(self) -> Any:
+        """Model, collator, group dataset, evaluator, and the trainer over them. With ``--push_to_hub``
+        the Trainer creates the Hub repo here, so a Hub that refuses stops the run before any work."""
+        try:
+            self.model = self.build_model()
+            collator = self.build_collator()
+        except ValueError as err:
+            raise RecipeError(str(err)) from None
+        self.train_dataset = GroupDataset(self.data.train, group_size=self.data_args.train_group_size,
+                                          seed=self.training_args.seed)
+        evaluator = self.build_evaluator(self.data.dev) if self.data.dev else None
+        if evaluator is None:
+            self.training_args.eval_strategy = "no"
+        try:
+            return self.trainer_class(model=self.model, args=self.training_args, train_dataset=self.train_dataset,
+                                      eval_dataset=evaluator, data_collator=collator, processing_class=self.tokenizer,
+                                      **self.trainer_options())
+        except ValueError as err:
+            raise RecipeError(str(err)) from None
+        except Exception as err:  # noqa: BLE001 - with --push_to_hub any failure here is the Hub's
+            if not self.training_args.push_to_hub:
+                raise
+            raise RecipeError(f"cannot create the Hub repo {self.training_args.hub_model_id or self.output_dir} "
+                              f"before training ({type(err).__name__}: {err}); nothing was trained", EXIT_HUB) from None
+
+    def train_and_evaluate(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Evaluate (``before_*``), train, evaluate (``after_*``: the last step's evaluation when
+        there is one) and save the model to ``output_dir``."""
+        trainer, evaluate = self.trainer, self.trainer.eval_dataset is not None
+        before = trainer.evaluate(metric_key_prefix="before") if evaluate else {}
+        trainer.train(resume_from_checkpoint=self.training_args.resume_from_checkpoint)
+        after = (final_step_evaluation(trainer) or trainer.evaluate(metric_key_prefix="after")) if evaluate else {}
+        trainer.save_model(self.output_dir)
+        return before, after
+
+    def report(self, counts: dict[str, int]) -> None:
+        """On the main process: mteb, ``eval_results.json``, the card, the console summary, the push."""
+        from ..hub import write_model_card
+
+        tasks = self.mteb_tasks() if self.data_args.mteb_eval else []
+        self.mteb = self.evaluate_saved(tasks) if tasks else MtebOutcome()
+        results = {"before": self.before, "after": self.after, **self.mteb.json,
+                   "train_group_stats": vars(self.train_dataset.stats), **self.count_entries(counts),
+                   **self.extra_results()}
+        with open(os.path.join(self.output_dir, "eval_results.json"), "w") as fh:
+            json.dump(results, fh, indent=2)
+        write_model_card(self.output_dir, self.render_card(self.card_info(counts)))
+        print("\n".join([*self.summary_lines(), f"\nmodel, eval_results.json and model card written to "
+                                                f"{self.output_dir}"]))
+        if self.training_args.push_to_hub:
+            self.push()
+
+    def push(self) -> None:
+        """Upload the finished output folder once; on failure say so, keep everything local (exit 3)."""
+        from ..hub import HubPushError, push_folder
+
+        args = self.training_args
+        self.trainer.wait_for_pushes()
+        repo_id = getattr(self.trainer, "hub_model_id", None) or args.hub_model_id
+        try:
+            url = push_folder(self.output_dir, repo_id, token=args.hub_token, private=args.hub_private_repo,
+                              revision=args.hub_revision)
+        except HubPushError as err:
+            raise RecipeError(f"{err}\nThe model, eval_results.json and README.md are still in {self.output_dir}; "
+                              f"push them later with: hf upload {repo_id} {self.output_dir}", EXIT_HUB) from None
+        print(f"pushed {self.output_dir} to {repo_id}: {url}")
+
+    # ------------------------------------------------------------------ shared by the hooks
+    @property
+    def output_dir(self) -> str:
+        return self.training_args.output_dir
+
+    @property
+    def mteb_model_name(self) -> str:
+        """The name mteb files the results under: the Hub id, else ``local/<output folder>``."""
+        return self.training_args.hub_model_id or f"local/{os.path.basename(os.path.abspath(self.output_dir))}"
+
+    def mteb_tasks(self) -> list[Any]:
+        """mteb tasks for the saved model: the BEIR eval split, else the dev records as a reranking
+        task; plus ``--mteb_tasks``."""
+        from ..evaluation import mteb_eval
+
+        tasks = []
+        if self.data_args.beir_dir:
+            tasks.append(mteb_eval.beir_task(self.data_args.beir_dir, split=self.data_args.beir_eval_split))
+        elif self.data.dev:
+            source = self.data.dev_source
+            name = "_".join(os.path.splitext(p)[0] for p in os.path.normpath(source).split(os.sep)[-2:])
+            tasks.append(mteb_eval.records_task(self.data.dev, name=name, split="dev",
+                                                source=display_path(source, self.repo)))
+        if self.data_args.mteb_tasks:
+            tasks += mteb_eval.get_tasks(self.data_args.mteb_tasks.split(","))
+        return tasks
+
+    def batching(self) -> dict[str, Any]:
+        """A collator's ``micro_batch_tokens`` and ``pad_to_multiple_of``: the flags, else the hardware's
+        defaults (:func:`hf_ragtrain.hardware.collator_batching`; 0 turns either off)."""
+        from ..hardware import collator_batching
+
+        return collator_batching(self.data_args.micro_batch_tokens, self.data_args.pad_to_multiple_of,
+                                 self.training_args.bf16)
+
+    def merge_lora_adapter(self, **save_options: Any) -> None:
+        """Replace the saved LoRA adapter in ``output_dir`` by the merged model (``--merge_lora``)."""
+        if not (self.model.is_peft and self.trainer.is_world_process_zero()):
+            return
+        for name in ("adapter_model.safetensors", "adapter_config.json"):
+            os.remove(os.path.join(self.output_dir, name))
+        self.trainer.accelerator.unwrap_model(self.trainer.model).save_pretrained(self.output_dir, merge_lora=True,
+                                                                                 **save_options)
+
+    def card_info(self, counts: dict[str, int]) -> Any:
+        """What the model card says about this run."""
+        from ..hub import CardInfo
+
+        loss_name, loss_params = self.trainer.loss_description()
+        trainer = type(self.trainer).__name__
+        return CardInfo(
+            base_model=hub_name(self.model_args.model_name_or_path), task=self.card_task, trainer=trainer,
+            loss=f"{loss_name} ({trainer})",
+            loss_params={"train_group_size": self.data_args.train_group_size, **self.card_loss_params(),
+                         **loss_params},
+            datasets=self.data.datasets, metrics_before=self.before, metrics_after=self.after,
+            mteb_results=self.mteb.results, mteb_first_stage=self.mteb.first_stage, mteb_settings=self.mteb.settings,
+            notes=[*self.model_notes(), self.truncation_note(counts), self.train_dataset.stats.summary(),
+                   *self.mteb.notes],
+            model_name=os.path.basename(os.path.abspath(self.output_dir)))
+
+    def summary_lines(self) -> list[str]:
+        """The console summary: the dev metrics before and after, then the mteb step's lines."""
+        return [*metrics_lines(self.metrics_title, self.summary_metrics, self.before, self.after),
+                *self.mteb.summary]
+
+    # ------------------------------------------------------------------ hooks: a family or a recipe fills them in
+    card_task = "reranking"
+    metrics_title = "Dev metrics"
+    summary_metrics: tuple[str, ...] = ("ndcg@10", "mrr@10", "map@10", "recall@10")
+
+    def check_data(self, data: TrainingData) -> None:
+        """Refuse data this recipe cannot train on (raise :class:`RecipeError`)."""
+
+    def build_model(self) -> Any:
+        """The model to train (set ``self.tokenizer`` where the trainer needs one)."""
+        raise NotImplementedError
+
+    def build_collator(self) -> Any:
+        raise NotImplementedError
+
+    def build_evaluator(self, dev: list) -> Any:
+        raise NotImplementedError
+
+    def evaluate_saved(self, tasks: list[Any]) -> MtebOutcome:
+        """The mteb step: evaluate the saved folder on ``tasks`` (:mod:`hf_ragtrain.runner.mteb_steps`)."""
+        raise NotImplementedError
+
+    def trainer_options(self) -> dict[str, Any]:
+        """Extra keyword arguments of the trainer (a teacher, ...)."""
+        return {}
+
+    def finish_saving(self) -> None:
+        """Anything to do to the saved folder after ``save_model`` (e.g. merge a LoRA adapter)."""
+
+    def count_entries(self, counts: dict[str, int]) -> dict[str, int]:
+        """The ``eval_results.json`` entries of the training counts (pairs or texts)."""
+        raise NotImplementedError
+
+    def truncation_note(self, counts: dict[str, int]) -> str:
+        raise NotImplementedError
+
+    def extra_results(self) -> dict[str, Any]:
+        """More ``eval_results.json`` entries of this recipe's own."""
+        return {}
+
+    def card_loss_params(self) -> dict[str, Any]:
+        """Settings the card lists next to the loss's own parameters."""
+        return {}
+
+    def model_notes(self) -> list[str]:
+        """Card notes that describe the model, first in the card's notes."""
+        return []
+
+    def render_card(self, info: Any) -> Any:
+        raise NotImplementedError
