@@ -16,6 +16,12 @@ from transformers import TrainingArguments
 from .modeling.backbone import LoraSettings
 
 
+def _require(ok: bool, message: str) -> None:
+    """An argument check: a ``ValueError`` saying which argument, what it got and what it needs."""
+    if not ok:
+        raise ValueError(message)
+
+
 @dataclass
 class ModelArguments:
     model_name_or_path: str = field(
@@ -28,6 +34,10 @@ class ModelArguments:
                                         "friendly masking and dropout; see hf_ragtrain.modeling.attention)."})
     max_length: int = field(default=256, metadata={"help": "Max tokens of a (query, document) pair; longer "
                                                            "pairs are truncated and counted."})
+
+    def __post_init__(self):
+        _require(self.max_length >= 8, f"--max_length must be at least 8 tokens (the special tokens, a query and a "
+                                       f"document), got {self.max_length}")
 
 
 @dataclass
@@ -72,6 +82,19 @@ class DataArguments:
     negatives_rank_end: int = 100
     num_negatives: int = 15
 
+    def __post_init__(self):
+        _require(self.train_group_size >= 1, f"--train_group_size must be at least 1 (the positive), got "
+                                             f"{self.train_group_size}")
+        for name in ("micro_batch_tokens", "pad_to_multiple_of"):
+            value = getattr(self, name)
+            _require(value is None or value >= 0, f"--{name} must be 0 (off) or a positive number of tokens, got {value}")
+        _require(self.rerank_top_k >= 1, f"--rerank_top_k must be at least 1, got {self.rerank_top_k}")
+        _require(self.beir_dev_queries >= 0, f"--beir_dev_queries must be 0 or more, got {self.beir_dev_queries}")
+        _require(self.num_negatives >= 0, f"--num_negatives must be 0 or more, got {self.num_negatives}")
+        _require(0 <= self.negatives_rank_start < self.negatives_rank_end,
+                 f"--negatives_rank_start and --negatives_rank_end must satisfy 0 <= start < end, got "
+                 f"{self.negatives_rank_start} and {self.negatives_rank_end}")
+
 
 @dataclass
 class RetrievalTrainingArguments(TrainingArguments):
@@ -87,6 +110,15 @@ class RetrievalTrainingArguments(TrainingArguments):
                                          "not pair up (the buffers of text encoders are constants such as "
                                          "position ids)."})
 
+    def __post_init__(self):
+        super().__post_init__()
+        # the stock class trains whole epochs for any max_steps <= 0, so a typo would train silently
+        _require(self.max_steps == -1 or self.max_steps > 0, f"--max_steps must be a positive number of steps, or -1 "
+                                                             f"(the default: train --num_train_epochs), got "
+                                                             f"{self.max_steps}")
+        _require(self.max_steps > 0 or self.num_train_epochs > 0, f"--num_train_epochs must be above 0 (or give "
+                                                                   f"--max_steps), got {self.num_train_epochs}")
+
 
 @dataclass
 class RerankerTrainingArguments(RetrievalTrainingArguments):
@@ -99,6 +131,11 @@ class RerankerTrainingArguments(RetrievalTrainingArguments):
     max_label: Optional[int] = field(
         default=None, metadata={"help": "Grade that maps to target 1.0 in the pointwise loss. Default: 3 when the "
                                         "data has grades above 1, else 1."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        _require(self.loss_temperature > 0, f"--loss_temperature must be above 0, got {self.loss_temperature}")
+        _require(self.max_label is None or self.max_label >= 1, f"--max_label must be at least 1, got {self.max_label}")
 
 
 @dataclass
@@ -172,6 +209,14 @@ class DistillTrainingArguments(RerankerTrainingArguments):
     hard_label_weight: float = field(default=0.0, metadata={"help": "Weight of the ordinary ranking loss "
                                                                     "(--rerank_loss) on the labels, mixed in."})
 
+    def __post_init__(self):
+        super().__post_init__()
+        _require(self.distill_temperature > 0, f"--distill_temperature must be above 0, got {self.distill_temperature}")
+        _require(self.distill_weight >= 0 and self.hard_label_weight >= 0, "--distill_weight and --hard_label_weight "
+                 f"must be 0 or more, got {self.distill_weight} and {self.hard_label_weight}")
+        _require(self.distill_weight > 0 or self.hard_label_weight > 0, "--distill_weight and --hard_label_weight are "
+                 "both 0: the loss would be 0 and nothing would train")
+
 
 @dataclass
 class EmbeddingArguments:
@@ -220,6 +265,14 @@ class ContrastiveLossArguments(RetrievalTrainingArguments):
     teacher_temperature: float = field(default=1.0, metadata={"help": "Temperature of the teacher's per-query "
                                                                       "distribution."})
 
+    def __post_init__(self):
+        super().__post_init__()
+        _require(self.temperature > 0 and self.teacher_temperature > 0, "--temperature and --teacher_temperature must "
+                 f"be above 0, got {self.temperature} and {self.teacher_temperature}")
+        _require(self.contrastive_weight >= 0 and (self.distill_weight or 0) >= 0,
+                 f"--contrastive_weight and --distill_weight must be 0 or more, got {self.contrastive_weight} and "
+                 f"{self.distill_weight}")
+
 
 @dataclass
 class EmbeddingTrainingArguments(ContrastiveLossArguments):
@@ -241,6 +294,14 @@ class EmbeddingTrainingArguments(ContrastiveLossArguments):
     relative_similarity_weight: float = field(default=0.0, metadata={"help": "Embedding distillation: "
                                                                              "triplet margin on similarity order."})
     relative_margin: float = 0.015
+
+    def __post_init__(self):
+        super().__post_init__()
+        dims = self.matryoshka_dims or []
+        _require(all(d >= 1 for d in dims), f"--matryoshka_dims must be positive dimensions, got {dims}")
+        _require(self.matryoshka_weights is None or len(self.matryoshka_weights) == len(dims),
+                 f"--matryoshka_weights needs one weight per dimension of --matryoshka_dims ({len(dims)}), got "
+                 f"{self.matryoshka_weights}")
 
 
 @dataclass

@@ -23,6 +23,28 @@ def end_distributed() -> None:
         dist.destroy_process_group()
 
 
+def start_process_group(args) -> None:
+    """Start the process group a launcher (torchrun) asked for, before any model is loaded: DeepSpeed
+    ZeRO-3 builds the model already sharded (``zero.Init``) and must know the world size then. On
+    CPU (``use_cpu``) transformers starts only torch's gloo group, so DeepSpeed's own comm is started
+    over it here; on GPUs accelerate starts both."""
+    _ = args.device  # transformers' device setup starts torch.distributed under a launcher
+    if args.deepspeed and args.use_cpu and dist.is_available() and dist.is_initialized():
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=dist.get_backend())
+
+
+def all_processes_ok(ok: bool, device: torch.device | str = "cpu") -> bool:
+    """Whether ``ok`` holds on every process (a collective: every process must call it); the value
+    itself with one process."""
+    if world_size() == 1:
+        return ok
+    flag = torch.tensor([1 if ok else 0], dtype=torch.long, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
 def gather_with_local_grad(t: Tensor) -> Tensor:
     """Concatenate ``t`` ``(n_r, ...)`` from every process in rank order.
 

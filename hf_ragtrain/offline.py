@@ -45,14 +45,27 @@ def minilm_path() -> str:
 def resolve_model_path(name_or_path: str) -> str:
     """Map ``"minilm"`` (all-MiniLM-L6-v2) and ``"smollm2"`` (SmolLM2-135M-Instruct) to local folders.
 
-    An existing local path always wins; any other string is returned unchanged.
+    An existing local folder always wins (one without ``config.json`` or ``adapter_config.json`` is a
+    :class:`FileNotFoundError`: it holds no model); a name that can only be a local path (absolute, ``./`` or
+    ``~/``, or more than one ``/``) but does not exist is a :class:`FileNotFoundError`; any other
+    string is returned unchanged (a Hub id such as ``namespace/name``).
     """
+    if os.path.isdir(name_or_path):
+        if not any(os.path.isfile(os.path.join(name_or_path, f)) for f in ("config.json", "adapter_config.json")):
+            raise FileNotFoundError(f"{name_or_path} is a folder but holds no model: no config.json (a transformers "
+                                    "model) and no adapter_config.json (a LoRA adapter)")
+        return name_or_path
     if os.path.exists(name_or_path):
         return name_or_path
     if name_or_path.strip().lower() in MINILM_ALIASES:
         return minilm_path()
     if name_or_path.strip().lower() in SMOLLM2_ALIASES:
         return smollm2_path()
+    looks_local = (os.path.isabs(name_or_path) or name_or_path.startswith(("./", "../", "~")) or
+                   name_or_path.count("/") > 1 or os.sep != "/" and os.sep in name_or_path)
+    if looks_local:
+        raise FileNotFoundError(f"{name_or_path}: no such model folder (a Hub id has the form 'name' or "
+                                "'namespace/name'; 'minilm' and 'smollm2' name the offline models)")
     return name_or_path
 
 

@@ -78,9 +78,32 @@ def _as_pairs(pairs: Any) -> tuple[bool, list[str], list[str]]:
     for n, pair in enumerate(items):
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
             raise TypeError(f"pair {n}: expected a (query, document) pair of strings, got {pair!r:.120}")
+        _check_query(pair[0], f"the query of pair {n}")
         queries.append(pair[0])
         docs.append(pair[1])
     return single, queries, docs
+
+
+def _check_query(query: Any, where: str = "the query") -> None:
+    if not isinstance(query, str):
+        raise TypeError(f"{where} must be a string, got {type(query).__name__}")
+    if not query.strip():
+        raise ValueError(f"{where} is empty; there is nothing to rank the documents against")
+
+
+def _check_docs(docs: Any) -> list:
+    """``docs`` as a list of strings (``None`` marks a missing document, ranked last)."""
+    if isinstance(docs, dict):
+        raise TypeError("docs must be a list of strings, got a dict; pass list(d.values()) and map each result's "
+                        "corpus_id (its position) back to list(d.keys())")
+    if isinstance(docs, (str, bytes)) or not hasattr(docs, "__iter__"):
+        raise TypeError(f"docs must be a list of strings, got {type(docs).__name__}")
+    docs = list(docs)
+    for i, doc in enumerate(docs):
+        if doc is not None and not isinstance(doc, str):
+            raise TypeError(f"document {i} is {type(doc).__name__} {doc!r:.60}; expected a string (or None for a "
+                            "missing document)")
+    return docs
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -121,7 +144,10 @@ class BaseReranker:
         ``corpus_id`` and ``text`` refer to the caller's list. Empty documents (``""``, whitespace,
         ``None``) are not scored: they rank last with score ``-inf``, and a log line counts them.
         """
-        docs = list(docs)
+        _check_query(query)
+        docs = _check_docs(docs)
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be a positive number of documents or None (all of them), got {top_k!r}")
         scored = [i for i, d in enumerate(docs) if isinstance(d, str) and d.strip()]
         scores = self.compute_score([(query, docs[i]) for i in scored], batch_size=batch_size,
                                     max_length=max_length, normalize=normalize) if scored else []
@@ -161,6 +187,21 @@ class Reranker(BaseReranker):
     def module(self) -> torch.nn.Module:
         """The model that scores (its parameters, its device)."""
         raise NotImplementedError
+
+    @property
+    def position_limit(self) -> int | None:
+        """The most tokens the model reads at once (its position embeddings), if it says."""
+        return getattr(getattr(self.module, "config", None), "max_position_embeddings", None)
+
+    def _check_sizes(self, max_length: int | None, batch_size: int | None) -> None:
+        """An explicit ``max_length`` or ``batch_size`` is used as given, so it must make sense."""
+        for name, value in (("max_length", max_length), ("batch_size", batch_size)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer (or None for the default), got {value!r}")
+        limit = self.position_limit
+        if max_length is not None and limit and max_length > limit:
+            raise ValueError(f"max_length {max_length} is more than the {limit} positions this model has; use {limit} "
+                             "or less (long_doc='max_chunk' scores longer documents window by window)")
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
@@ -204,7 +245,9 @@ class Reranker(BaseReranker):
     def compute_score(self, pairs, batch_size: int | None = None, max_length: int | None = None,
                       normalize: bool = False, **options: Any):
         single, queries, docs = _as_pairs(pairs)
-        batch_size, max_length = batch_size or self.batch_size, max_length or self.max_length
+        self._check_sizes(max_length, batch_size)
+        batch_size = self.batch_size if batch_size is None else batch_size
+        max_length = self.max_length if max_length is None else max_length
         stats = ScoreStats(pairs=len(docs))
         if not docs:
             return []
@@ -235,6 +278,15 @@ class Reranker(BaseReranker):
         return float(scores[0]) if single else scores.tolist()
 
 
+def _within_positions(length: int, config: Any) -> int:
+    """A default max length, cut to the positions the model has (a folder may record more)."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit and length > limit:
+        logger.info("the folder's max length %d is more than the model's %d positions; using %d", length, limit, limit)
+        return limit
+    return length
+
+
 def _device_and_dtype(device: str | None, dtype: Any) -> tuple[torch.device, torch.dtype]:
     """``device=None``: the GPU when there is one; ``dtype``: see :func:`hf_ragtrain.hardware.resolve_dtype`."""
     device = torch.device(device) if device else default_device()
@@ -253,6 +305,7 @@ class _PairModelReranker(Reranker):
         self.device, self.dtype = _device_and_dtype(device, dtype)
         self.model = model.to(self.device).eval()
         self.batch_tokens = batch_tokens
+        self._check_sizes(self.max_length, self.batch_size)
 
     @property
     def module(self) -> torch.nn.Module:
@@ -310,8 +363,9 @@ class LlmPairReranker(_PairModelReranker):
     kind = "llm"
 
     def __init__(self, reranker: Any, device: str | None = None, dtype: Any = None, **options: Any):
-        super().__init__(reranker, reranker.tokenizer, options.pop("max_length", None) or reranker.settings.max_length,
-                         device=device, dtype=dtype, **options)
+        default = _within_positions(reranker.settings.max_length, reranker.config)
+        super().__init__(reranker, reranker.tokenizer, options.pop("max_length", None) or default, device=device,
+                         dtype=dtype, **options)
         self.reranker = reranker
 
     @classmethod
@@ -362,12 +416,14 @@ class ZeroShotReranker(LlmPairReranker):
 
     @classmethod
     def _load(cls, path: str, instruction: str = ZERO_SHOT_INSTRUCTION, yes_token: str = "Yes",
-              no_token: str = "No", max_length: int = 512, **options: Any) -> "ZeroShotReranker":
+              no_token: str = "No", max_length: int | None = None, **options: Any) -> "ZeroShotReranker":
         from transformers import AutoTokenizer
 
         template = chat_prompt_template(AutoTokenizer.from_pretrained(path), instruction)
+        positions = (read_json(os.path.join(path, "config.json")) or {}).get("max_position_embeddings") or 512
         return super()._load(path, template=template, yes_token=yes_token, no_token=no_token, head="yes_token",
-                             add_special_tokens=False, tokenize="whole", max_length=max_length, **options)
+                             add_special_tokens=False, tokenize="whole", max_length=max_length or min(512, positions),
+                             **options)
 
 
 def chat_prompt_template(tokenizer: Any, instruction: str = ZERO_SHOT_INSTRUCTION) -> str:
@@ -397,6 +453,7 @@ class _EncoderReranker(Reranker):
         super().__init__(encoder.tokenizer, max_length, **options)
         self.device, self.dtype = _device_and_dtype(device, dtype)
         self.encoder = encoder.to(self.device).eval()
+        self._check_sizes(self.max_length, self.batch_size)
 
     @staticmethod
     def _encoder_class() -> Any:
@@ -406,8 +463,8 @@ class _EncoderReranker(Reranker):
     def _load(cls, path: str, max_length: int | None = None, device: str | None = None, dtype: Any = None,
               **options: Any) -> "_EncoderReranker":
         encoder = cls._encoder_class().from_pretrained(path)
-        return cls(encoder, max_length or getattr(encoder.settings, cls._doc_length_field), device=device, dtype=dtype,
-                   **options)
+        default = _within_positions(getattr(encoder.settings, cls._doc_length_field), encoder.config)
+        return cls(encoder, max_length or default, device=device, dtype=dtype, **options)
 
     @property
     def module(self) -> torch.nn.Module:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from .data.errors import DataFormatError
-from .data.records import parse_record
+from .data.records import iter_text_lines, parse_json_line, parse_record, write_jsonl_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -143,13 +143,10 @@ def _drop_incomplete_last_line(path: str) -> None:
 
 
 def _read_rows(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if line.strip():
-                try:
-                    yield n, json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataFormatError(f"not valid JSON ({err.msg})", path=path, line=n) from None
+    """The non-blank lines of a records file as ``(line number, JSON value)`` (see :func:`iter_text_lines`)."""
+    for n, line in iter_text_lines(path):
+        if line.strip():
+            yield n, parse_json_line(line, path, n)
 
 
 def _pairs_of(row: dict[str, Any], record) -> tuple[str, list[str]]:
@@ -189,6 +186,12 @@ def score_records(input_path: str, output_path: str, teacher: Teacher, cache_pat
     _write_scored(rows, cache, teacher.name, output_path)
     logger.info("%s -> %s: %s", input_path, output_path, stats.summary())
     return stats
+
+
+def check_records_to_score(input_path: str, overwrite_scores: bool = False) -> int:
+    """Validate a records file for :func:`score_records` before any teacher is loaded; returns its
+    number of records, or raises :class:`DataFormatError` naming the file, line and field."""
+    return len(_rows_to_score(input_path, overwrite_scores))
 
 
 def _rows_to_score(input_path: str, overwrite_scores: bool) -> list[tuple[dict[str, Any], str, list[str]]]:
@@ -235,8 +238,7 @@ def _score_into_cache(teacher: Teacher, todo: dict[str, tuple[str, str]], cache:
 def _write_scored(rows: list[tuple[dict[str, Any], str, list[str]]], cache: dict[str, float], teacher: str,
                   output_path: str) -> None:
     """Every row with its scores added, written to a temporary file renamed over ``output_path`` when complete."""
-    tmp = output_path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    def scored_rows():
         for row, query, docs in rows:
             scores = [cache[_key(teacher, query, d)] for d in docs]
             out = dict(row)
@@ -245,8 +247,9 @@ def _write_scored(rows: list[tuple[dict[str, Any], str, list[str]]], cache: dict
             else:
                 n_pos = len(row["pos"])
                 out["pos_scores"], out["neg_scores"] = scores[:n_pos], scores[n_pos:]
-            fh.write(json.dumps(out, ensure_ascii=False) + "\n")
-    os.replace(tmp, output_path)
+            yield out
+
+    write_jsonl_atomically(output_path, scored_rows())
 
 
 def _fingerprint(path: str) -> str:

@@ -23,11 +23,13 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hf_ragtrain.data.beir import beir_to_records_with_stats, load_beir
+from hf_ragtrain.data.errors import DataFormatError
 from hf_ragtrain.data.beir_pipeline import (CachingEncoder, dev_records_from_run, first_stage_run, split_dev_queries,
                                             subset_queries)
 from hf_ragtrain.data.mining import load_encoder, mine_hard_negatives
 from hf_ragtrain.data.records import write_records
 from hf_ragtrain.offline import resolve_model_path
+from hf_ragtrain.runner import EXIT_BAD_INPUT, EXIT_SAVE_FAILED, one_line
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -59,9 +61,25 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Load, mine, convert and write; prints counts and timings."""
+    """Load, mine, convert and write; prints counts and timings. Bad data is a one-line error (exit 2)."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return build(args)
+    except DataFormatError as err:
+        print(f"error: bad BEIR data: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as err:
+        print(f"error: writing the records failed ({one_line(err)}); {args.output} was not written or changed",
+              file=sys.stderr)
+        return EXIT_SAVE_FAILED
+
+
+def build(args: argparse.Namespace) -> int:
+    """What :func:`main` does, errors raised."""
     started = time.perf_counter()
 
     data = load_beir(args.beir_dir, split=args.split)
@@ -73,7 +91,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.dev_queries:
         if not args.dev_output:
             print("error: --dev_queries needs --dev_output", file=sys.stderr)
-            return 2
+            return EXIT_BAD_INPUT
         train_ids, dev_ids = split_dev_queries(list(data.qrels), args.dev_queries, args.seed)
         data, dev_data = subset_queries(data, train_ids), subset_queries(data, dev_ids)
         encoder = CachingEncoder(load_encoder(resolve_model_path(args.encoder)))  # the corpus is encoded once
@@ -100,8 +118,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     output = Path(args.output)
     write_records(records, output)  # atomic: an interrupted run never leaves a half file
     print(f"wrote {stats['records']} records ({stats['negatives']} negatives, "
-          f"{stats['skipped_no_positive']} queries skipped without a positive) to {output} "
-          f"in {time.perf_counter() - started:.1f}s total")
+          f"{stats['skipped_no_positive']} queries skipped without a positive, {stats['empty_documents_dropped']} "
+          f"documents with no title or text left out, {stats['skipped_empty_positives']} queries skipped because "
+          f"every positive was such a document) to {output} in {time.perf_counter() - started:.1f}s total")
     return 0
 
 

@@ -29,6 +29,7 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from hf_ragtrain import (DistillArguments, DistillTrainer, DistillTrainingArguments, RecipeError,  # noqa: E402
                          RerankerRecipe, load_cross_encoder)
+from hf_ragtrain.runner import one_line  # noqa: E402
 from hf_ragtrain.offline import resolve_model_path  # noqa: E402
 
 
@@ -52,8 +53,11 @@ class DistillReranker(RerankerRecipe):
         if t.teacher is not None:
             from hf_ragtrain.scoring import load_teacher
 
-            self.teacher = load_teacher(t.teacher, kind=t.teacher_kind, max_length=t.teacher_max_length,
-                                        batch_tokens=t.teacher_batch_tokens, bf16=self.training_args.bf16)
+            try:
+                self.teacher = load_teacher(t.teacher, kind=t.teacher_kind, max_length=t.teacher_max_length,
+                                            batch_tokens=t.teacher_batch_tokens, bf16=self.training_args.bf16)
+            except (OSError, ValueError) as err:
+                raise ValueError(f"cannot load the teacher {t.teacher}: {one_line(err)}") from None
         model, self.tokenizer = load_cross_encoder(resolve_model_path(self.model_args.model_name_or_path),
                                                    attn_implementation=self.model_args.attn_implementation)
         return model

@@ -41,7 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--split", default="test")
     p.add_argument("--tasks", help="comma-separated mteb task names")
     p.add_argument("--top_k", type=int, default=100)
-    p.add_argument("--max_length", type=int, default=512, help="reranker's max tokens per pair")
+    p.add_argument("--max_length", type=int, default=None, help="reranker's max tokens per pair (default: the "
+                                                                  "folder's; a cross-encoder's positions, at most 512)")
     p.add_argument("--bf16", action="store_true", help="score pairs under bf16 autocast")
     p.add_argument("--output_folder", default="mteb_results")
     p.add_argument("--json", help="also write the metrics to this JSON file")
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
             name=f"local/{os.path.basename(os.path.normpath(args.reranker))}", max_length=args.max_length,
             bf16=args.bf16, first_stage_name=embedder_name)
         stages = {"first_stage": out["first_stage"], "reranked": out["reranked"]}
-        print(f"{out['pairs']} pairs scored, {out['pairs_truncated']} truncated to {args.max_length} tokens")
+        print(f"{out['pairs']} pairs scored, {out['pairs_truncated']} truncated to {out['max_length']} tokens")
     else:
         stages = {"embedder": mteb_eval.run_mteb(mteb_eval.MtebEncoder(embedder, name=embedder_name), tasks,
                                                  output_folder=args.output_folder)}

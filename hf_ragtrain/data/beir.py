@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 from hf_ragtrain.data.errors import DataFormatError
+from hf_ragtrain.data.records import MAX_LABEL, iter_text_lines, parse_json_line
 
 __all__ = [
     "BeirData",
@@ -76,22 +77,16 @@ def doc_text(doc: Mapping[str, Any]) -> str:
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, object)`` for each non-blank line; bad JSON raises."""
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataFormatError(
-                    f"invalid JSON ({err.msg} at column {err.colno})", path, line_no
-                ) from None
-            if not isinstance(obj, dict):
-                raise DataFormatError(
-                    f"expected a JSON object, got {type(obj).__name__}", path, line_no
-                )
-            yield line_no, obj
+    """Yield ``(line_number, object)`` for each non-blank line (UTF-8, gzip or not); bad JSON raises."""
+    for line_no, line in iter_text_lines(path):
+        if not line.strip():
+            continue
+        obj = parse_json_line(line, os.fspath(path), line_no)
+        if not isinstance(obj, dict):
+            raise DataFormatError(
+                f"expected a JSON object, got {type(obj).__name__}", path, line_no
+            )
+        yield line_no, obj
 
 
 def _get_id(obj: dict, path: Path, line_no: int) -> str:
@@ -118,6 +113,11 @@ def _get_str(obj: dict, key: str, path: Path, line_no: int, required: bool) -> s
         raise DataFormatError(
             f"expected a string, got {type(value).__name__} {value!r:.60}", path, line_no, key
         )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise DataFormatError(f"holds a lone surrogate {value[err.start]!r} at character {err.start}, which is not "
+                              "valid Unicode text; fix or remove that escape", path, line_no, key) from None
     return value
 
 
@@ -166,41 +166,45 @@ def load_beir_qrels(path: PathLike) -> dict[str, dict[str, int]]:
     """
     path = Path(path)
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            line = raw.rstrip("\r\n")
-            if not line.strip():
-                continue
-            cols = line.split("\t")
-            if line_no == 1 and tuple(c.strip().lower() for c in cols) == QRELS_HEADER:
-                continue
-            if len(cols) != 3:
-                raise DataFormatError(
-                    f"expected 3 tab-separated columns (query-id, corpus-id, score), "
-                    f"got {len(cols)}: {line!r:.80}",
-                    path, line_no,
-                )
-            query_id, doc_id, score_str = (c.strip() for c in cols)
-            if not query_id:
-                raise DataFormatError("expected a non-empty query id", path, line_no, "query-id")
-            if not doc_id:
-                raise DataFormatError("expected a non-empty corpus id", path, line_no, "corpus-id")
-            try:
-                score = int(score_str)
-            except ValueError:
-                raise DataFormatError(
-                    f"expected an integer relevance score, got {score_str!r}",
-                    path, line_no, "score",
-                ) from None
-            judged = qrels.setdefault(query_id, {})
-            if doc_id in judged and judged[doc_id] != score:
-                raise DataFormatError(
-                    f"conflicting scores for ({query_id!r}, {doc_id!r}): "
-                    f"{judged[doc_id]} earlier, {score} here",
-                    path, line_no, "score",
-                )
-            judged[doc_id] = score
+    for line_no, raw in iter_text_lines(path):
+        line = raw.rstrip("\r\n")
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if line_no == 1 and tuple(c.strip().lower() for c in cols) == QRELS_HEADER:
+            continue
+        if len(cols) != 3:
+            raise DataFormatError(
+                f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(cols)}: {line!r:.80}",
+                path, line_no,
+            )
+        query_id, doc_id, score_str = (c.strip() for c in cols)
+        if not query_id:
+            raise DataFormatError("expected a non-empty query id", path, line_no, "query-id")
+        if not doc_id:
+            raise DataFormatError("expected a non-empty corpus id", path, line_no, "corpus-id")
+        score = _qrels_grade(score_str, path, line_no)
+        judged = qrels.setdefault(query_id, {})
+        if doc_id in judged and judged[doc_id] != score:
+            raise DataFormatError(
+                f"conflicting scores for ({query_id!r}, {doc_id!r}): {judged[doc_id]} earlier, {score} here",
+                path, line_no, "score",
+            )
+        judged[doc_id] = score
     return qrels
+
+
+def _qrels_grade(text: str, path: Path, line_no: int) -> int:
+    """A qrels score: an integer, at most 3 (TREC's graded scale, which training records use); 0 and
+    negative grades (TREC's -2 for spam) mean not relevant."""
+    try:
+        score = int(text)
+    except ValueError:
+        raise DataFormatError(f"expected an integer relevance score, got {text!r}", path, line_no, "score") from None
+    if score > MAX_LABEL:
+        raise DataFormatError(f"expected a grade of at most {MAX_LABEL} (graded relevance 0..{MAX_LABEL}, as training "
+                              f"records use), got {score}; rescale the qrels to that range", path, line_no, "score")
+    return score
 
 
 def _preview(ids: Sequence[str]) -> str:
@@ -268,8 +272,10 @@ def beir_to_records_with_stats(
     """Like :func:`beir_to_records` but also return counts.
 
     The stats dict has ``records``, ``skipped_no_positive`` (queries without any
-    qrel score > 0), ``negatives`` (total written) and ``negatives_dropped_positive``
-    (given negative ids that are judged relevant for that query and were removed).
+    qrel score > 0), ``negatives`` (total written), ``negatives_dropped_positive``
+    (given negative ids that are judged relevant for that query and were removed),
+    ``empty_documents_dropped`` (documents whose title and text are both empty: a record
+    cannot hold them) and ``skipped_empty_positives`` (queries whose every positive is empty).
     """
     negatives = negatives or {}
     unknown_neg = sorted({d for ids in negatives.values() for d in ids if d not in data.corpus})
@@ -279,7 +285,8 @@ def beir_to_records_with_stats(
         )
 
     records: list[dict] = []
-    stats = {"records": 0, "skipped_no_positive": 0, "negatives": 0, "negatives_dropped_positive": 0}
+    stats = {"records": 0, "skipped_no_positive": 0, "negatives": 0, "negatives_dropped_positive": 0,
+             "empty_documents_dropped": 0, "skipped_empty_positives": 0}
     text_cache: dict[str, str] = {}
 
     def text_of(doc_id: str) -> str:
@@ -304,6 +311,10 @@ def beir_to_records_with_stats(
             "beir_to_records: removed %d negative(s) that are judged relevant for their query",
             stats["negatives_dropped_positive"],
         )
+    if stats["empty_documents_dropped"]:
+        logger.warning("beir_to_records: left out %d document(s) with no title and no text (%d queries had only "
+                       "such positives and were skipped)", stats["empty_documents_dropped"],
+                       stats["skipped_empty_positives"])
     return records, stats
 
 
@@ -315,10 +326,18 @@ def _beir_record(query_id: str, query: str, judged: Mapping[str, int], negative_
     if not pos_ids:
         stats["skipped_no_positive"] += 1
         return None
+    with_text = [d for d in pos_ids if text_of(d).strip()]
+    stats["empty_documents_dropped"] += len(pos_ids) - len(with_text)
+    if not with_text:
+        stats["skipped_empty_positives"] += 1
+        return None
+    pos_ids = with_text
     neg_ids = []
     for doc_id in negative_ids:
         if judged.get(doc_id, 0) > 0:
             stats["negatives_dropped_positive"] += 1
+        elif not text_of(doc_id).strip():
+            stats["empty_documents_dropped"] += 1
         else:
             neg_ids.append(doc_id)
     record: dict[str, Any] = {"query": query, "pos": [text_of(d) for d in pos_ids], "neg": [text_of(d) for d in neg_ids]}

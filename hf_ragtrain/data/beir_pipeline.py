@@ -78,5 +78,5 @@ def dev_records_from_run(data: BeirData, run: dict[str, dict[str, float]]) -> li
                "neg": [texts[d] for d in neg_ids], "neg_ids": neg_ids}
         if any(g > 1 for g in rels.values()):
             row["pos_labels"] = [rels[d] for d in pos_ids]
-        records.append(parse_record(row, source=f"{data.path} (dev)", line=len(records) + 1))
+        records.append(parse_record(row, source=f"{data.path} (dev), the record of query {qid!r}"))
     return records

@@ -128,6 +128,14 @@ class RerankCollator:
     pad_to_multiple_of: int | None = None
     encode_pairs: Callable[[Sequence[str], Sequence[str], int], tuple[dict[str, list[list[int]]], int]] | None = None
 
+    def __post_init__(self):
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be at least 8 tokens (the special tokens, a query and a document), "
+                             f"got {self.max_length}")
+        if self.micro_batch_tokens is not None and self.micro_batch_tokens < 1:
+            raise ValueError(f"micro_batch_tokens must be a positive number of tokens or None, got "
+                             f"{self.micro_batch_tokens}")
+
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         group = len(features[0]["docs"])
         if any(len(f["docs"]) != group for f in features):

@@ -42,19 +42,32 @@ class GroupStats:
 
 @dataclass(frozen=True)
 class DataFacts:
-    """What a trainer must know about its training records before the first step: whether every
-    record carries teacher scores (``pos_scores``/``neg_scores``) and the highest relevance grade of
-    any positive. ``None`` is "not known" (a dataset that does not say). Trainers take it as
-    ``data_facts``; by default they ask the dataset (:meth:`of`)."""
+    """What a trainer must know about its training records before the first step. ``None`` is "not
+    known" (a dataset that does not say). Trainers take it as ``data_facts``; by default they ask the
+    dataset (:meth:`of`).
+
+    - ``teacher_scores``: every record carries teacher scores (``pos_scores``/``neg_scores``);
+      ``scored_records`` of ``records`` do (so a partly scored set is told apart from an unscored one);
+    - ``max_label``: the highest relevance grade of any positive;
+    - ``group_size``: documents per query in a training group.
+    """
 
     teacher_scores: bool | None = None
     max_label: int | None = None
+    group_size: int | None = None
+    records: int | None = None
+    scored_records: int | None = None
 
     @classmethod
     def of(cls, dataset: Any) -> "DataFacts":
         """The facts a dataset states about itself (``dataset.facts``, as :class:`GroupDataset` has), else unknown."""
         facts = getattr(dataset, "facts", None)
         return facts if isinstance(facts, DataFacts) else cls()
+
+    @property
+    def partly_scored(self) -> bool:
+        """Some records carry teacher scores and others do not."""
+        return bool(self.scored_records) and self.teacher_scores is False
 
 
 class GroupDataset(Dataset):
@@ -96,9 +109,11 @@ class GroupDataset(Dataset):
 
     @property
     def facts(self) -> DataFacts:
-        """Teacher scores in every record, and the highest grade of any positive."""
+        """Teacher scores (in every record, in how many), the highest grade of any positive, the group size."""
         grade = max((max(r.labels_of_pos()) for r in self.records), default=None)
-        return DataFacts(teacher_scores=self.has_scores, max_label=grade)
+        scored = sum(r.pos_scores is not None for r in self.records)
+        return DataFacts(teacher_scores=self.has_scores, max_label=grade, group_size=self.group_size,
+                         records=len(self.records), scored_records=scored)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

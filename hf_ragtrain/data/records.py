@@ -21,6 +21,8 @@ evaluation can refer back to a corpus.
 
 from __future__ import annotations
 
+import difflib
+import gzip
 import json
 import logging
 import math
@@ -39,6 +41,8 @@ KNOWN_FIELDS = {
     "query", "pos", "neg", "pos_labels", "pos_scores", "neg_scores", "prompt",
     "docs", "labels", "doc_ids", "scores", "query_id", "pos_ids", "neg_ids",
 }
+# fields of the docs/labels form, and what a record in the pos/neg form uses instead
+DOCS_FORM_FIELDS = {"labels": "pos_labels", "scores": "pos_scores and neg_scores", "doc_ids": "pos_ids and neg_ids"}
 
 
 @dataclass
@@ -86,9 +90,17 @@ class LoadReport:
         if self.converted_docs_labels:
             parts.append(f"{self.converted_docs_labels} records given as docs/labels")
         if self.unknown_fields:
-            fields = ", ".join(f"{k!r} ({v} records)" for k, v in sorted(self.unknown_fields.items()))
-            parts.append(f"fields not used by hf_ragtrain and ignored: {fields}")
+            parts.append(self.unknown_fields_note())
         return "; ".join(parts)
+
+    def unknown_fields_note(self) -> str:
+        """The fields hf_ragtrain does not read, and in how many records (kept in the data, not used)."""
+        fields = ", ".join(f"{k!r} ({v} records)" for k, v in sorted(self.unknown_fields.items()))
+        return f"fields hf_ragtrain does not use, ignored: {fields}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "records": self.records, "blank_lines": self.blank_lines,
+                "converted_docs_labels": self.converted_docs_labels, "unknown_fields": dict(self.unknown_fields)}
 
 
 # ----------------------------------------------------------------------------- validation
@@ -98,12 +110,23 @@ def _where(source: str | None, line: int | None) -> dict[str, Any]:
     return {"path": source, "line": line}
 
 
+def _check_unicode(text: str, what: str, name: str, source: str | None, line: int | None) -> None:
+    """A JSON string can hold a lone surrogate (``"\\ud800"``), which no tokenizer can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise DataFormatError(f"{what} holds a lone surrogate {text[err.start]!r} at character {err.start}, which is "
+                              "not valid Unicode text; fix or remove that escape in the file", field=name,
+                              **_where(source, line)) from None
+
+
 def _expect_str(value: Any, name: str, source: str | None, line: int | None, allow_empty: bool = False) -> str:
     if not isinstance(value, str):
         raise DataFormatError(f"expected a string, got {type(value).__name__} {_short(value)}",
                               field=name, **_where(source, line))
     if not allow_empty and not value.strip():
         raise DataFormatError("expected a non-empty string, got an empty one", field=name, **_where(source, line))
+    _check_unicode(value, "the text", name, source, line)
     return value
 
 
@@ -117,7 +140,20 @@ def _expect_str_list(value: Any, name: str, source: str | None, line: int | None
         if not isinstance(item, str) or not item.strip():
             raise DataFormatError(f"expected item {i} to be a non-empty string, got {_short(item)}",
                                   field=name, **_where(source, line))
+        _check_unicode(item, f"item {i}", name, source, line)
     return list(value)
+
+
+def _expect_ids(value: Any, name: str, n: int, doc_field: str, source: str | None, line: int | None) -> list[str]:
+    """``n`` ids, each a string or an integer (kept as its decimal string)."""
+    if not isinstance(value, (list, tuple)) or len(value) != n:
+        raise DataFormatError(f"expected a list of {n} ids (one per '{doc_field}' document), got {_short(value)}",
+                              field=name, **_where(source, line))
+    for i, item in enumerate(value):
+        if isinstance(item, bool) or not isinstance(item, (str, int)) or isinstance(item, str) and not item.strip():
+            raise DataFormatError(f"expected item {i} to be an id (a non-empty string or an integer), got "
+                                  f"{_short(item)}", field=name, **_where(source, line))
+    return [str(i) for i in value]
 
 
 def _expect_numbers(value: Any, name: str, n: int, doc_field: str, source: str | None, line: int | None,
@@ -160,7 +196,7 @@ def parse_record(obj: Any, source: str | None = None, line: int | None = None,
     if "query" not in obj:
         raise DataFormatError("missing required field", field="query", **_where(source, line))
     query = _expect_str(obj["query"], "query", source, line)
-    unknown = set(obj) - KNOWN_FIELDS
+    unknown = _check_field_names(obj, source, line)
     if report is not None:
         report.unknown_fields.update(unknown)
 
@@ -190,22 +226,39 @@ def parse_record(obj: Any, source: str | None = None, line: int | None = None,
     if obj.get("prompt") is not None:
         rec.prompt = _expect_str(obj["prompt"], "prompt", source, line, allow_empty=True)
     if obj.get("query_id") is not None:
-        qid = obj["query_id"]
-        if not isinstance(qid, (str, int)) or isinstance(qid, bool):
-            raise DataFormatError(f"expected a string id, got {_short(qid)}", field="query_id", **_where(source, line))
-        rec.query_id = str(qid)
+        rec.query_id = _expect_ids([obj["query_id"]], "query_id", 1, "query", source, line)[0]
     for ids_name, docs in (("pos_ids", pos), ("neg_ids", neg)):
         if obj.get(ids_name) is not None:
-            ids = obj[ids_name]
-            if not isinstance(ids, (list, tuple)) or len(ids) != len(docs):
-                raise DataFormatError(f"expected a list of {len(docs)} ids (one per '{ids_name[:3]}' document)",
-                                      field=ids_name, **_where(source, line))
-            setattr(rec, ids_name, [str(i) for i in ids])
+            setattr(rec, ids_name, _expect_ids(obj[ids_name], ids_name, len(docs), ids_name[:3], source, line))
+    both = set(pos) & set(neg)
+    if both:
+        i = neg.index(next(iter(both)))
+        raise DataFormatError(f"item {i} of 'neg' is also a positive of this record ({_short(neg[i])}); a document "
+                              "cannot be relevant and non-relevant to the same query: remove one of the two",
+                              field="neg", **_where(source, line))
     return rec
 
 
+def _check_field_names(obj: dict, source: str | None, line: int | None) -> set[str]:
+    """The fields hf_ragtrain does not use (returned, to be reported); an error for a field that is
+    one letter or so off a known one (``pos_label``, ``negs``), or a docs/labels field next to ``pos``."""
+    if "pos" in obj and "docs" not in obj:
+        for name, instead in DOCS_FORM_FIELDS.items():
+            if name in obj:
+                raise DataFormatError(f"'{name}' belongs to the docs/labels form; with 'pos' and 'neg' give "
+                                      f"{instead} instead (or give 'docs' with 'labels')", field=name,
+                                      **_where(source, line))
+    unknown = set(obj) - KNOWN_FIELDS
+    for name in sorted(unknown):
+        close = difflib.get_close_matches(name, KNOWN_FIELDS, n=1, cutoff=0.75)
+        if close:
+            raise DataFormatError(f"unknown field; did you mean '{close[0]}'? (fields: {', '.join(sorted(KNOWN_FIELDS))})",
+                                  field=name, **_where(source, line))
+    return unknown
+
+
 def _docs_labels_to_pos_neg(obj: dict, source: str | None, line: int | None) -> dict:
-    for clash in ("pos", "neg", "pos_labels"):
+    for clash in ("pos", "neg", "pos_labels", "pos_scores", "neg_scores", "pos_ids", "neg_ids"):
         if clash in obj:
             raise DataFormatError(f"give either 'docs'/'labels' or '{clash}', not both", field=clash,
                                   **_where(source, line))
@@ -221,10 +274,15 @@ def _docs_labels_to_pos_neg(obj: dict, source: str | None, line: int | None) -> 
     if not any(label > 0 for label in labels):
         raise DataFormatError("expected at least one document with label > 0", field="labels",
                               **_where(source, line))
+    first_label: dict[str, int] = {}
+    for i, (doc, label) in enumerate(zip(docs, labels)):
+        if first_label.setdefault(doc, label) != label:
+            raise DataFormatError(f"item {i} is the same document as an earlier item with another label "
+                                  f"({first_label[doc]} and {label}); give each document once", field="docs",
+                                  **_where(source, line))
     ids = obj.get("doc_ids")
-    if ids is not None and (not isinstance(ids, (list, tuple)) or len(ids) != len(docs)):
-        raise DataFormatError(f"expected a list of {len(docs)} ids (one per 'docs' document)", field="doc_ids",
-                              **_where(source, line))
+    if ids is not None:
+        ids = _expect_ids(ids, "doc_ids", len(docs), "docs", source, line)
     out = {k: v for k, v in obj.items() if k not in ("docs", "labels", "scores", "doc_ids")}
     p = [i for i, lab in enumerate(labels) if lab > 0]
     n = [i for i, lab in enumerate(labels) if lab == 0]
@@ -243,21 +301,78 @@ def _docs_labels_to_pos_neg(obj: dict, source: str | None, line: int | None) -> 
 # ----------------------------------------------------------------------------- loading
 
 
-def iter_jsonl_records(path: str | os.PathLike, report: LoadReport | None = None) -> Iterator[RetrievalRecord]:
-    """Yield validated records from a jsonl file; the first bad line raises :class:`DataFormatError`."""
+GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def iter_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of a UTF-8 text file, gzip-compressed or not (found from its first
+    bytes, whatever its name); a byte-order mark is accepted. A folder, a missing file, a broken
+    gzip stream or bytes that are not UTF-8 raise :class:`DataFormatError` naming the file and line."""
     path = os.fspath(path)
-    with open(path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                if report is not None:
-                    report.blank_lines += 1
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as err:
-                raise DataFormatError(f"invalid JSON ({err.msg} at column {err.colno})", path=path,
-                                      line=lineno) from None
-            yield parse_record(obj, source=path, line=lineno, report=report)
+    if os.path.isdir(path):
+        raise DataFormatError("is a folder; expected a .jsonl file (one JSON object per line, optionally "
+                              "gzip-compressed)", path=path)
+    if not os.path.isfile(path):
+        raise DataFormatError("no such file", path=path)
+    with open(path, "rb") as probe:
+        compressed = probe.read(2) == GZIP_MAGIC
+    opener = gzip.open if compressed else open
+    lineno = 0
+    try:
+        with opener(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                if lineno == 1 and raw.startswith(UTF8_BOM):
+                    raw = raw[len(UTF8_BOM):]
+                try:
+                    yield lineno, raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise DataFormatError(f"not UTF-8 text (byte 0x{raw[err.start]:02x} at byte {err.start + 1} of the "
+                                          "line); save the file as UTF-8", path=path, line=lineno) from None
+    except (OSError, EOFError) as err:  # a gzip stream cut short or corrupted
+        if not compressed:
+            raise
+        raise DataFormatError(f"the gzip data is broken after line {lineno} ({err}); compress the file again",
+                              path=path) from None
+
+
+def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` hook: a key given twice in one object is an error, not "the last one wins"."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def parse_json_line(raw: str, path: str, lineno: int) -> Any:
+    """One JSON value from a line of a jsonl file; invalid JSON or a repeated key names the file and line."""
+    try:
+        return json.loads(raw, object_pairs_hook=_object_without_duplicate_keys)
+    except json.JSONDecodeError as err:
+        raise DataFormatError(f"invalid JSON ({err.msg} at column {err.colno})", path=path, line=lineno) from None
+    except _DuplicateKey as err:
+        raise DataFormatError("the key appears twice in one object; keep one of the two", path=path, line=lineno,
+                              field=err.key) from None
+
+
+def iter_jsonl_records(path: str | os.PathLike, report: LoadReport | None = None) -> Iterator[RetrievalRecord]:
+    """Yield validated records from a jsonl file (gzip-compressed or not); the first bad line raises
+    :class:`DataFormatError`."""
+    path = os.fspath(path)
+    for lineno, raw in iter_text_lines(path):
+        if not raw.strip():
+            if report is not None:
+                report.blank_lines += 1
+            continue
+        yield parse_record(parse_json_line(raw, path, lineno), source=path, line=lineno, report=report)
 
 
 def load_records(data: Any, name: str | None = None) -> tuple[list[RetrievalRecord], LoadReport]:
@@ -289,7 +404,7 @@ def load_records(data: Any, name: str | None = None) -> tuple[list[RetrievalReco
     report.records = len(records)
     if not records:
         raise DataFormatError("expected at least one record, found none", path=report.source)
-    logger.info(report.summary())
+    (logger.warning if report.unknown_fields else logger.info)(report.summary())
     return records, report
 
 
@@ -310,9 +425,19 @@ def write_records(records: Sequence[RetrievalRecord | dict], path: str | os.Path
     """Write records as jsonl, atomically (a crash never leaves a half-written file at ``path``)."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_jsonl_atomically(path, (rec.to_dict() if isinstance(rec, RetrievalRecord) else rec for rec in records))
+
+
+def write_jsonl_atomically(path: str, rows: Iterable[Any]) -> None:
+    """Write ``rows`` as JSON lines into ``path + ".tmp"``, renamed over ``path`` once complete. On any
+    failure (a full disk, an interruption) the temporary file is removed and ``path`` is untouched."""
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for rec in records:
-            obj = rec.to_dict() if isinstance(rec, RetrievalRecord) else rec
-            fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

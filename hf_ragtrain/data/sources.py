@@ -12,7 +12,7 @@ from ..offline import resolve_model_path
 from .beir import beir_to_records_with_stats, load_beir
 from .beir_pipeline import CachingEncoder, dev_records_from_run, first_stage_run, split_dev_queries, subset_queries
 from .mining import load_encoder, mine_hard_negatives
-from .records import RetrievalRecord, load_records, parse_record
+from .records import LoadReport, RetrievalRecord, load_records, parse_record
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,8 @@ class TrainingData:
     ``datasets`` are the rows of the card's training-data table (``name``, ``split``, ``size``,
     ``source``); ``dev_source`` is the dev file (``None`` for a BEIR folder's held-out queries);
     ``first_stage`` is the retriever a BEIR folder was mined with, kept so evaluation does not
-    encode the corpus again; ``mining`` its counts.
+    encode the corpus again; ``mining`` its counts. ``report`` is what loading counted (for
+    ``eval_results.json``) and ``notes`` what the card must say about it (fields that were ignored).
     """
 
     train: list[RetrievalRecord]
@@ -35,6 +36,13 @@ class TrainingData:
     dev_source: str | None = None
     first_stage: Any = None
     mining: dict[str, int] | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add_report(self, split: str, report: LoadReport) -> None:
+        self.report[split] = report.as_dict()
+        if report.unknown_fields:
+            self.notes.append(f"{split} data ({report.source}): {report.unknown_fields_note()}.")
 
 
 def bundled_data_paths(repo: str) -> tuple[str, str]:
@@ -62,11 +70,13 @@ def load_training_data(args: Any, seed: int, repo: str) -> TrainingData:
     data = TrainingData(train=train, datasets=[{
         "name": display_path(report.source, repo), "split": "train", "size": len(train),
         "source": BUNDLED_SOURCE if train_paths == [bundled_train] else "user"}])
+    data.add_report("train", report)
     if dev_path:
         data.dev, dev_report = load_records(dev_path)
         data.dev_source = dev_path
         data.datasets.append({"name": display_path(dev_report.source, repo), "split": "dev", "size": len(data.dev),
                               "source": "-"})
+        data.add_report("dev", dev_report)
     return data
 
 
@@ -89,8 +99,8 @@ def prepare_beir_rerank_data(args: Any, seed: int = 42) -> TrainingData:
         rank_range=(args.negatives_rank_start, args.negatives_rank_end), num_negatives=args.num_negatives, seed=seed)
     logger.info("hard-negative mining: %s", stats.as_dict())
     rows, conv = beir_to_records_with_stats(train_data, negatives)
-    train = [parse_record(r, source=f"{args.beir_dir} ({args.beir_train_split})", line=i + 1)
-             for i, r in enumerate(rows)]
+    train = [parse_record(r, source=f"{args.beir_dir} ({args.beir_train_split}), the record of query "
+                                    f"{r['query_id']!r}") for r in rows]
     dev = dev_records_from_run(dev_data, first_stage_run(encoder, dev_data, top_k=30)) if dev_ids else None
     datasets = [
         {"name": f"{args.beir_dir}", "split": f"{args.beir_train_split} ({len(train)} queries)", "size": len(train),
@@ -100,4 +110,8 @@ def prepare_beir_rerank_data(args: Any, seed: int = 42) -> TrainingData:
     if dev:
         datasets.append({"name": f"{args.beir_dir}", "split": f"{args.beir_train_split} held out", "size": len(dev),
                          "source": "first-stage top 30 + judged positives"})
-    return TrainingData(train=train, dev=dev, datasets=datasets, first_stage=encoder, mining=stats.as_dict())
+    notes = [f"{conv['empty_documents_dropped']} judged or mined documents with no title and no text were left out "
+             f"of the training records ({conv['skipped_empty_positives']} queries lost every positive that way)."
+             ] if conv["empty_documents_dropped"] else []
+    return TrainingData(train=train, dev=dev, datasets=datasets, first_stage=encoder, mining=stats.as_dict(),
+                        report={"beir": {"mining": stats.as_dict(), "conversion": conv}}, notes=notes)

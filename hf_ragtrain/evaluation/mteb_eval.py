@@ -414,14 +414,17 @@ def _has_top_ranked(task) -> bool:
 
 
 def evaluate_saved_reranker(model_dir: str, tasks: Sequence[Any], first_stage: Any = None, top_k: int = 100,
-                            output_folder: str | None = None, name: str = "local/reranker", max_length: int = 512,
+                            output_folder: str | None = None, name: str = "local/reranker",
+                            max_length: int | None = None,
                             bf16: bool = False, first_stage_name: str = "local/first-stage") -> dict[str, Any]:
     """Load the reranker saved in ``model_dir`` (any kind :meth:`hf_ragtrain.Reranker.from_pretrained`
-    reads) and evaluate it on ``tasks`` through mteb, in bf16 autocast or fp32.
+    reads) and evaluate it on ``tasks`` through mteb, in bf16 autocast or fp32. ``max_length=None``
+    is the folder's own (for a cross-encoder: its positions, at most 512).
 
     Evaluating the saved folder (not the in-memory, possibly sharded, training model) checks what
     users will load. ``first_stage`` is an ``encode(texts)`` object used for retrieval tasks.
-    Returns ``{"reranked": {task: TaskScores}, "first_stage": {...}, "pairs": n, "pairs_truncated": n}``.
+    Returns ``{"reranked": {task: TaskScores}, "first_stage": {...}, "pairs": n, "pairs_truncated": n,
+    "max_length": n}``.
     """
     from ..reranker import PAIR_KINDS, Reranker, reranker_kind
 
@@ -433,7 +436,7 @@ def evaluate_saved_reranker(model_dir: str, tasks: Sequence[Any], first_stage: A
     if encoder is None and any(not _has_top_ranked(t) for t in tasks):
         raise ValueError("retrieval tasks need a first-stage encoder to supply the candidates")
     out = two_stage(MtebReranker(reranker, name=name), encoder, tasks, top_k=top_k, output_folder=output_folder)
-    out.update(pairs=reranker.total.pairs, pairs_truncated=reranker.total.truncated)
+    out.update(pairs=reranker.total.pairs, pairs_truncated=reranker.total.truncated, max_length=reranker.max_length)
     return out
 
 

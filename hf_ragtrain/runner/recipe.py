@@ -23,13 +23,15 @@ from typing import Any, Sequence
 from ..arguments import DataArguments, ModelArguments
 from ..data.groups import GroupDataset
 from ..data.sources import TrainingData, display_path, load_training_data
-from ..distributed import end_distributed
+from ..distributed import end_distributed, start_process_group
 from ..offline import hub_name
+from ..trainers.checkpoints import ResumeError, SaveFailed, resolve_resume
 
 logger = logging.getLogger(__name__)
 
 EXIT_BAD_INPUT = 2  # the data or the arguments are wrong; nothing was trained
 EXIT_HUB = 3  # the Hub refused; the local output folder is complete
+EXIT_SAVE_FAILED = 4  # writing a checkpoint or the model failed; the message says what is complete and where
 
 #: Where the stock TrainingArguments defaults do not suit a small retrieval job (any flag overrides them).
 RECIPE_DEFAULTS: dict[str, Any] = dict(
@@ -62,6 +64,12 @@ class MtebOutcome:
     summary: list[str] = field(default_factory=list)
 
 
+def one_line(err: BaseException) -> str:
+    """An exception as one line: its message's first line (libraries' messages can run to many)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def parse_arguments(dataclass_types: Sequence[type], defaults: dict[str, Any], argv: Sequence[str] | None = None):
     """``HfArgumentParser`` over ``dataclass_types`` with recipe ``defaults``; bf16 where the hardware
     runs it natively unless the command line picks a precision; ``use_cpu`` without a GPU (bf16 on
@@ -75,6 +83,21 @@ def parse_arguments(dataclass_types: Sequence[type], defaults: dict[str, Any], a
     auto_bf16 = bf16_is_fast() and not any(a.split("=")[0] in ("--bf16", "--fp16") for a in args)
     parser.set_defaults(**defaults, use_cpu=not has_gpu(), **({"bf16": True} if auto_bf16 else {}))
     return parser.parse_args_into_dataclasses(args=args)
+
+
+def check_output_dir(path: str) -> None:
+    """Refuse an output folder that cannot be created or written, before any model is loaded."""
+    import tempfile
+
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise RecipeError(f"--output_dir {path} is a file; give a folder (it is created when missing)")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".partial-probe-"):
+            pass
+    except OSError as err:
+        raise RecipeError(f"cannot write to --output_dir {path} ({one_line(err)}); give a folder you can write "
+                          "to") from None
 
 
 def final_step_evaluation(trainer: Any) -> dict[str, float] | None:
@@ -144,12 +167,21 @@ class Recipe:
         from transformers import set_seed
 
         classes = (ModelArguments, *self.options.values(), DataArguments, self.training_arguments)
-        parsed = parse_arguments(classes, {**RECIPE_DEFAULTS, **self.defaults}, argv)
+        try:
+            parsed = parse_arguments(classes, {**RECIPE_DEFAULTS, **self.defaults}, argv)
+        except ValueError as err:  # an argument class's own check
+            raise RecipeError(f"bad arguments: {one_line(err)}") from None
         self.model_args, *values, self.data_args, self.training_args = parsed
         for name, value in zip(self.options, values):
             setattr(self, name, value)
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                             level=logging.INFO if self.training_args.should_log else logging.WARNING)
+        check_output_dir(self.output_dir)
+        try:
+            self.resume = resolve_resume(self.training_args.resume_from_checkpoint, self.output_dir)
+        except ResumeError as err:
+            raise RecipeError(str(err)) from None
+        start_process_group(self.training_args)
         set_seed(self.training_args.seed)
 
     def load_data(self) -> TrainingData:
@@ -160,6 +192,13 @@ class Recipe:
             data = load_training_data(self.data_args, self.training_args.seed, self.repo)
         except (DataFormatError, FileNotFoundError) as err:
             raise RecipeError(f"bad training data: {err}") from None
+        if self.data_args.mteb_tasks and self.data_args.mteb_eval:  # a typo must not cost a training run
+            from ..evaluation.mteb_eval import get_tasks
+
+            try:
+                get_tasks(self.data_args.mteb_tasks.split(","))
+            except ValueError as err:
+                raise RecipeError(f"--mteb_tasks: {one_line(err)}") from None
         self.check_data(data)
         return data
 
@@ -169,8 +208,10 @@ class Recipe:
         try:
             self.model = self.build_model()
             collator = self.build_collator()
-        except ValueError as err:
-            raise RecipeError(str(err)) from None
+        except (FileNotFoundError, ValueError) as err:  # a folder that is not there, bad model options
+            raise RecipeError(one_line(err)) from None
+        except OSError as err:  # a folder that holds no model, a Hub id that cannot be reached
+            raise RecipeError(f"cannot load the model {self.model_args.model_name_or_path}: {one_line(err)}") from None
         self.train_dataset = GroupDataset(self.data.train, group_size=self.data_args.train_group_size,
                                           seed=self.training_args.seed)
         evaluator = self.build_evaluator(self.data.dev) if self.data.dev else None
@@ -193,10 +234,40 @@ class Recipe:
         there is one) and save the model to ``output_dir``."""
         trainer, evaluate = self.trainer, self.trainer.eval_dataset is not None
         before = trainer.evaluate(metric_key_prefix="before") if evaluate else {}
-        trainer.train(resume_from_checkpoint=self.training_args.resume_from_checkpoint)
+        try:
+            trainer.train(resume_from_checkpoint=self.resume)
+        except SaveFailed as err:
+            raise RecipeError(f"{err}; training stopped at step {trainer.state.global_step}. "
+                              f"{self.resume_hint(err.kept)}", EXIT_SAVE_FAILED) from None
         after = (final_step_evaluation(trainer) or trainer.evaluate(metric_key_prefix="after")) if evaluate else {}
-        trainer.save_model(self.output_dir)
+        try:
+            trainer.save_model(self.output_dir)
+        except SaveFailed as err:
+            raise RecipeError(f"{err}. {self.rescue_model()} {self.resume_hint(err.kept)}", EXIT_SAVE_FAILED) from None
         return before, after
+
+    def resume_hint(self, checkpoint: str | None) -> str:
+        """What to run once the cause of a failed save is fixed."""
+        if checkpoint is None:
+            return ("No complete checkpoint exists (--save_strategy steps or epoch writes them); fix the cause and "
+                    "run the same command again.")
+        return (f"The last complete checkpoint is {checkpoint}: fix the cause and run the same command with "
+                "--resume_from_checkpoint latest.")
+
+    def rescue_model(self) -> str:
+        """After a failed final save, try to keep the trained weights in the system's temporary folder
+        (often another disk); every process takes part, as in the save itself."""
+        import hashlib
+        import tempfile
+
+        tag = hashlib.sha1(os.path.abspath(self.output_dir).encode()).hexdigest()[:8]
+        rescue = os.path.join(tempfile.gettempdir(), f"hf_ragtrain-rescued-{tag}-step{self.trainer.state.global_step}")
+        try:
+            os.makedirs(rescue, exist_ok=True)
+            self.trainer.save_model(rescue)
+        except (OSError, SaveFailed):
+            return "Saving it to the temporary folder failed too; the trained weights are lost with this run."
+        return f"The trained model was saved to {rescue} instead: move it where it belongs."
 
     def report(self, counts: dict[str, int]) -> None:
         """On the main process: mteb, ``eval_results.json``, the card, the console summary, the push."""
@@ -204,9 +275,10 @@ class Recipe:
 
         tasks = self.mteb_tasks() if self.data_args.mteb_eval else []
         self.mteb = self.evaluate_saved(tasks) if tasks else MtebOutcome()
-        results = {"before": self.before, "after": self.after, **self.mteb.json,
+        log = [{"step": e["step"], "loss": e["loss"]} for e in self.trainer.state.log_history if "loss" in e]
+        results = {"before": self.before, "after": self.after, **self.mteb.json, "train_losses": log,
                    "train_group_stats": vars(self.train_dataset.stats), **self.count_entries(counts),
-                   **self.extra_results()}
+                   "train_data": self.data.report, **self.extra_results()}
         with open(os.path.join(self.output_dir, "eval_results.json"), "w") as fh:
             json.dump(results, fh, indent=2)
         write_model_card(self.output_dir, self.render_card(self.card_info(counts)))
@@ -288,7 +360,7 @@ class Recipe:
             datasets=self.data.datasets, metrics_before=self.before, metrics_after=self.after,
             mteb_results=self.mteb.results, mteb_first_stage=self.mteb.first_stage, mteb_settings=self.mteb.settings,
             notes=[*self.model_notes(), self.truncation_note(counts), self.train_dataset.stats.summary(),
-                   *self.mteb.notes],
+                   *self.data.notes, *self.mteb.notes],
             model_name=os.path.basename(os.path.abspath(self.output_dir)))
 
     def summary_lines(self) -> list[str]:

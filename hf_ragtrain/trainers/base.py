@@ -10,8 +10,10 @@ from typing import Any
 
 import torch
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import ExportableState
 
 from ..data.groups import DataFacts
+from .checkpoints import TRAINER_STATE, CheckpointSaving
 from .family_args import family_arguments
 
 logger = logging.getLogger(__name__)
@@ -31,7 +33,21 @@ class _EpochToDataset(TrainerCallback):
             dataset.set_epoch(int(state.epoch or 0))
 
 
-class RetrievalTrainer(Trainer):
+COUNT_NAMES = ("pairs_seen", "pairs_truncated", "texts_seen", "texts_truncated")
+
+
+class TrainingCounts(TrainerCallback, ExportableState):
+    """The pairs and texts seen and cut so far, summed over processes; the trainer state of every
+    checkpoint carries them, so a resumed run reports the whole run's counts."""
+
+    def __init__(self, **totals: int):
+        self.totals = {name: int(totals.get(name, 0)) for name in COUNT_NAMES}
+
+    def state(self) -> dict[str, Any]:
+        return {"args": dict(self.totals), "attributes": {}}
+
+
+class RetrievalTrainer(CheckpointSaving, Trainer):
     """A ``transformers.Trainer`` whose subclasses compute their own loss from scores.
 
     - The loss is a per-batch mean computed in ``compute_loss``; the Trainer's world-size loss
@@ -63,6 +79,8 @@ class RetrievalTrainer(Trainer):
         self.pairs_truncated = 0
         self.texts_seen = 0
         self.texts_truncated = 0
+        self.saved_counts = TrainingCounts()
+        self.add_callback(self.saved_counts)
         if self.model is not None:
             self._use_cpu_dropout()
         if self.args.fsdp and self.model is not None:
@@ -79,17 +97,25 @@ class RetrievalTrainer(Trainer):
         if getattr(getattr(unwrapped, "config", None), "_attn_implementation", None) == NAME:
             use_fast_dropout(unwrapped)
 
+    # ------------------------------------------------------------------ checkpoints
+    def before_checkpoint(self) -> None:
+        self.saved_counts.totals = self.total_counts()
+
+    def on_resume(self, checkpoint: str) -> None:
+        """Take up the counts where the checkpoint left them (on the first process; the others add theirs)."""
+        import json
+
+        with open(os.path.join(checkpoint, TRAINER_STATE)) as fh:
+            saved = json.load(fh).get("stateful_callbacks", {}).get(type(self.saved_counts).__name__)
+        if saved is None:
+            logger.warning("%s carries no training counts (an older checkpoint): the truncation counts start "
+                           "from 0 at the resume", checkpoint)
+            return
+        totals = saved["args"] if self.args.process_index == 0 else {}
+        for name in COUNT_NAMES:
+            setattr(self, name, int(totals.get(name, 0)))
+
     # ------------------------------------------------------------------ saving and the Hub
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save as the stock Trainer does, but never push from here.
-
-        The stock ``save_model`` pushes when ``push_to_hub`` is set, before a recipe has evaluated
-        the model and written its card; hf_ragtrain recipes push the finished folder once, at the
-        end (:func:`hf_ragtrain.hub.push_folder`). Checkpoint pushes during training
-        (``hub_strategy``) are unchanged.
-        """
-        super().save_model(output_dir, _internal_call=True)
-
     def save_options(self) -> dict[str, Any]:
         """Extra arguments of our model wrappers' ``save_pretrained`` (a subclass adds its own)."""
         return {}
@@ -100,6 +126,8 @@ class RetrievalTrainer(Trainer):
         unwrapped = self.accelerator.unwrap_model(self.model)
         if isinstance(unwrapped, PreTrainedModel) or not hasattr(unwrapped, "save_pretrained"):
             return super()._save(output_dir, state_dict)
+        if not self.args.should_save:  # the stock save_model calls this on every process; one writes
+            return
         output_dir = output_dir or self.args.output_dir
         os.makedirs(output_dir, exist_ok=True)
         unwrapped.save_pretrained(output_dir, state_dict=state_dict, **self.save_options())
@@ -168,12 +196,27 @@ class RetrievalTrainer(Trainer):
         if not self._is_evaluator(dataset):
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         start = time.time()
-        results = dataset.evaluate_with(self)
+        with self._whole_weights():
+            results = dataset.evaluate_with(self)
         metrics = {f"{metric_key_prefix}_{k}": v for k, v in results.items()}
         metrics[f"{metric_key_prefix}_runtime"] = round(time.time() - start, 4)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+    def _whole_weights(self):
+        """Under DeepSpeed ZeRO-3 before training, the model was built sharded (``zero.Init``) and no
+        engine gathers its weights for a forward pass yet: gather them for the evaluation (every
+        process holds the whole model meanwhile, as inference needs). Otherwise nothing."""
+        import contextlib
+
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        if not (self.is_deepspeed_enabled and self.deepspeed is None and is_deepspeed_zero3_enabled()):
+            return contextlib.nullcontext()
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None)
 
     # ------------------------------------------------------------------ micro-batches across processes
     def deepspeed_zero_stage(self) -> int | None:
@@ -223,7 +266,7 @@ class RetrievalTrainer(Trainer):
         """Pairs/texts seen and truncated, summed over all processes (every process must call it)."""
         import torch.distributed as dist
 
-        names = ["pairs_seen", "pairs_truncated", "texts_seen", "texts_truncated"]
+        names = COUNT_NAMES
         counts = torch.tensor([getattr(self, n) for n in names], dtype=torch.long, device=self.args.device)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(counts)

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..arguments import DistillTrainingArguments
 from ..losses import DISTILL_LOSSES
-from .rerank import RerankTrainer
+from .rerank import RerankTrainer, group_of_one
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,24 @@ class DistillTrainer(RerankTrainer):
         self.teacher = teacher
         self.teacher_cache: dict[tuple[str, str], float] = {}
         self.teacher_pairs_scored = 0
+        facts = self.data_facts
+        if teacher is None and facts.teacher_scores is False:
+            raise ValueError(f"DistillTrainer learns a teacher's scores, and {facts.records - (facts.scored_records or 0)} "
+                             f"of {facts.records} training records have none (pos_scores/neg_scores): add them with "
+                             "recipes/score_with_teacher.py, or give teacher= to score pairs during training")
+        self._check_distill_group_size()
+
+    def check_group_size(self) -> None:
+        """Checked once the distillation settings are read (:meth:`_check_distill_group_size`)."""
+
+    def _check_distill_group_size(self) -> None:
+        if self.data_facts.group_size != 1:
+            return
+        if self.distill_loss == "soft_ce":
+            raise ValueError(group_of_one("the soft_ce distillation loss", "or distill_loss mse or bce"))
+        if self.hard_label_weight and self.loss_name in ("listwise", "pairwise"):
+            raise ValueError(group_of_one(f"the {self.loss_name} loss on the labels (hard_label_weight)",
+                                          "or rerank_loss pointwise"))
 
     def teacher_scores(self, inputs: dict[str, Any]) -> Tensor:
         """``(B, G)`` teacher scores of the batch: from the online teacher if there is one, else the records'."""

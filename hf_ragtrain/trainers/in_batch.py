@@ -26,7 +26,21 @@ class InBatchTrainer(RetrievalTrainer):
         self.cross_device = bool(a.cross_device_negatives)
         self.contrastive_weight = float(a.contrastive_weight)
         self.teacher_temperature = float(a.teacher_temperature)
-        has_scores = self.data_facts.teacher_scores
-        self.distill_weight = float(a.distill_weight if a.distill_weight is not None else (1.0 if has_scores else 0.0))
-        if self.distill_weight and has_scores is False:
+        facts = self.data_facts
+        self.distill_weight = float(a.distill_weight if a.distill_weight is not None else
+                                    (1.0 if facts.teacher_scores else 0.0))
+        if facts.partly_scored and a.distill_weight != 0:
+            raise ValueError(f"{facts.scored_records} of {facts.records} training records carry teacher scores "
+                             "(pos_scores/neg_scores) and the others none: score them all "
+                             "(recipes/score_with_teacher.py), remove the scores, or set distill_weight 0 to train "
+                             "on the labels alone")
+        if self.distill_weight and facts.teacher_scores is False:
             raise ValueError("distill_weight > 0 needs teacher scores (pos_scores and neg_scores) in every record")
+        if facts.group_size == 1 and self.contrastive_weight and not self.in_batch_negatives:
+            raise ValueError("with in_batch_negatives off and train_group_size 1, each query's only candidate is its "
+                             "positive: the loss would be 0 and nothing would train; use train_group_size 2 or "
+                             "more, or in-batch negatives")
+        if facts.group_size == 1 and self.distill_weight:
+            raise ValueError("score distillation compares the teacher's and the student's scores over each query's "
+                             "group, and train_group_size is 1: that term would be 0; use train_group_size 2 or more "
+                             "(or distill_weight 0)")

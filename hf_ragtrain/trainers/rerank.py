@@ -18,6 +18,13 @@ from .base import RetrievalTrainer
 logger = logging.getLogger(__name__)
 
 
+def group_of_one(what: str, instead: str) -> str:
+    """The error for a loss that needs at least two documents per group, given groups of one."""
+    return (f"{what} compares the documents of each query's group, and the groups hold one document "
+            f"(train_group_size 1): the loss would be 0 and nothing would train; use train_group_size 2 or more "
+            f"({instead})")
+
+
 class RerankTrainer(RetrievalTrainer):
     """Train an ``AutoModelForSequenceClassification`` (1 logit) as a reranker.
 
@@ -39,9 +46,15 @@ class RerankTrainer(RetrievalTrainer):
         self.max_label = self.args.max_label or (MAX_LABEL if (self.data_facts.max_label or 1) > 1 else 1)
         if self.loss_name == "pointwise":
             logger.info("pointwise BCE targets are label / %s", self.max_label)
+        self.check_group_size()
         unwrapped = self.accelerator.unwrap_model(self.model) if self.model is not None else None
         if isinstance(unwrapped, PreTrainedModel):  # a cross-encoder (not an LlmReranker)
             mark_for_sentence_transformers(unwrapped)
+
+    def check_group_size(self) -> None:
+        """Losses that compare a group's documents need two of them, or the loss is 0 and nothing trains."""
+        if self.data_facts.group_size == 1 and self.loss_name in ("listwise", "pairwise"):
+            raise ValueError(group_of_one(f"the {self.loss_name} loss", "or the pointwise loss"))
 
     def loss_description(self) -> tuple[str, dict[str, Any]]:
         """The loss's name and the parameters that shape it, for the model card."""

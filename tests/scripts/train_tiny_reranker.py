@@ -4,8 +4,10 @@
         [--distill]                              # DistillTrainer on teacher scores in the records
         [--save_steps N] [--resume_from CKPT]    # checkpoint every N steps / resume from a checkpoint
         [--perturb_init]                         # start from other weights (a resumed run must not care)
+        [--kill_during_save N]                   # SIGKILL this process halfway through writing checkpoint-N
 
-Rank 0 writes OUT_DIR/log_history.json and the final model to OUT_DIR/final.
+Rank 0 writes OUT_DIR/log_history.json, OUT_DIR/counts.json (pairs seen and cut) and the final model to
+OUT_DIR/final. --resume_from latest resumes from the last complete checkpoint in OUT_DIR.
 """
 
 import argparse
@@ -42,6 +44,21 @@ def perturb(model):
         param.data.add_(0.1 * torch.randn(param.shape, generator=gen))
 
 
+def kill_during_save(trainer, step):
+    """Make the process die (SIGKILL, no clean-up) after the model weights of checkpoint-``step`` are
+    written and before the rest of the checkpoint is."""
+    import signal
+
+    save = trainer._save
+
+    def dying_save(output_dir=None, state_dict=None):
+        save(output_dir, state_dict)
+        if trainer.state.global_step == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    trainer._save = dying_save
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("model")
@@ -54,6 +71,7 @@ def main():
     p.add_argument("--save_steps", type=int, default=0)
     p.add_argument("--resume_from", default=None)
     p.add_argument("--perturb_init", action="store_true", help="start from other weights (a resumed run must not care)")
+    p.add_argument("--kill_during_save", type=int, default=0)
     a = p.parse_args()
     model, tok = load_cross_encoder(a.model)
     if a.perturb_init:
@@ -74,11 +92,16 @@ def main():
     trainer = (DistillTrainer if a.distill else RerankTrainer)(
         model=model, args=args, train_dataset=GroupDataset(records, group_size=4, seed=7),
         data_collator=RerankCollator(tok, max_length=32, micro_batch_tokens=64), processing_class=tok)
+    if a.kill_during_save:
+        kill_during_save(trainer, a.kill_during_save)
     trainer.train(resume_from_checkpoint=a.resume_from)
     trainer.save_model(os.path.join(a.out, "final"))
+    counts = trainer.total_counts()
     if trainer.is_world_process_zero():
         with open(os.path.join(a.out, "log_history.json"), "w") as fh:
             json.dump(trainer.state.log_history, fh)
+        with open(os.path.join(a.out, "counts.json"), "w") as fh:
+            json.dump(counts, fh)
     end_distributed()
 
 
