@@ -3,6 +3,8 @@ FSDP needs to know about a model, and a clean end for torchrun workers."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -12,15 +14,25 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def end_distributed() -> None:
+def end_distributed(trainer: Any = None) -> None:
     """Destroy the default process group, if any, so torchrun workers exit cleanly.
 
     Without it gloo's threads are still alive at interpreter exit and the process aborts
     ("terminate called without an active exception"), failing the torchrun job after training.
+    ``trainer`` (a Trainer that ran under the group) has its DDP / DeepSpeed wrappers released
+    first: they hold the group too, and a group kept alive that way aborts the same way.
     """
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if trainer is not None:
+        import gc
+
+        trainer.accelerator.free_memory()
+        trainer.model_wrapped = trainer.model
+        trainer.deepspeed = None
+        gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def start_process_group(args) -> None:

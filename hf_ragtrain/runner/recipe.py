@@ -157,9 +157,9 @@ class Recipe:
                 self.report(counts)
         except RecipeError as err:
             print(f"error: {err}", file=sys.stderr)
-            end_distributed()
+            end_distributed(getattr(self, "trainer", None))
             return err.status
-        end_distributed()
+        end_distributed(self.trainer)
         return 0
 
     def parse(self, argv: Sequence[str] | None) -> None:

@@ -68,7 +68,7 @@ def main():
     if trainer.is_world_process_zero():
         with open(os.path.join(a.out, "log_history.json"), "w") as fh:
             json.dump(trainer.state.log_history, fh)
-    end_distributed()
+    end_distributed(trainer)
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ def main():
             json.dump(trainer.state.log_history, fh)
         with open(os.path.join(a.out, "counts.json"), "w") as fh:
             json.dump(counts, fh)
-    end_distributed()
+    end_distributed(trainer)
 
 
 if __name__ == "__main__":
