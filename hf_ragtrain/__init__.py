@@ -10,6 +10,7 @@ from .arguments import (ColbertArguments, ColbertTrainingArguments, ContrastiveL
                         RetrievalTrainingArguments)
 from .data import (DataFacts, DataFormatError, EmbeddingCollator, GroupDataset, RerankCollator, RetrievalRecord,
                    load_records, write_records)
+from .evaluation.first_stage import FirstStage
 from .evaluation.metrics import ranking_metrics
 from .evaluation.reranking import RerankingEvaluator
 from .evaluation.retrieval import RetrievalEvaluator
@@ -38,7 +39,7 @@ __all__ = [
     "DataFacts", "DataFormatError", "EmbeddingCollator", "GroupDataset", "RerankCollator", "RetrievalRecord",
     "load_records", "write_records",
     # evaluation
-    "RerankingEvaluator", "RetrievalEvaluator", "ranking_metrics",
+    "FirstStage", "RerankingEvaluator", "RetrievalEvaluator", "ranking_metrics",
     # losses
     "cosine_embedding_loss", "distill_bce", "distill_mse", "distill_soft_ce", "group_scores", "info_nce",
     "info_nce_from_scores", "listwise_ce", "matryoshka", "own_group", "pairwise_ranknet", "pointwise_bce",

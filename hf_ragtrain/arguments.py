@@ -65,7 +65,9 @@ class DataArguments:
     beir_eval_split: str = "test"
     beir_dev_queries: int = field(default=50, metadata={"help": "Train queries held out as the dev set."})
     first_stage_model: str = field(default="minilm", metadata={"help": "Bi-encoder that retrieves candidates "
-                                                                       "(mining and two-stage evaluation)."})
+                                                                       "(mining and two-stage evaluation) and that a "
+                                                                       "reranker is measured against on the same "
+                                                                       "candidates ('none': no comparison)."})
     rerank_top_k: int = field(default=100, metadata={"help": "Candidates reranked per query in two-stage "
                                                              "evaluation (BEIR folder, --mteb_tasks)."})
     mteb_tasks: Optional[str] = field(

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import TrainingArguments
 
+from .evaluation.first_stage import hit_rate_rows
 from .evaluation.mteb_eval import TaskScores
 
 # TrainingArguments that describe the machine or bookkeeping, not the training itself.
@@ -35,6 +36,9 @@ class CardInfo:
     datasets: list[dict[str, Any]] = field(default_factory=list)  # {"name", "split", "size", "source"}
     metrics_before: dict[str, float] = field(default_factory=dict)
     metrics_after: dict[str, float] = field(default_factory=dict)
+    first_stage: str | None = None  # what the dev candidates' first stage was (a reranker's card)
+    metrics_first_stage: dict[str, float] = field(default_factory=dict)  # its metrics on the same candidates
+    warnings: list[str] = field(default_factory=list)  # said under the intro, e.g. "worse than its first stage"
     mteb_results: dict[str, TaskScores] = field(default_factory=dict)  # this model, through mteb
     mteb_first_stage: dict[str, TaskScores] = field(default_factory=dict)  # the retriever it reranked
     mteb_settings: dict[str, Any] = field(default_factory=dict)  # e.g. first-stage model, top_k
@@ -116,6 +120,9 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+_METRIC_FAMILIES = ("ndcg", "map", "recall", "mrr", "hit_rate", "precision")
+
+
 def _strip_prefix(metrics: dict[str, float]) -> dict[str, float]:
     """Drop a Trainer prefix (``eval_``, ``before_``, ...) and the bookkeeping entries."""
     skip = ("runtime", "samples_per_second", "steps_per_second", "epoch", "truncated_pairs")
@@ -124,7 +131,8 @@ def _strip_prefix(metrics: dict[str, float]) -> dict[str, float]:
         if any(key.endswith(s) for s in skip):
             continue
         prefix, sep, rest = key.partition("_")
-        out[rest if sep and "@" in rest else key] = value
+        plain = key.split("@")[0] in _METRIC_FAMILIES  # "hit_rate@10" has no prefix to drop
+        out[rest if sep and "@" in rest and not plain else key] = value
     return out
 
 
@@ -283,6 +291,26 @@ _LLM_RERANKER = _CardKind(
 _MODEL_INDEX_TASKS = {"Retrieval": ("retrieval", "Retrieval"), "Reranking": ("text-ranking", "Reranking")}
 
 
+def _dev_section(kind: _CardKind, info: CardInfo) -> str:
+    """The dev evaluation: before / after training (beside the first stage on the same candidates when
+    known), and a reranker's hit rate and MRR at k against its first stage."""
+    columns = {}
+    if info.metrics_first_stage:
+        columns[f"first stage: {info.first_stage}"] = _strip_prefix(info.metrics_first_stage)
+    if info.metrics_before:
+        columns["before training"] = _strip_prefix(info.metrics_before)
+    if info.metrics_after:
+        columns["after training"] = _strip_prefix(info.metrics_after)
+    text = f"{kind.dev_heading}\n\n" + metrics_table(columns) + "\n"
+    rows = hit_rate_rows(_strip_prefix(info.metrics_first_stage), _strip_prefix(info.metrics_after))
+    if rows:
+        text += ("\nWhat a RAG pipeline reads: the hit rate at k (a relevant passage among the top k) and MRR at k, "
+                 "first stage against this model reranking its candidates.\n\n| k | hit rate, first stage | hit rate, "
+                 "reranked | MRR, first stage | MRR, reranked |\n|---|---|---|---|---|\n"
+                 + "\n".join(f"| {k} | {h1:.4f} | {h2:.4f} | {m1:.4f} | {m2:.4f} |" for k, h1, h2, m1, m2 in rows) + "\n")
+    return text
+
+
 def _render_card(kind: _CardKind, info: CardInfo, args: TrainingArguments | None,
                  log_history: Sequence[dict[str, Any]], eval_results: list[EvalResult]) -> ModelCard:
     data = ModelCardData(
@@ -297,7 +325,7 @@ def _render_card(kind: _CardKind, info: CardInfo, args: TrainingArguments | None
     )
     name = info.model_name or "this model"
     sections = [f"# {name}\n", kind.intro.format(base_model=info.base_model, trainer=info.trainer or kind.trainer),
-                kind.usage]
+                *(f"> **Warning:** {w}\n" for w in info.warnings), kind.usage]
     if info.datasets:
         lines = ["## Training data\n", "| Name | Split | Size | Source |", "|---|---|---|---|"]
         for d in info.datasets:
@@ -315,13 +343,8 @@ def _render_card(kind: _CardKind, info: CardInfo, args: TrainingArguments | None
         sections.append("\n".join(lines) + "\n")
     if log_history:
         sections.append("## Training log\n\n" + log_table(log_history) + "\n")
-    columns = {}
-    if info.metrics_before:
-        columns["before training"] = _strip_prefix(info.metrics_before)
-    if info.metrics_after:
-        columns["after training"] = _strip_prefix(info.metrics_after)
-    if columns:
-        sections.append(f"{kind.dev_heading}\n\n" + metrics_table(columns) + "\n")
+    if info.metrics_before or info.metrics_after:
+        sections.append(_dev_section(kind, info))
     if info.mteb_results:
         settings = "; ".join(f"{k}: `{v}`" for k, v in info.mteb_settings.items())
         sections.append("## MTEB evaluation\n\nComputed with mteb " + framework_versions().get("mteb", "?")

@@ -80,7 +80,7 @@ def test_dev_records_hold_all_positives_and_ranked_negatives(tmp_path):
 
 def _mteb_metrics(m):
     """Our metric names for an mteb score dict."""
-    return {f"{k}@{n}": m[f"{k}_at_{n}"] for k in ("ndcg", "map", "recall", "mrr") for n in (1, 3, 5, 10)}
+    return {f"{k}@{n}": m[f"{k}_at_{n}"] for k in ("ndcg", "map", "recall", "mrr", "hit_rate") for n in (1, 3, 5, 10)}
 
 
 def test_two_stage_evaluation_through_mteb_equals_a_direct_computation(tmp_path, tiny_ce_path):

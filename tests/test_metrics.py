@@ -18,6 +18,8 @@ def test_hand_computed_query():
     assert m["map@3"] == pytest.approx((1 / 2) / 3)
     assert m["recall@3"] == pytest.approx(1 / 3)
     assert m["mrr@3"] == pytest.approx(1 / 2)
+    assert m["hit_rate@3"] == 1.0
+    assert query_metrics(ranking, rels, k_values=(1,))["hit_rate@1"] == 0.0  # "a" is not relevant
 
 
 def test_ties_are_broken_by_descending_doc_id():
@@ -35,9 +37,10 @@ def test_matches_pytrec_eval_on_random_runs():
     ks = (1, 3, 10, 20)
     ours = ranking_metrics(run, qrels, ks)
     measures = {f"ndcg_cut.{','.join(map(str, ks))}", f"map_cut.{','.join(map(str, ks))}",
-                f"recall.{','.join(map(str, ks))}"}
+                f"recall.{','.join(map(str, ks))}", f"success.{','.join(map(str, ks))}"}
     ref = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
     for k in ks:
-        for ours_name, trec_name in (("ndcg", "ndcg_cut"), ("map", "map_cut"), ("recall", "recall")):
+        for ours_name, trec_name in (("ndcg", "ndcg_cut"), ("map", "map_cut"), ("recall", "recall"),
+                                    ("hit_rate", "success")):
             expected = sum(r[f"{trec_name}_{k}"] for r in ref.values()) / len(ref)
             assert ours[f"{ours_name}@{k}"] == pytest.approx(expected, abs=1e-9), (ours_name, k)

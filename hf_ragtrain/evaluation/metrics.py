@@ -4,7 +4,8 @@ Definitions follow trec_eval (which MTEB uses through pytrec_eval): documents ar
 ties broken by document id in descending order; a document is relevant when its grade is >= 1;
 nDCG uses the grade as gain with a log2 discount; MAP@k divides by the number of relevant
 documents (not by k); Recall@k is the share of relevant documents in the top k; MRR@k is the
-reciprocal rank of the first relevant document within the top k. Each metric is averaged over
+reciprocal rank of the first relevant document within the top k; hit rate@k is 1 when any relevant
+document is in the top k (what RAG builders call the hit rate: did the context contain an answer). Each metric is averaged over
 the queries of ``qrels`` (a query missing from the run scores 0).
 """
 
@@ -42,6 +43,7 @@ def query_metrics(ranking: list[str], rels: Mapping[str, int], k_values: Iterabl
         out[f"map@{k}"] = ap / n_rel if n_rel else 0.0
         out[f"recall@{k}"] = hits / n_rel if n_rel else 0.0
         out[f"mrr@{k}"] = first
+        out[f"hit_rate@{k}"] = 1.0 if hits else 0.0
     return out
 
 

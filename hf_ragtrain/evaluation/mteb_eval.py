@@ -392,18 +392,22 @@ def two_stage(reranker: Any, first_stage: Any, tasks: Sequence[Any], top_k: int 
     """First-stage retrieval then reranking of its top ``top_k``, both through mteb (``reranker``: an
     :class:`MtebReranker`, an :class:`MtebColbert`, or anything mteb accepts).
 
-    Tasks that already carry ``top_ranked`` candidates (reranking tasks) skip the first stage;
-    retrieval tasks are turned into reranking tasks in place (mteb's ``convert_to_reranking``).
-    Returns ``{"first_stage": {...}, "reranked": {...}}``; both are written to ``output_folder``
-    under their own model names.
+    Retrieval tasks are turned into reranking tasks in place (mteb's ``convert_to_reranking``) of the
+    first stage's top ``top_k``. Tasks that already carry ``top_ranked`` candidates (reranking tasks)
+    are ranked by the first stage too when one is given (cosine over the same candidates: what the
+    reranker must beat). Returns ``{"first_stage": {...}, "reranked": {...}}``; both are written to
+    ``output_folder`` under their own model names.
     """
     retrieval = [t for t in tasks if not _has_top_ranked(t)]
+    reranking = [t for t in tasks if _has_top_ranked(t)]
     first: dict[str, TaskScores] = {}
     if retrieval:
         with tempfile.TemporaryDirectory() as predictions:
             first = run_mteb(first_stage, retrieval, output_folder, prediction_folder=predictions)
             for task in retrieval:
                 task.convert_to_reranking(predictions, top_k=top_k)
+    if reranking and first_stage is not None:
+        first.update(run_mteb(first_stage, reranking, output_folder))
     reranked = run_mteb(reranker, tasks, output_folder)
     return {"first_stage": first, "reranked": reranked}
 
@@ -422,7 +426,8 @@ def evaluate_saved_reranker(model_dir: str, tasks: Sequence[Any], first_stage: A
     is the folder's own (for a cross-encoder: its positions, at most 512).
 
     Evaluating the saved folder (not the in-memory, possibly sharded, training model) checks what
-    users will load. ``first_stage`` is an ``encode(texts)`` object used for retrieval tasks.
+    users will load. ``first_stage`` is an ``encode(texts)`` object: it retrieves the candidates of
+retrieval tasks and ranks those of reranking tasks (the figures the reranker is compared with).
     Returns ``{"reranked": {task: TaskScores}, "first_stage": {...}, "pairs": n, "pairs_truncated": n,
     "max_length": n}``.
     """

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..data.records import RetrievalRecord
 from ..modeling.cross_encoder import ScoreReport, score_pairs
+from .first_stage import FirstStage, worse_than_first_stage
 from .metrics import ranking_metrics
 
 logger = logging.getLogger(__name__)
@@ -47,28 +48,65 @@ class RerankingEvaluator:
     """Rerank each record's candidates (its pos and neg documents) and compute IR metrics.
 
     ``__call__(scorer)`` takes a function mapping (queries, docs) to scores and returns a dict such
-    as ``{"ndcg@10": ..., "mrr@10": ..., "map@10": ..., "recall@10": ...}``.
+    as ``{"ndcg@10": ..., "mrr@10": ..., "hit_rate@10": ..., "recall@10": ...}``.
+
+    ``first_stage`` (a :class:`~hf_ragtrain.evaluation.first_stage.FirstStage`) is what the reranker
+    is measured against: its metrics on the same candidates are computed once
+    (:meth:`first_stage_metrics`), logged beside every in-training evaluation as ``first_stage_*``,
+    and a warning is logged whenever the reranker is worse. Without one, the first evaluation says
+    that nothing was compared.
     """
 
     def __init__(self, records: Sequence[RetrievalRecord], k_values: Iterable[int] = (1, 3, 5, 10),
-                 name: str = "dev", max_length: int | None = None, batch_tokens: int = 16384):
+                 name: str = "dev", max_length: int | None = None, batch_tokens: int = 16384,
+                 first_stage: FirstStage | None = None):
         self.records = list(records)
         self.k_values = tuple(k_values)
         self.name = name
         self.max_length = max_length
         self.batch_tokens = batch_tokens
+        self.first_stage = first_stage
         self.last_report = ScoreReport()
         self.qids, self.dids, self.queries, self.docs, self.qrels = records_to_run_inputs(self.records)
+        self._first_stage_metrics: dict[str, float] | None = None
+        self._said_no_first_stage = False
 
     def __call__(self, scorer: Scorer) -> dict[str, float]:
         scores = np.asarray(scorer(self.queries, self.docs), dtype=np.float64)
+        if scores.shape != (len(self.docs),):
+            raise ValueError(f"the scorer returned {scores.shape} scores for {len(self.docs)} pairs; expected one "
+                             "per pair")
         run: dict[str, dict[str, float]] = {}
         for qid, did, s in zip(self.qids, self.dids, scores):
             run.setdefault(qid, {})[did] = float(s)
         return ranking_metrics(run, self.qrels, self.k_values)
 
-    def __len__(self) -> int:
-        return len(self.records)
+    def first_stage_metrics(self) -> dict[str, float] | None:
+        """The first stage's metrics on these candidates (computed on the first call), or ``None``."""
+        if self.first_stage is not None and self._first_stage_metrics is None:
+            self._first_stage_metrics = self(self.first_stage.scorer)
+        return self._first_stage_metrics
+
+    @property
+    def candidates(self) -> str:
+        """The candidates in words, for reports."""
+        return f"the {len(self.records)} {self.name} queries' {len(self.docs)} candidates"
+
+    def compare(self, metrics: dict[str, float]) -> dict[str, float]:
+        """``metrics`` (the reranker's, plain names) plus ``first_stage_*`` entries; logs a warning when
+        the reranker is worse than its first stage, and once when there is no first stage."""
+        first = self.first_stage_metrics()
+        if first is None:
+            if not self._said_no_first_stage:
+                logger.warning("%s evaluation: no first stage to compare the reranker with; pass first_stage="
+                               "FirstStage.embedder('minilm') (or the retriever you use) to RerankingEvaluator",
+                               self.name)
+                self._said_no_first_stage = True
+            return metrics
+        warning = worse_than_first_stage(metrics, first, self.first_stage.name, self.candidates)
+        if warning:
+            logger.warning("%s evaluation: %s", self.name, warning)
+        return {**metrics, **{f"first_stage_{k}": v for k, v in first.items()}}
 
     def scorer_for(self, model, tokenizer, max_length: int = 512) -> Scorer:
         """A scorer over a cross-encoder; counts truncated pairs in ``self.last_report``."""
@@ -78,10 +116,15 @@ class RerankingEvaluator:
                                         batch_tokens=self.batch_tokens, report=self.last_report)
 
     def evaluate_with(self, trainer) -> dict[str, float]:
-        """Evaluate the model a Trainer holds (the protocol of :class:`RetrievalTrainer`)."""
+        """Evaluate the model a Trainer holds (the protocol of :class:`RetrievalTrainer`), beside the
+        first stage (:meth:`compare`)."""
         max_length = self.max_length or getattr(trainer.data_collator, "max_length", 512)
+        self.first_stage_metrics()  # in the first stage's own precision, not the trainer's autocast
         with trainer.accelerator.autocast():  # the training precision (transformers 5 left this to accelerate)
-            metrics = self(self.scorer_for(trainer.model, trainer.processing_class, max_length))
+            metrics = self.compare(self(self.scorer_for(trainer.model, trainer.processing_class, max_length)))
         if self.last_report.truncated:
             metrics["truncated_pairs"] = self.last_report.truncated
         return metrics
+
+    def __len__(self) -> int:
+        return len(self.records)

@@ -28,22 +28,25 @@ def _score_lines(results: dict[str, Any], label: str = "") -> list[str]:
 
 
 def reranker_mteb(recipe: Any, tasks: list[Any]) -> MtebOutcome:
-    """Two-stage evaluation of the saved reranker; the first stage is the one the BEIR data was mined
-    with, else ``--first_stage_model``."""
+    """Two-stage evaluation of the saved reranker beside its first stage (on reranking tasks: the first
+    stage ranking the same candidates); the first stage is the one the BEIR data was mined with, else
+    ``--first_stage_model`` (``none``: reranking tasks only, with nothing to compare)."""
     from ..data.mining import load_encoder
     from ..offline import resolve_model_path
 
     data_args, max_length = recipe.data_args, recipe.model_args.max_length
     first_stage = recipe.data.first_stage
-    if first_stage is None and any(t.metadata.type != "Reranking" for t in tasks):
+    if first_stage is None and data_args.first_stage_model.lower() != "none":
         first_stage = load_encoder(resolve_model_path(data_args.first_stage_model))
     out = mteb_eval.evaluate_saved_reranker(
         recipe.output_dir, tasks, first_stage=first_stage, top_k=data_args.rerank_top_k,
         output_folder=os.path.join(recipe.output_dir, "mteb"), name=recipe.mteb_model_name, max_length=max_length,
         bf16=recipe.training_args.bf16, first_stage_name=f"local/{os.path.basename(data_args.first_stage_model)}")
     settings: dict[str, Any] = {"max_length": max_length}
-    if out["first_stage"]:  # some task was retrieval: say which retriever supplied the candidates
-        settings.update(first_stage_model=data_args.first_stage_model, top_k=data_args.rerank_top_k)
+    if out["first_stage"]:  # say which retriever supplied the candidates, or ranked them to compare
+        settings["first_stage_model"] = data_args.first_stage_model
+    if any(t.metadata.type != "Reranking" for t in tasks):
+        settings["top_k"] = data_args.rerank_top_k
     return MtebOutcome(
         results=out["reranked"], first_stage=out["first_stage"], settings=settings,
         json={"mteb": mteb_eval.scores_as_dict(out["reranked"]),

@@ -7,10 +7,12 @@ from typing import Any
 
 from ..arguments import RerankerTrainingArguments
 from ..data.collators import RerankCollator
+from ..evaluation.first_stage import FirstStage, hit_rate_rows, worse_than_first_stage
 from ..evaluation.reranking import RerankingEvaluator
+from ..offline import hub_name
 from ..trainers import RerankTrainer
 from .mteb_steps import reranker_mteb
-from .recipe import MtebOutcome, Recipe
+from .recipe import MtebOutcome, Recipe, RecipeError, one_line
 
 
 class RerankerRecipe(Recipe):
@@ -27,7 +29,62 @@ class RerankerRecipe(Recipe):
         return RerankCollator(self.tokenizer, max_length=self.model_args.max_length, **self.batching())
 
     def build_evaluator(self, dev: list) -> Any:
-        return RerankingEvaluator(dev, max_length=self.model_args.max_length)
+        self.evaluator = RerankingEvaluator(dev, max_length=self.model_args.max_length, first_stage=self.first_stage())
+        return self.evaluator
+
+    def first_stage(self) -> FirstStage | None:
+        """What the reranker is measured against on the dev candidates: the retriever a BEIR folder's
+        candidates came from, else ``--first_stage_model`` ranking the same candidates (``none``: nothing)."""
+        name = self.data_args.first_stage_model
+        if name.lower() == "none":
+            return None
+        try:
+            return FirstStage.embedder(self.data.first_stage or name, name=hub_name(name))
+        except (OSError, ValueError, ImportError) as err:
+            raise RecipeError(f"cannot load the first stage --first_stage_model {name} that the reranker is measured "
+                              f"against: {one_line(err)}; give a bi-encoder folder, or --first_stage_model none to "
+                              "skip the comparison") from None
+
+    def train_and_evaluate(self) -> tuple[dict[str, float], dict[str, float]]:
+        """As the template's, with the first stage's metrics kept apart (:meth:`first_stage_report`)."""
+        before, after = super().train_and_evaluate()
+        return without_first_stage(before), without_first_stage(after)
+
+    def first_stage_report(self) -> dict[str, Any] | None:
+        """The first stage on the dev candidates: ``{"model", "metrics"}``, or ``None``."""
+        evaluator = getattr(self, "evaluator", None)
+        metrics = evaluator.first_stage_metrics() if evaluator is not None else None
+        return {"model": evaluator.first_stage.name, "metrics": metrics} if metrics else None
+
+    def warnings(self) -> list[str]:
+        """Every place the trained reranker is worse than its first stage: the dev candidates, and each
+        mteb task the first stage was evaluated on too."""
+        out = []
+        first = self.first_stage_report()
+        if first and self.after:
+            plain = {k[len("after_"):]: v for k, v in self.after.items()}
+            out.append(worse_than_first_stage(plain, first["metrics"], first["model"], self.evaluator.candidates))
+        for task, scores in self.mteb.results.items():
+            base = self.mteb.first_stage.get(task)
+            for split, metrics in scores.metrics.items() if base else ():
+                out.append(worse_than_first_stage({"ndcg@10": metrics["ndcg_at_10"]},
+                                                  {"ndcg@10": base.metrics[split]["ndcg_at_10"]},
+                                                  hub_name(self.data_args.first_stage_model),
+                                                  f"mteb {task} ({split})"))
+        return [w for w in out if w]
+
+    def extra_results(self) -> dict[str, Any]:
+        first = self.first_stage_report()
+        return {"first_stage": first, "warnings": self.warnings()} if first else {"warnings": self.warnings()}
+
+    def summary_lines(self) -> list[str]:
+        lines = super().summary_lines()
+        first = self.first_stage_report()
+        if first and self.after:
+            after = {k[len("after_"):]: v for k, v in self.after.items()}
+            lines.insert(0, f"\nfirst stage on the same dev candidates: {first['model']}")
+            lines += hit_rate_lines(first["metrics"], after)
+        return lines + [f"\nWARNING: {w}" for w in self.warnings()]
 
     def evaluate_saved(self, tasks: list[Any]) -> MtebOutcome:
         return reranker_mteb(self, tasks)
@@ -42,7 +99,29 @@ class RerankerRecipe(Recipe):
     def card_loss_params(self) -> dict[str, Any]:
         return {"max_length": self.model_args.max_length}
 
+    def card_info(self, counts: dict[str, int]) -> Any:
+        info = super().card_info(counts)
+        first = self.first_stage_report()
+        if first:
+            info.first_stage, info.metrics_first_stage = first["model"], first["metrics"]
+        info.warnings = self.warnings()
+        return info
+
     def render_card(self, info: Any) -> Any:
         from ..hub import render_reranker_card
 
         return render_reranker_card(info, self.training_args, self.trainer.state.log_history, llm=self.llm_card)
+
+
+def without_first_stage(metrics: dict[str, float]) -> dict[str, float]:
+    """An evaluation's metrics without the ``*first_stage_*`` entries the evaluator adds to every one."""
+    return {k: v for k, v in metrics.items() if "first_stage_" not in k}
+
+
+def hit_rate_lines(first: dict[str, float], reranked: dict[str, float]) -> list[str]:
+    """The console table of hit rate and MRR at k, first stage against reranked."""
+    rows = hit_rate_rows(first, reranked)
+    if not rows:
+        return []
+    return ["\n   k   hit rate: first stage  reranked    MRR: first stage  reranked",
+            *(f"  {k:>2}   {h1:>20.4f} {h2:>9.4f}    {m1:>15.4f} {m2:>9.4f}" for k, h1, h2, m1, m2 in rows)]

@@ -1,0 +1,73 @@
+"""The first stage a reranker is measured against.
+
+A reranker is worth shipping only when it orders its candidates better than the retriever that
+supplied them. :class:`FirstStage` is that retriever as a scorer of (query, document) pairs: the
+retriever that produced the candidates when it is known (a BEIR folder's dense first stage), and
+otherwise the base embedder a user would rank the same candidates with (all-MiniLM-L6-v2 by
+default). :func:`worse_than_first_stage` says, in a sentence, when the reranker lost to it;
+:func:`hit_rate_rows` is the hit rate / MRR at k table RAG builders read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+Scorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
+
+#: The metric the warning and the card compare first.
+HEADLINE_METRIC = "ndcg@10"
+
+
+@dataclass
+class FirstStage:
+    """A first stage as a pair scorer: ``scorer(queries, docs) -> scores`` (one per pair) and the
+    ``name`` reports print (a model id and how it scores)."""
+
+    name: str
+    scorer: Scorer
+
+    @classmethod
+    def embedder(cls, encoder: Any, name: str | None = None, batch_size: int = 64) -> "FirstStage":
+        """The cosine of a bi-encoder's normalised embeddings; ``encoder`` is anything with a
+        sentence-transformers ``encode``, or a model folder / offline alias (``"minilm"``)."""
+        from ..data.mining import encode_normalized, load_encoder
+        from ..offline import hub_name
+
+        label = name or (hub_name(str(encoder)) if isinstance(encoder, str) else type(encoder).__name__)
+        model = load_encoder(encoder)
+
+        def cosine(queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
+            unique_q, unique_d = list(dict.fromkeys(queries)), list(dict.fromkeys(docs))
+            q = encode_normalized(model, unique_q, batch_size, show_progress=False)
+            d = encode_normalized(model, unique_d, batch_size, show_progress=False)
+            qi = {t: i for i, t in enumerate(unique_q)}
+            di = {t: i for i, t in enumerate(unique_d)}
+            return np.einsum("ij,ij->i", q[[qi[t] for t in queries]], d[[di[t] for t in docs]])
+
+        return cls(name=f"{label} (cosine)", scorer=cosine)
+
+
+def worse_than_first_stage(reranked: Mapping[str, float], first: Mapping[str, float], first_stage: str,
+                           what: str, metric: str = HEADLINE_METRIC) -> str | None:
+    """A warning sentence when ``reranked[metric]`` is below ``first[metric]`` (plain metric names,
+    no prefix), else ``None``; ``what`` names the candidates (e.g. "the 35 dev queries' candidates")."""
+    if metric not in reranked or metric not in first or reranked[metric] >= first[metric]:
+        return None
+    return (f"the reranker ranks {what} worse than its first stage: {metric} {reranked[metric]:.4f} against "
+            f"{first[metric]:.4f} for {first_stage} on the same candidates. Putting it behind that retriever "
+            "would make retrieval worse; see the README's 'Rerankers that beat their first stage'.")
+
+
+def hit_rate_rows(first: Mapping[str, float], reranked: Mapping[str, float],
+                  k_values: Sequence[int] = (1, 3, 5, 10)) -> list[tuple[int, float, float, float, float]]:
+    """``(k, hit rate first stage, hit rate reranked, MRR first stage, MRR reranked)`` for each k
+    that both metric dicts (plain names) hold."""
+    rows = []
+    for k in k_values:
+        keys = (f"hit_rate@{k}", f"mrr@{k}")
+        if all(key in first and key in reranked for key in keys):
+            rows.append((k, first[keys[0]], reranked[keys[0]], first[keys[1]], reranked[keys[1]]))
+    return rows
