@@ -112,3 +112,6 @@ def test_a_reranker_worse_than_its_first_stage_is_said_in_console_results_and_ca
     (task, by_split), = results["mteb_first_stage"].items()
     assert by_split["dev"]["ndcg_at_10"] == pytest.approx(first["ndcg@10"], abs=1e-4)
     assert "first stage on the same dev candidates" in proc.stdout and "hit rate" in proc.stdout
+    row = next(line.split() for line in proc.stdout.splitlines() if line.strip().startswith("ndcg@10"))
+    assert row[1:] == [f"{results['before']['before_ndcg@10']:.4f}", f"{after['after_ndcg@10']:.4f}",
+                       f"{first['ndcg@10']:.4f}"]  # before, after and first stage side by side

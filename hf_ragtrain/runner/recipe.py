@@ -114,13 +114,18 @@ def final_step_evaluation(trainer: Any) -> dict[str, float] | None:
     return None
 
 
-def metrics_lines(title: str, keys: Sequence[str], before: dict[str, float], after: dict[str, float]) -> list[str]:
-    """A console table of dev metrics before and after training."""
+def metrics_lines(title: str, keys: Sequence[str], before: dict[str, float], after: dict[str, float],
+                  first_stage: dict[str, float] | None = None) -> list[str]:
+    """A console table of dev metrics before and after training, with a ``first stage`` column when
+    ``first_stage`` (plain metric names) is given."""
     rows = [(k, before.get(f"before_{k}"), after.get(f"after_{k}")) for k in keys]
     rows = [(k, b, a) for k, b, a in rows if b is not None and a is not None]
     if not rows:
         return []
-    return [f"\n{title:<26} before     after", *(f"  {k:<22} {b:>9.4f} {a:>9.4f}" for k, b, a in rows)]
+    if first_stage is None:
+        return [f"\n{title:<26} before     after", *(f"  {k:<22} {b:>9.4f} {a:>9.4f}" for k, b, a in rows)]
+    return [f"\n{title:<26} before     after   first stage",
+            *(f"  {k:<22} {b:>9.4f} {a:>9.4f} {first_stage.get(k, float('nan')):>13.4f}" for k, b, a in rows)]
 
 
 class Recipe:

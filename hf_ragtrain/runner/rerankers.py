@@ -12,7 +12,7 @@ from ..evaluation.reranking import RerankingEvaluator
 from ..offline import hub_name
 from ..trainers import RerankTrainer
 from .mteb_steps import reranker_mteb
-from .recipe import MtebOutcome, Recipe, RecipeError, one_line
+from .recipe import MtebOutcome, Recipe, RecipeError, metrics_lines, one_line
 
 
 class RerankerRecipe(Recipe):
@@ -78,13 +78,14 @@ class RerankerRecipe(Recipe):
         return {"first_stage": first, "warnings": self.warnings()} if first else {"warnings": self.warnings()}
 
     def summary_lines(self) -> list[str]:
-        lines = super().summary_lines()
         first = self.first_stage_report()
-        if first and self.after:
-            after = {k[len("after_"):]: v for k, v in self.after.items()}
-            lines.insert(0, f"\nfirst stage on the same dev candidates: {first['model']}")
-            lines += hit_rate_lines(first["metrics"], after)
-        return lines + [f"\nWARNING: {w}" for w in self.warnings()]
+        if not (first and self.after):
+            return super().summary_lines() + [f"\nWARNING: {w}" for w in self.warnings()]
+        after = {k[len("after_"):]: v for k, v in self.after.items()}
+        return [f"\nfirst stage on the same dev candidates: {first['model']}",
+                *metrics_lines(self.metrics_title, self.summary_metrics, self.before, self.after, first["metrics"]),
+                *self.mteb.summary, *hit_rate_lines(first["metrics"], after),
+                *(f"\nWARNING: {w}" for w in self.warnings())]
 
     def evaluate_saved(self, tasks: list[Any]) -> MtebOutcome:
         return reranker_mteb(self, tasks)
