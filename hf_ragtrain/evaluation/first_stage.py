@@ -58,7 +58,7 @@ def worse_than_first_stage(reranked: Mapping[str, float], first: Mapping[str, fl
         return None
     return (f"the reranker ranks {what} worse than its first stage: {metric} {reranked[metric]:.4f} against "
             f"{first[metric]:.4f} for {first_stage} on the same candidates. Putting it behind that retriever "
-            "would make retrieval worse; see the README's 'Rerankers that beat their first stage'.")
+            "would make retrieval worse; see 'Rerankers that beat their first stage' in hf_ragtrain's README.")
 
 
 def hit_rate_rows(first: Mapping[str, float], reranked: Mapping[str, float],
