@@ -99,3 +99,53 @@ def test_hit_rate_and_mrr_table_by_hand_with_ties():
         assert row == pytest.approx(want)
     lines = hit_rate_lines(first, reranked)
     assert len(lines) == 1 + 3 and f"{(1 / 2 + 1) / 3:.4f}" in lines[2]
+
+
+class WordEncoder:
+    """A bag-of-words bi-encoder over a fixed vocabulary (counts of each word), for exact dense scores."""
+
+    vocab = ("sort", "dict", "list", "file", "read", "python", "key", "open")
+
+    def encode(self, texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True):
+        out = np.array([[t.lower().split().count(w) + 0.1 * (i + 1) for i, w in enumerate(self.vocab)] for t in texts])
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def hand_bm25(query, docs, k1=0.9, b=0.4):
+    """Okapi BM25 with Lucene's idf, written from the formula over the distinct documents."""
+    from collections import Counter
+
+    from hf_ragtrain.data.mining import tokenize
+
+    collection = [tokenize(d) for d in dict.fromkeys(docs)]
+    avgdl = sum(map(len, collection)) / len(collection)
+    df = Counter(t for d in collection for t in set(d))
+    scores = []
+    for doc in docs:
+        tf, n = Counter(tokenize(doc)), len(tokenize(doc))
+        scores.append(sum(np.log(1 + (len(collection) - df[t] + 0.5) / (df[t] + 0.5)) * tf[t] * (k1 + 1)
+                          / (tf[t] + k1 * (1 - b + b * n / avgdl)) for t in tokenize(query) if tf[t]))
+    return np.array(scores)
+
+
+def test_bm25_and_hybrid_first_stages_equal_a_hand_computation():
+    queries = ["how do I sort a dict by key"] * 4 + ["read a file in python"] * 3
+    docs = ["sort the dict items by key", "a list can sort itself", "open the file", "dict key order",
+            "open the file and read it", "lists and tuples", "read and sort the dict"]
+    bm25 = FirstStage.bm25().scorer(queries, docs)
+    np.testing.assert_allclose(bm25[:4], hand_bm25(queries[0], docs)[:4], rtol=1e-9)
+    np.testing.assert_allclose(bm25[4:], hand_bm25(queries[4], docs)[4:], rtol=1e-9)
+
+    encoder = WordEncoder()
+    cosine = np.array([float(np.dot(*encoder.encode([q, d]))) for q, d in zip(queries, docs)])
+    expected = np.zeros(len(docs))
+    for rows in (range(0, 4), range(4, 7)):
+        for scores, lexical in ((cosine, False), (bm25, True)):
+            ranked = sorted(rows, key=lambda r: -scores[r])  # stable: equal scores keep the given order
+            for rank, r in enumerate(ranked):
+                if not lexical or scores[r] > 0:
+                    expected[r] += 1 / (60 + rank + 1)
+    hybrid = FirstStage.hybrid(encoder, name="words")
+    np.testing.assert_allclose(hybrid.scorer(queries, docs), expected, rtol=1e-9)
+    assert hybrid.name == "hybrid: RRF of BM25 (k1 0.9, b 0.4) and words (cosine)"
+    assert (bm25[4:] == 0).sum() >= 1  # "lists and tuples" shares no word with its query: BM25 gives it nothing

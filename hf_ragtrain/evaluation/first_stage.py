@@ -49,6 +49,51 @@ class FirstStage:
 
         return cls(name=f"{label} (cosine)", scorer=cosine)
 
+    @classmethod
+    def bm25(cls, k1: float = 0.9, b: float = 0.4) -> "FirstStage":
+        """Okapi BM25 (:class:`~hf_ragtrain.data.mining.BM25`) with the distinct candidate documents of
+        the call as its collection (document frequencies and lengths come from them)."""
+        from ..data.mining import BM25
+
+        def lexical(queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
+            unique_d = list(dict.fromkeys(docs))
+            index, di = BM25(unique_d, k1=k1, b=b), {t: i for i, t in enumerate(unique_d)}
+            out = np.zeros(len(docs))
+            for query, rows in rows_by_query(queries).items():
+                out[rows] = index.get_scores(query)[[di[docs[r]] for r in rows]]
+            return out
+
+        return cls(name=f"BM25 (k1 {k1}, b {b})", scorer=lexical)
+
+    @classmethod
+    def hybrid(cls, encoder: Any, name: str | None = None, rrf_k: int = 60) -> "FirstStage":
+        """Reciprocal-rank fusion of BM25 and a bi-encoder's cosine over each query's candidates, as the
+        hybrid miner fuses them: ``sum 1 / (rrf_k + rank + 1)`` (rank from 0; candidates with BM25 score
+        0 get nothing from BM25; equal scores rank in the order given)."""
+        dense, lexical = cls.embedder(encoder, name), cls.bm25()
+
+        def fused(queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
+            dense_scores, lexical_scores = dense.scorer(queries, docs), lexical.scorer(queries, docs)
+            out = np.zeros(len(docs))
+            for rows in rows_by_query(queries).values():
+                for scores, matched in ((dense_scores[rows], None), (lexical_scores[rows], lexical_scores[rows] > 0)):
+                    order = np.argsort(-scores, kind="stable")
+                    ranks = np.empty(len(rows))
+                    ranks[order] = np.arange(len(rows))
+                    share = 1.0 / (rrf_k + ranks + 1)
+                    out[rows] += share if matched is None else np.where(matched, share, 0.0)
+            return out
+
+        return cls(name=f"hybrid: RRF of {lexical.name} and {dense.name}", scorer=fused)
+
+
+def rows_by_query(queries: Sequence[str]) -> dict[str, list[int]]:
+    """The positions of each distinct query in a flat list of pairs, in order."""
+    rows: dict[str, list[int]] = {}
+    for i, query in enumerate(queries):
+        rows.setdefault(query, []).append(i)
+    return rows
+
 
 def worse_than_first_stage(reranked: Mapping[str, float], first: Mapping[str, float], first_stage: str,
                            what: str, metric: str = HEADLINE_METRIC) -> str | None:
