@@ -1,9 +1,11 @@
 """Collectives for cross-device negatives (gather embeddings while keeping the local gradient), what
-FSDP needs to know about a model, and a clean end for torchrun workers."""
+FSDP needs to know about a model, loading frozen helper models outside ZeRO-3, and a clean end for
+torchrun workers."""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -12,6 +14,27 @@ from torch import Tensor, nn
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+@contextlib.contextmanager
+def outside_zero3() -> Iterator[None]:
+    """Load models inside this block whole, on every process, even while a ZeRO-3 run is set up.
+
+    transformers partitions every model built while ZeRO-3 ``TrainingArguments`` exist (``zero.Init``);
+    a frozen helper (a first stage, an embedder that mines) is never given to DeepSpeed, so its
+    partitioned weights would stay empty placeholders ("'weight' must be 2-D" at its first forward).
+    """
+    try:
+        from transformers.integrations import deepspeed as hf_deepspeed
+    except ImportError:  # transformers without the DeepSpeed integration: nothing is partitioned
+        yield
+        return
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
 
 
 def end_distributed(trainer: Any = None) -> None:

@@ -189,9 +189,11 @@ def load_encoder(encoder: Union[Encoder, str, os.PathLike, None]) -> Encoder:
     if isinstance(encoder, (str, os.PathLike)):
         from sentence_transformers import SentenceTransformer
 
+        from hf_ragtrain.distributed import outside_zero3
         from hf_ragtrain.offline import resolve_model_path
 
-        return SentenceTransformer(resolve_model_path(os.fspath(encoder)))
+        with outside_zero3():  # a frozen encoder, never given to DeepSpeed: load it whole
+            return SentenceTransformer(resolve_model_path(os.fspath(encoder)))
     if not callable(getattr(encoder, "encode", None)):
         raise TypeError(f"encoder must have an .encode() method or be a model path, got {encoder!r}")
     return encoder
