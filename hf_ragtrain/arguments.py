@@ -68,6 +68,13 @@ class DataArguments:
                                                                        "(mining and two-stage evaluation) and that a "
                                                                        "reranker is measured against on the same "
                                                                        "candidates ('none': no comparison)."})
+    first_stage_weight: Optional[float] = field(
+        default=None, metadata={"help": "A cross-encoder's score is its logit plus this weight times the "
+                                        "--first_stage_model cosine, in training and after (the first stage is "
+                                        "saved with the model; hf_ragtrain.Reranker adds it back). A fresh "
+                                        "classification head starts at zero, so the untrained reranker ranks as "
+                                        "its first stage. Default: 5 for a fresh head, the base folder's own "
+                                        "weight when it has one, else off; 0: off."})
     rerank_top_k: int = field(default=100, metadata={"help": "Candidates reranked per query in two-stage "
                                                              "evaluation (BEIR folder, --mteb_tasks)."})
     mteb_tasks: Optional[str] = field(
@@ -90,6 +97,8 @@ class DataArguments:
         for name in ("micro_batch_tokens", "pad_to_multiple_of"):
             value = getattr(self, name)
             _require(value is None or value >= 0, f"--{name} must be 0 (off) or a positive number of tokens, got {value}")
+        _require(self.first_stage_weight is None or self.first_stage_weight >= 0,
+                 f"--first_stage_weight must be 0 (off) or more, got {self.first_stage_weight}")
         _require(self.rerank_top_k >= 1, f"--rerank_top_k must be at least 1, got {self.rerank_top_k}")
         _require(self.beir_dev_queries >= 0, f"--beir_dev_queries must be 0 or more, got {self.beir_dev_queries}")
         _require(self.num_negatives >= 0, f"--num_negatives must be 0 or more, got {self.num_negatives}")

@@ -43,6 +43,7 @@ class CardInfo:
     mteb_first_stage: dict[str, TaskScores] = field(default_factory=dict)  # the retriever it reranked
     mteb_settings: dict[str, Any] = field(default_factory=dict)  # e.g. first-stage model, top_k
     notes: list[str] = field(default_factory=list)
+    fusion: dict[str, Any] | None = None  # a reranker that adds its first stage's score: {"weight", "first_stage"}
     license: str = "apache-2.0"
     model_name: str | None = None
     trainer: str | None = None  # the trainer class named in the card's intro (default: the family's)
@@ -236,6 +237,21 @@ _RERANKER = _CardKind(
     dev_heading="## Evaluation (dev set, reranking its candidates)",
 )
 
+def fused_usage(weight: float, first_stage: str) -> str:
+    """The usage section of a reranker whose score adds its first stage's (``first_stage_fusion.json``)."""
+    return (f"## Usage\n\nThis reranker's score is its logit **plus {weight:g} times the cosine of its first stage** "
+            f"`{first_stage}`, whose copy is in `first_stage/`. It was trained that way: the logit alone is only "
+            "the correction to the first stage, not a ranking to use on its own.\n\nWith hf_ragtrain (the first "
+            "stage is added for you):\n\n```python\nfrom hf_ragtrain import Reranker\n\nreranker = Reranker."
+            "from_pretrained(\"PATH\")  # a local folder (snapshot_download a Hub repo first)\nranked = reranker.rank("
+            "\"how do I sort a dict?\", [\"Use sorted() with a key.\", \"Open the file.\"])\n```\n\nWith "
+            "sentence-transformers, the same score:\n\n```python\nfrom sentence_transformers import CrossEncoder, "
+            "SentenceTransformer\n\nreranker, first_stage = CrossEncoder(\"PATH\"), SentenceTransformer(\"PATH/"
+            "first_stage\")\nquery, docs = \"how do I sort a dict?\", [\"Use sorted() with a key.\", \"Open the "
+            "file.\"]\ncosine = first_stage.similarity(first_stage.encode([query]), first_stage.encode(docs))[0]\n"
+            f"scores = reranker.predict([(query, d) for d in docs]) + {weight:g} * cosine.numpy()\n```\n")
+
+
 _EMBEDDER = _CardKind(
     pipeline_tag="sentence-similarity",
     tags=["hf_ragtrain", "sentence-transformers", "feature-extraction", "sentence-similarity", "retrieval",
@@ -325,7 +341,8 @@ def _render_card(kind: _CardKind, info: CardInfo, args: TrainingArguments | None
     )
     name = info.model_name or "this model"
     sections = [f"# {name}\n", kind.intro.format(base_model=info.base_model, trainer=info.trainer or kind.trainer),
-                *(f"> **Warning:** {w}\n" for w in info.warnings), kind.usage]
+                *(f"> **Warning:** {w}\n" for w in info.warnings),
+                fused_usage(**info.fusion) if info.fusion else kind.usage]
     if info.datasets:
         lines = ["## Training data\n", "| Name | Split | Size | Source |", "|---|---|---|---|"]
         for d in info.datasets:

@@ -171,6 +171,8 @@ class Reranker(BaseReranker):
 
     kind: str = ""
     _kinds: dict[str, type["Reranker"]] = {}
+    #: the first stage's score added to every pair's (set by ``from_pretrained`` from the folder)
+    fusion: Any = None
     #: log the truncation count of every ``compute_score`` call (callers that score many small
     #: batches, such as a teacher during training, turn it off and read ``total`` instead)
     report_truncation: bool = True
@@ -210,19 +212,27 @@ class Reranker(BaseReranker):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_pretrained(cls, name_or_path: str, kind: str | None = None, **options: Any) -> "Reranker":
+    def from_pretrained(cls, name_or_path: str, kind: str | None = None, first_stage: bool = True,
+                        **options: Any) -> "Reranker":
         """Load a saved reranker or encoder folder (or the ``minilm``/``smollm2`` aliases) as the
         kind its files declare, or as ``kind``. ``options`` go to that kind's loader (``max_length``,
-        ``batch_size``, ``long_doc``, ``overlap``, ``device``, ``dtype``, and kind-specific ones)."""
+        ``batch_size``, ``long_doc``, ``overlap``, ``device``, ``dtype``, and kind-specific ones).
+        A folder trained with its first stage's score (``first_stage_fusion.json``, see
+        :mod:`hf_ragtrain.modeling.fusion`) adds that score to every pair's; ``first_stage=False``
+        gives the model's own score alone."""
+        from .modeling.fusion import FirstStageFusion
         from .offline import resolve_model_path
 
         path = resolve_model_path(name_or_path)
         if cls.kind:  # called on a kind's own class
-            return cls._load(path, **options)
-        kind = kind or reranker_kind(path)
-        if kind not in cls._kinds:
-            raise ValueError(f"unknown reranker kind {kind!r}; choose one of {sorted(cls._kinds)}")
-        return cls._kinds[kind]._load(path, **options)
+            reranker = cls._load(path, **options)
+        else:
+            kind = kind or reranker_kind(path)
+            if kind not in cls._kinds:
+                raise ValueError(f"unknown reranker kind {kind!r}; choose one of {sorted(cls._kinds)}")
+            reranker = cls._kinds[kind]._load(path, **options)
+        reranker.fusion = FirstStageFusion.from_folder(path) if first_stage else None
+        return reranker
 
     @classmethod
     def _load(cls, path: str, **options: Any) -> "Reranker":
@@ -264,6 +274,9 @@ class Reranker(BaseReranker):
             np.maximum.at(scores, np.asarray(owner), raw)
         else:
             scores = np.asarray(self._score(queries, docs, batch_size, max_length, stats, **options), dtype=np.float64)
+        if self.fusion is not None:  # the first stage's score, on the whole document
+            term = self.fusion.scores(queries, docs)
+            scores = scores + (term if scores.ndim == 1 else term[:, None])
         if stats.truncated and self.report_truncation:
             what = "windows" if self.long_doc == "max_chunk" else "pairs"
             logger.warning("%d of %d %s were longer than max_length %d and were cut%s", stats.truncated,

@@ -33,20 +33,11 @@ class FirstStage:
     def embedder(cls, encoder: Any, name: str | None = None, batch_size: int = 64) -> "FirstStage":
         """The cosine of a bi-encoder's normalised embeddings; ``encoder`` is anything with a
         sentence-transformers ``encode``, or a model folder / offline alias (``"minilm"``)."""
-        from ..data.mining import encode_normalized, load_encoder
+        from ..modeling.fusion import CosineScorer
         from ..offline import hub_name
 
         label = name or (hub_name(str(encoder)) if isinstance(encoder, str) else type(encoder).__name__)
-        model = load_encoder(encoder)
-
-        def cosine(queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
-            unique_q, unique_d = list(dict.fromkeys(queries)), list(dict.fromkeys(docs))
-            q = encode_normalized(model, unique_q, batch_size, show_progress=False)
-            d = encode_normalized(model, unique_d, batch_size, show_progress=False)
-            qi = {t: i for i, t in enumerate(unique_q)}
-            di = {t: i for i, t in enumerate(unique_d)}
-            return np.einsum("ij,ij->i", q[[qi[t] for t in queries]], d[[di[t] for t in docs]])
-
+        cosine = CosineScorer(encoder, batch_size)
         return cls(name=f"{label} (cosine)", scorer=cosine)
 
     @classmethod

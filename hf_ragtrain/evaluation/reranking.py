@@ -9,6 +9,7 @@ import numpy as np
 
 from ..data.records import RetrievalRecord
 from ..modeling.cross_encoder import ScoreReport, score_pairs
+from ..modeling.fusion import FirstStageFusion
 from .first_stage import FirstStage, worse_than_first_stage
 from .metrics import ranking_metrics
 
@@ -108,12 +109,18 @@ class RerankingEvaluator:
             logger.warning("%s evaluation: %s", self.name, warning)
         return {**metrics, **{f"first_stage_{k}": v for k, v in first.items()}}
 
-    def scorer_for(self, model, tokenizer, max_length: int = 512) -> Scorer:
-        """A scorer over a cross-encoder; counts truncated pairs in ``self.last_report``."""
+    def scorer_for(self, model, tokenizer, max_length: int = 512, fusion: FirstStageFusion | None = None) -> Scorer:
+        """A scorer over a cross-encoder (plus ``fusion``'s first-stage term when given); counts
+        truncated pairs in ``self.last_report``."""
         self.last_report = ScoreReport()
         tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-        return lambda q, d: score_pairs(model, tokenizer, q, d, max_length=max_length,
-                                        batch_tokens=self.batch_tokens, report=self.last_report)
+
+        def scorer(queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
+            scores = score_pairs(model, tokenizer, queries, docs, max_length=max_length,
+                                 batch_tokens=self.batch_tokens, report=self.last_report)
+            return scores if fusion is None else scores + fusion.scores(queries, docs)
+
+        return scorer
 
     def evaluate_with(self, trainer) -> dict[str, float]:
         """Evaluate the model a Trainer holds (the protocol of :class:`RetrievalTrainer`), beside the
@@ -121,7 +128,9 @@ class RerankingEvaluator:
         max_length = self.max_length or getattr(trainer.data_collator, "max_length", 512)
         self.first_stage_metrics()  # in the first stage's own precision, not the trainer's autocast
         with trainer.accelerator.autocast():  # the training precision (transformers 5 left this to accelerate)
-            metrics = self.compare(self(self.scorer_for(trainer.model, trainer.processing_class, max_length)))
+            scorer = self.scorer_for(trainer.model, trainer.processing_class, max_length,
+                                     getattr(trainer, "first_stage_fusion", None))
+            metrics = self.compare(self(scorer))
         if self.last_report.truncated:
             metrics["truncated_pairs"] = self.last_report.truncated
         return metrics

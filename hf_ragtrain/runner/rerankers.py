@@ -3,16 +3,25 @@ pairs of (query, document) in groups, reranking evaluation, two-stage mteb, the 
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+from transformers import PreTrainedModel
 
 from ..arguments import RerankerTrainingArguments
 from ..data.collators import RerankCollator
 from ..evaluation.first_stage import FirstStage, hit_rate_rows, worse_than_first_stage
 from ..evaluation.reranking import RerankingEvaluator
-from ..offline import hub_name
+from ..modeling.fusion import FUSION_FILE, FirstStageFusion, zero_score_head
+from ..offline import hub_name, resolve_model_path
+from ..reranker import find_reranker_kind
 from ..trainers import RerankTrainer
 from .mteb_steps import reranker_mteb
 from .recipe import MtebOutcome, Recipe, RecipeError, metrics_lines, one_line
+
+
+#: The first stage's weight for a fresh cross-encoder head (bundled dev set: 5 and 20 keep the first stage's 0.9552 in one epoch, 5 gains with more; BENCHMARKS.md).
+DEFAULT_FIRST_STAGE_WEIGHT = 5.0
 
 
 class RerankerRecipe(Recipe):
@@ -44,6 +53,38 @@ class RerankerRecipe(Recipe):
             raise RecipeError(f"cannot load the first stage --first_stage_model {name} that the reranker is measured "
                               f"against: {one_line(err)}; give a bi-encoder folder, or --first_stage_model none to "
                               "skip the comparison") from None
+
+    def fusion(self) -> FirstStageFusion | None:
+        """The first stage whose score a cross-encoder adds to its own (:mod:`hf_ragtrain.modeling.fusion`):
+        ``--first_stage_weight``, else the base folder's own fusion, else the default weight for a fresh
+        head (zeroed here, so training starts from the first stage), else none."""
+        weight, name = self.data_args.first_stage_weight, self.data_args.first_stage_model
+        base = resolve_model_path(self.model_args.model_name_or_path)
+        fresh = find_reranker_kind(base) in (None, "bi-encoder")
+        if weight == 0 or (weight is None and not fresh and not os.path.isfile(os.path.join(base, FUSION_FILE))):
+            return None
+        if not isinstance(self.model, PreTrainedModel):
+            if weight is None:
+                return None
+            raise RecipeError("--first_stage_weight applies to cross-encoders; an LLM reranker scores alone "
+                              "(leave the flag out)")
+        if weight is None and not fresh:  # continue training a reranker that fuses its first stage
+            return FirstStageFusion.from_folder(base)
+        if name.lower() == "none":
+            raise RecipeError("--first_stage_weight needs a first stage: give --first_stage_model, or "
+                              "--first_stage_weight 0 to train the cross-encoder alone")
+        if fresh:
+            zero_score_head(self.model)
+        return FirstStageFusion(weight=DEFAULT_FIRST_STAGE_WEIGHT if weight is None else weight,
+                                source=resolve_model_path(name), name=hub_name(name))
+
+    def trainer_options(self) -> dict[str, Any]:
+        try:
+            self.first_stage_fusion = self.fusion()
+        except (OSError, ValueError) as err:
+            raise RecipeError(f"cannot load the first stage --first_stage_model {self.data_args.first_stage_model} "
+                              f"whose score the reranker adds to its own: {one_line(err)}") from None
+        return {**super().trainer_options(), "first_stage": self.first_stage_fusion}
 
     def train_and_evaluate(self) -> tuple[dict[str, float], dict[str, float]]:
         """As the template's, with the first stage's metrics kept apart (:meth:`first_stage_report`)."""
@@ -82,7 +123,10 @@ class RerankerRecipe(Recipe):
         if not (first and self.after):
             return super().summary_lines() + [f"\nWARNING: {w}" for w in self.warnings()]
         after = {k[len("after_"):]: v for k, v in self.after.items()}
-        return [f"\nfirst stage on the same dev candidates: {first['model']}",
+        fusion = getattr(self, "first_stage_fusion", None)
+        fused = ([f"\nthe reranker's score adds {fusion.weight:g} x the cosine of its first stage {fusion.name} "
+                  "(saved in first_stage/; hf_ragtrain.Reranker adds it back)"] if fusion else [])
+        return [*fused, f"\nfirst stage on the same dev candidates: {first['model']}",
                 *metrics_lines(self.metrics_title, self.summary_metrics, self.before, self.after, first["metrics"]),
                 *self.mteb.summary, *hit_rate_lines(first["metrics"], after),
                 *(f"\nWARNING: {w}" for w in self.warnings())]
@@ -106,6 +150,9 @@ class RerankerRecipe(Recipe):
         if first:
             info.first_stage, info.metrics_first_stage = first["model"], first["metrics"]
         info.warnings = self.warnings()
+        fusion = getattr(self, "first_stage_fusion", None)
+        if fusion is not None:
+            info.fusion = {"weight": fusion.weight, "first_stage": fusion.name}
         return info
 
     def render_card(self, info: Any) -> Any:

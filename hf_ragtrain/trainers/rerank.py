@@ -13,6 +13,7 @@ from ..arguments import RerankerTrainingArguments
 from ..data.records import MAX_LABEL
 from ..losses import RERANK_LOSSES, listwise_ce, pairwise_ranknet, pointwise_bce, score_distillation_kl
 from ..modeling.cross_encoder import mark_for_sentence_transformers
+from ..modeling.fusion import FirstStageFusion
 from .base import RetrievalTrainer
 
 logger = logging.getLogger(__name__)
@@ -33,12 +34,18 @@ class RerankTrainer(RetrievalTrainer):
     are converted with its defaults). The loss is ``args.rerank_loss`` (``listwise``, ``pointwise`` or
     ``pairwise``, see :mod:`hf_ragtrain.losses`), or the ``loss`` argument. For ``pointwise`` the label
     scale ``max_label`` is ``args.max_label``, else 3 when the data facts have grades above 1, else 1.
+
+    ``first_stage`` (a :class:`~hf_ragtrain.modeling.fusion.FirstStageFusion`) adds the first stage's
+    weighted cosine to every score before the loss, so the model learns what the first stage gets
+    wrong; in-training evaluation scores the same sum, and every save writes the first stage beside
+    the model (``Reranker.from_pretrained`` adds it back).
     """
 
     args_class = RerankerTrainingArguments
 
-    def __init__(self, *args, loss: str | None = None, **kwargs):
+    def __init__(self, *args, loss: str | None = None, first_stage: FirstStageFusion | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.first_stage_fusion = first_stage
         self.loss_name = loss or self.args.rerank_loss
         if self.loss_name not in RERANK_LOSSES:
             raise ValueError(f"unknown rerank loss {self.loss_name!r}; choose one of {sorted(RERANK_LOSSES)}")
@@ -112,8 +119,20 @@ class RerankTrainer(RetrievalTrainer):
             loss = loss + score_distillation_kl(layer_scores[..., k], last.detach(), 1.0, 1.0)
         return loss
 
+    def fuse(self, scores: Tensor, layer_scores: Tensor | None, inputs: dict[str, Any]) -> tuple[Tensor, Tensor | None]:
+        """``scores`` ``(B, G)`` (and each layer's ``(B, G, K)``) plus the first stage's weighted cosine."""
+        term = self.first_stage_fusion.term_like(scores, inputs["pair_queries"], inputs["pair_docs"])
+        return scores + term, None if layer_scores is None else layer_scores + term.unsqueeze(-1)
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        super()._save(output_dir, state_dict)
+        if self.first_stage_fusion is not None and self.args.should_save:
+            self.first_stage_fusion.save(output_dir or self.args.output_dir)
+
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         scores, layer_scores = self.score_groups_by_layer(model, inputs)
+        if self.first_stage_fusion is not None:
+            scores, layer_scores = self.fuse(scores, layer_scores, inputs)
         if layer_scores is None:
             loss = self.loss_from_scores(scores, inputs["labels"])
         else:
