@@ -6,8 +6,8 @@ described in ARCHITECTURE.md.
 
 from .arguments import (ColbertArguments, ColbertTrainingArguments, ContrastiveLossArguments, DataArguments,
                         DistillArguments, DistillTrainingArguments, EmbeddingArguments, EmbeddingTrainingArguments,
-                        LlmRerankerArguments, LoraArguments, ModelArguments, RerankerTrainingArguments,
-                        RetrievalTrainingArguments)
+                        LlmRerankerArguments, LoraArguments, ModelArguments, PipelineArguments,
+                        RerankerTrainingArguments, RetrievalTrainingArguments)
 from .data import (DataFacts, DataFormatError, EmbeddingCollator, GroupDataset, RerankCollator, RetrievalRecord,
                    load_records, write_records)
 from .evaluation.first_stage import FirstStage
@@ -23,8 +23,8 @@ from .modeling.colbert import ColbertEncoder, ColbertSettings, maxsim
 from .modeling.cross_encoder import load_cross_encoder, score_pairs
 from .modeling.llm_reranker import LlmReranker, LlmRerankerSettings
 from .reranker import BaseReranker, RankedDocument, Reranker, find_reranker_kind, reranker_kind
-from .runner import (EncoderRecipe, MtebOutcome, Recipe, RecipeError, RerankerRecipe, colbert_mteb, embedder_mteb,
-                     reranker_mteb)
+from .runner import (EncoderRecipe, MtebOutcome, Recipe, RecipeError, RerankerRecipe, Stage, StageRunner,
+                     TwoStagePipeline, colbert_mteb, embedder_mteb, reranker_mteb)
 from .scoring import FunctionTeacher, RerankerTeacher, load_teacher, score_records
 from .trainers import (ColbertTrainer, ContrastiveTrainer, DistillTrainer, InBatchTrainer, RerankTrainer,
                        RetrievalTrainer)
@@ -34,7 +34,7 @@ __all__ = [
     # arguments
     "ColbertArguments", "ColbertTrainingArguments", "ContrastiveLossArguments", "DataArguments", "DistillArguments",
     "DistillTrainingArguments", "EmbeddingArguments", "EmbeddingTrainingArguments", "LlmRerankerArguments",
-    "LoraArguments", "ModelArguments", "RerankerTrainingArguments", "RetrievalTrainingArguments",
+    "LoraArguments", "ModelArguments", "PipelineArguments", "RerankerTrainingArguments", "RetrievalTrainingArguments",
     # data
     "DataFacts", "DataFormatError", "EmbeddingCollator", "GroupDataset", "RerankCollator", "RetrievalRecord",
     "load_records", "write_records",
@@ -53,7 +53,7 @@ __all__ = [
     # trainers
     "ColbertTrainer", "ContrastiveTrainer", "DistillTrainer", "InBatchTrainer", "RerankTrainer", "RetrievalTrainer",
     # the recipe runner
-    "EncoderRecipe", "MtebOutcome", "Recipe", "RecipeError", "RerankerRecipe", "colbert_mteb", "embedder_mteb",
-    "reranker_mteb",
+    "EncoderRecipe", "MtebOutcome", "Recipe", "RecipeError", "RerankerRecipe", "Stage", "StageRunner",
+    "TwoStagePipeline", "colbert_mteb", "embedder_mteb", "reranker_mteb",
     "__version__",
 ]

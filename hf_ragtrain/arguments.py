@@ -75,6 +75,14 @@ class DataArguments:
                                         "classification head starts at zero, so the untrained reranker ranks as "
                                         "its first stage. Default: 5 for a fresh head, the base folder's own "
                                         "weight when it has one, else off; 0: off."})
+    first_stage_bm25: Optional[str] = field(
+        default=None, metadata={"help": "BM25 statistics of the corpus (JSON written by hf_ragtrain.data.mining."
+                                        "BM25Stats.save; the two-stage pipeline writes candidates/bm25.json) that make "
+                                        "the first stage hybrid: the reranker's score adds --first_stage_bm25_weight "
+                                        "times BM25 as well (saved with the model)."})
+    first_stage_bm25_weight: float = field(
+        default=0.0, metadata={"help": "The weight of BM25 in the first stage's score (0: dense only); needs "
+                                       "--first_stage_bm25."})
     rerank_top_k: int = field(default=100, metadata={"help": "Candidates reranked per query in two-stage "
                                                              "evaluation (BEIR folder, --mteb_tasks)."})
     mteb_tasks: Optional[str] = field(
@@ -99,6 +107,10 @@ class DataArguments:
             _require(value is None or value >= 0, f"--{name} must be 0 (off) or a positive number of tokens, got {value}")
         _require(self.first_stage_weight is None or self.first_stage_weight >= 0,
                  f"--first_stage_weight must be 0 (off) or more, got {self.first_stage_weight}")
+        _require(self.first_stage_bm25_weight >= 0, f"--first_stage_bm25_weight must be 0 (off) or more, got "
+                                                    f"{self.first_stage_bm25_weight}")
+        _require(not self.first_stage_bm25_weight or self.first_stage_bm25, "--first_stage_bm25_weight needs "
+                 "--first_stage_bm25 (the corpus's BM25 statistics)")
         _require(self.rerank_top_k >= 1, f"--rerank_top_k must be at least 1, got {self.rerank_top_k}")
         _require(self.beir_dev_queries >= 0, f"--beir_dev_queries must be 0 or more, got {self.beir_dev_queries}")
         _require(self.num_negatives >= 0, f"--num_negatives must be 0 or more, got {self.num_negatives}")
@@ -342,3 +354,43 @@ class ColbertArguments:
                                                                             "with [MASK] tokens that are scored."})
     attend_to_expansion: Optional[bool] = field(default=None, metadata={"help": "Let the encoder attend to the "
                                                                                 "[MASK] expansion tokens."})
+
+
+@dataclass
+class PipelineArguments:
+    """The two-stage pipeline on a BEIR folder (``recipes/train_pipeline.py``, :mod:`hf_ragtrain.runner.two_stage`)."""
+
+    beir_dir: str = field(metadata={"help": "A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)."})
+    output_dir: str = field(metadata={"help": "Where every stage writes (rerun the same command to resume)."})
+    retriever_model: str = field(default="minilm", metadata={"help": "The bi-encoder the retriever is fine-tuned "
+                                                                     "from (folder, or the offline 'minilm')."})
+    reranker_model: str = field(default="minilm", metadata={"help": "The checkpoint the cross-encoder reranker is "
+                                                                    "trained from (a fresh 1-logit head)."})
+    train_split: str = field(default="train", metadata={"help": "qrels split to train on."})
+    eval_split: str = field(default="test", metadata={"help": "qrels split of the final evaluation through mteb "
+                                                              "('none': no final evaluation)."})
+    dev_queries: int = field(default=50, metadata={"help": "Training queries held out as the dev set of both models."})
+    folds: int = field(default=2, metadata={"help": "Cross-fitting folds: the reranker's training queries get their "
+                                                    "first-stage scores from retrievers that did not train on them "
+                                                    "(0: from the final retriever, which did)."})
+    top_k: int = field(default=100, metadata={"help": "Candidates per query the reranker reorders (and draws its "
+                                                      "negatives from)."})
+    num_negatives: int = field(default=30, metadata={"help": "The first stage's best non-relevant candidates kept "
+                                                             "per training query for the reranker."})
+    bm25: bool = field(default=True, metadata={"help": "Hybrid first stage: BM25 beside the retriever's cosine, "
+                                                       "weighted by a fit on the cross-fitted training queries."})
+    retriever_args: str = field(default="", metadata={"help": "More flags for recipes/train_embedding.py, quoted "
+                                                              "(e.g. \"--num_train_epochs 1\")."})
+    reranker_args: str = field(default="", metadata={"help": "More flags for recipes/train_reranker.py, quoted."})
+    redo: list[str] = field(default_factory=list, metadata={"help": "Stages to run again from empty outputs (and "
+                                                                    "every stage after them)."})
+    seed: int = field(default=42, metadata={"help": "Seed of the dev split, the folds and both trainings."})
+
+    def __post_init__(self):
+        _require(self.dev_queries >= 1, f"--dev_queries must be at least 1 (the dev set chooses nothing but reports "
+                                        f"both models), got {self.dev_queries}")
+        _require(self.folds == 0 or self.folds >= 2, f"--folds must be 0 (no cross-fitting) or at least 2, got "
+                                                     f"{self.folds}")
+        _require(self.top_k >= 2, f"--top_k must be at least 2, got {self.top_k}")
+        _require(1 <= self.num_negatives < self.top_k, f"--num_negatives must be between 1 and --top_k - 1, got "
+                                                       f"{self.num_negatives}")

@@ -43,7 +43,7 @@ class CardInfo:
     mteb_first_stage: dict[str, TaskScores] = field(default_factory=dict)  # the retriever it reranked
     mteb_settings: dict[str, Any] = field(default_factory=dict)  # e.g. first-stage model, top_k
     notes: list[str] = field(default_factory=list)
-    fusion: dict[str, Any] | None = None  # a reranker that adds its first stage's score: {"weight", "first_stage"}
+    fusion: dict[str, Any] | None = None  # a reranker that adds its first stage's score: {"weight", "first_stage", "bm25_weight"}
     license: str = "apache-2.0"
     model_name: str | None = None
     trainer: str | None = None  # the trainer class named in the card's intro (default: the family's)
@@ -237,19 +237,25 @@ _RERANKER = _CardKind(
     dev_heading="## Evaluation (dev set, reranking its candidates)",
 )
 
-def fused_usage(weight: float, first_stage: str) -> str:
+def fused_usage(weight: float, first_stage: str, bm25_weight: float = 0.0) -> str:
     """The usage section of a reranker whose score adds its first stage's (``first_stage_fusion.json``)."""
-    return (f"## Usage\n\nThis reranker's score is its logit **plus {weight:g} times the cosine of its first stage** "
-            f"`{first_stage}`, whose copy is in `first_stage/`. It was trained that way: the logit alone is only "
-            "the correction to the first stage, not a ranking to use on its own.\n\nWith hf_ragtrain (the first "
+    bm25 = (f" **plus {bm25_weight:.4g} times Okapi BM25** (with the corpus statistics, k1 and b in "
+            "`first_stage_bm25.json`)" if bm25_weight else "")
+    st_bm25 = ("\n# the BM25 term, with the saved corpus statistics:\nfrom hf_ragtrain.data.mining import BM25Stats\n"
+               f"scores += {bm25_weight:.4g} * BM25Stats.load(\"PATH/first_stage_bm25.json\").score_pairs([query] * "
+               "len(docs), docs)\n" if bm25_weight else "")
+    return (f"## Usage\n\nThis reranker's score is its logit **plus {weight:.4g} times the cosine of its first stage** "
+            f"`{first_stage}`, whose copy is in `first_stage/`{bm25}. It was trained that way: the logit alone is "
+            "only the correction to the first stage, not a ranking to use on its own.\n\nWith hf_ragtrain (the first "
             "stage is added for you):\n\n```python\nfrom hf_ragtrain import Reranker\n\nreranker = Reranker."
             "from_pretrained(\"PATH\")  # a local folder (snapshot_download a Hub repo first)\nranked = reranker.rank("
             "\"how do I sort a dict?\", [\"Use sorted() with a key.\", \"Open the file.\"])\n```\n\nWith "
             "sentence-transformers, the same score:\n\n```python\nfrom sentence_transformers import CrossEncoder, "
             "SentenceTransformer\n\nreranker, first_stage = CrossEncoder(\"PATH\"), SentenceTransformer(\"PATH/"
             "first_stage\")\nquery, docs = \"how do I sort a dict?\", [\"Use sorted() with a key.\", \"Open the "
-            "file.\"]\ncosine = first_stage.similarity(first_stage.encode([query]), first_stage.encode(docs))[0]\n"
-            f"scores = reranker.predict([(query, d) for d in docs]) + {weight:g} * cosine.numpy()\n```\n")
+            "file.\"]\ncosine = first_stage.similarity(first_stage.encode_query([query]), first_stage.encode_document("
+            "docs))[0]\n"
+            f"scores = reranker.predict([(query, d) for d in docs]) + {weight:.4g} * cosine.numpy()\n{st_bm25}```\n")
 
 
 _EMBEDDER = _CardKind(
@@ -395,6 +401,28 @@ def render_embedding_card(info: CardInfo, args: TrainingArguments | None = None,
         task_type, task_name = _MODEL_INDEX_TASKS.get(scores.task_type, ("retrieval", scores.task_type))
         results += mteb_eval_results({name: scores}, task_type=task_type, task_name=task_name)
     return _render_card(_COLBERT if colbert else _EMBEDDER, info, args, log_history, results)
+
+
+def add_card_section(folder: str, section: str, eval_results: Sequence[EvalResult] = (),
+                     warnings: Sequence[str] = ()) -> None:
+    """Add ``section`` (markdown) to the card in ``folder`` before its framework versions, ``warnings``
+    under its title, and ``eval_results`` to its model-index (entries for the same task, split and
+    metric are replaced). A folder without a card is left as it is."""
+    path = os.path.join(folder, "README.md")
+    if not os.path.isfile(path):
+        return
+    card = ModelCard.load(path)
+    keep = [r for r in card.data.eval_results or []
+            if not any((r.dataset_type, r.dataset_split, r.metric_type, r.task_type) ==
+                       (n.dataset_type, n.dataset_split, n.metric_type, n.task_type) for n in eval_results)]
+    card.data.eval_results = (keep + list(eval_results)) or None
+    text = card.text
+    cut = text.find("## Framework versions")
+    text = (text[:cut] + section + "\n" + text[cut:]) if cut >= 0 else text + "\n" + section
+    if warnings:
+        title_end = text.find("\n", text.find("# ")) + 1
+        text = text[:title_end] + "".join(f"\n> **Warning:** {w}\n" for w in warnings) + text[title_end:]
+    ModelCard(f"---\n{card.data.to_yaml()}\n---\n" + text).save(path)
 
 
 def is_hf_ragtrain_card(path: str) -> bool:

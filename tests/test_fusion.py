@@ -137,7 +137,7 @@ def test_the_recipe_fuses_a_fresh_head_with_its_first_stage_by_default(tiny_enco
     assert json.loads((out / FUSION_FILE).read_text())["weight"] == 5.0
     card = (out / "README.md").read_text()
     assert "plus 5 times the cosine of its first stage" in card and "first_stage/" in card
-    assert "adds 5 x the cosine" in proc.stdout
+    assert "score is logit + 5 * cosine(first_stage(query), first_stage(document))" in proc.stdout
 
 
 def test_the_recipe_trains_alone_with_weight_zero_and_keeps_a_trained_head(tiny_encoder_path, tiny_ce_path, tmp_path):

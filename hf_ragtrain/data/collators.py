@@ -111,7 +111,8 @@ class RerankCollator:
       - ``chunks``: list of tokenizer batches (``input_ids``, ``attention_mask``, ...), pairs sorted by
         length and padded per chunk;
       - ``restore``: ``(B*G,)`` index such that ``torch.cat(chunk_scores)[restore]`` is in group order;
-      - ``labels``: ``(B, G)`` float grades; ``teacher_scores`` ``(B, G)`` when the records carry them;
+      - ``labels``: ``(B, G)`` float grades; ``teacher_scores`` ``(B, G)`` when the records carry them, and
+        ``first_stage_scores`` ``(B, G)`` when they carry their first stage's scores;
       - ``num_truncated``, ``num_pairs``: counts for the truncation report;
       - ``pair_queries`` / ``pair_docs``: the texts of the pairs in group order (an online teacher scores them).
 
@@ -161,6 +162,8 @@ class RerankCollator:
         }
         if all("scores" in f for f in features):
             batch["teacher_scores"] = torch.tensor([f["scores"] for f in features], dtype=torch.float32)
+        if all("first_stage_scores" in f for f in features):
+            batch["first_stage_scores"] = torch.tensor([f["first_stage_scores"] for f in features], dtype=torch.float32)
         return batch
 
 

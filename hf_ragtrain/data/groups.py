@@ -49,7 +49,9 @@ class DataFacts:
     - ``teacher_scores``: every record carries teacher scores (``pos_scores``/``neg_scores``);
       ``scored_records`` of ``records`` do (so a partly scored set is told apart from an unscored one);
     - ``max_label``: the highest relevance grade of any positive;
-    - ``group_size``: documents per query in a training group.
+    - ``group_size``: documents per query in a training group;
+    - ``first_stage_scores``: every record carries its first stage's scores
+      (``pos_first_stage_scores``/``neg_first_stage_scores``), ``first_stage_records`` of ``records`` do.
     """
 
     teacher_scores: bool | None = None
@@ -57,6 +59,8 @@ class DataFacts:
     group_size: int | None = None
     records: int | None = None
     scored_records: int | None = None
+    first_stage_scores: bool | None = None
+    first_stage_records: int | None = None
 
     @classmethod
     def of(cls, dataset: Any) -> "DataFacts":
@@ -73,7 +77,7 @@ class DataFacts:
 class GroupDataset(Dataset):
     """A map-style dataset of query groups for rerankers (and, later, bi-encoders).
 
-    Each item is ``{"query", "docs", "labels", "prompt"[, "scores"]}`` where ``docs[0]`` is a positive
+    Each item is ``{"query", "docs", "labels", "prompt"[, "scores"][, "first_stage_scores"]}`` where ``docs[0]`` is a positive
     drawn from ``record.pos`` and ``docs[1:]`` are ``group_size - 1`` documents of a lower grade: the
     record's negatives (label 0) and, for graded data, its positives of a lower label than the one
     drawn. ``labels`` are the documents' grades, so ``labels[0]`` is always the strict maximum.
@@ -87,15 +91,21 @@ class GroupDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.has_scores = all(r.pos_scores is not None for r in self.records)
+        self.has_first_stage = bool(self.records) and all(r.pos_first_stage_scores is not None for r in self.records)
         self._all_docs: list[str] | None = None
         self.stats = self._compute_stats()
         logger.info(self.stats.summary())
 
-    def _negative_pool(self, rec: RetrievalRecord, anchor_label: int) -> list[tuple[str, int, float | None]]:
-        pool = [(d, 0, rec.neg_scores[i] if rec.neg_scores else None) for i, d in enumerate(rec.neg)]
+    def _negative_pool(self, rec: RetrievalRecord, anchor_label: int) -> list[tuple[str, int, float | None, float | None]]:
+        """``(document, grade, teacher score, first-stage score)`` of every document that may join a group
+        whose positive has grade ``anchor_label``."""
+        def number(values: list[float] | None, i: int) -> float | None:
+            return values[i] if values else None
+
+        pool = [(d, 0, number(rec.neg_scores, i), number(rec.neg_first_stage_scores, i)) for i, d in enumerate(rec.neg)]
         for i, (doc, lab) in enumerate(zip(rec.pos, rec.labels_of_pos())):
             if lab < anchor_label:
-                pool.append((doc, lab, rec.pos_scores[i] if rec.pos_scores else None))
+                pool.append((doc, lab, number(rec.pos_scores, i), number(rec.pos_first_stage_scores, i)))
         return pool
 
     def _compute_stats(self) -> GroupStats:
@@ -112,8 +122,10 @@ class GroupDataset(Dataset):
         """Teacher scores (in every record, in how many), the highest grade of any positive, the group size."""
         grade = max((max(r.labels_of_pos()) for r in self.records), default=None)
         scored = sum(r.pos_scores is not None for r in self.records)
+        first = sum(r.pos_first_stage_scores is not None for r in self.records)
         return DataFacts(teacher_scores=self.has_scores, max_label=grade, group_size=self.group_size,
-                         records=len(self.records), scored_records=scored)
+                         records=len(self.records), scored_records=scored, first_stage_scores=self.has_first_stage,
+                         first_stage_records=first)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -142,11 +154,15 @@ class GroupDataset(Dataset):
         a = rng.randrange(len(rec.pos))
         docs, labels = [rec.pos[a]], [labels_of_pos[a]]
         scores = [rec.pos_scores[a]] if self.has_scores else None
+        first_stage = [rec.pos_first_stage_scores[a]] if self.has_first_stage else None
         need = self.group_size - 1
         if need > 0:
             pool = self._negative_pool(rec, labels_of_pos[a])
             if not pool:
-                picked = [(d, 0, None) for d in self._random_docs(rng, rec, need)]
+                if first_stage is not None:
+                    raise ValueError(f"record {index} has no negative, and documents drawn from other records have "
+                                     "no first-stage score for its query: give every record negatives")
+                picked = [(d, 0, None, None) for d in self._random_docs(rng, rec, need)]
             elif len(pool) >= need:
                 picked = rng.sample(pool, need)
             else:
@@ -157,7 +173,11 @@ class GroupDataset(Dataset):
                 if any(p[2] is None for p in picked):
                     raise ValueError(f"record {index}: teacher scores are missing for some negatives")
                 scores += [p[2] for p in picked]
+            if first_stage is not None:
+                first_stage += [p[3] for p in picked]
         item = {"query": rec.query, "docs": docs, "labels": labels, "prompt": rec.prompt}
         if scores is not None:
             item["scores"] = scores
+        if first_stage is not None:
+            item["first_stage_scores"] = first_stage
         return item

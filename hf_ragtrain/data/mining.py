@@ -2,7 +2,8 @@
 
 * :class:`BM25` is Okapi BM25 over scipy sparse matrices with the Lucene/Pyserini
   idf ``log(1 + (N - df + 0.5) / (df + 0.5))`` (always positive, no flooring) and
-  the Pyserini defaults ``k1=0.9, b=0.4``.
+  the Pyserini defaults ``k1=0.9, b=0.4``; :class:`BM25Stats` is what it needs of its
+  collection to score any (query, document) pair, saved with a reranker that adds BM25.
 * :func:`dense_search` ranks documents by cosine similarity of normalised
   embeddings from any sentence-transformers style encoder.
 * :func:`mine_hard_negatives` retrieves candidates with either (or both, fused
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 import re
@@ -26,7 +28,9 @@ from hf_ragtrain.data.beir import doc_text
 
 __all__ = [
     "tokenize",
+    "top_k_rows",
     "BM25",
+    "BM25Stats",
     "load_encoder",
     "encode_normalized",
     "dense_search",
@@ -51,7 +55,7 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN_RE.findall(text.lower())
 
 
-def _topk_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` values per row of a dense matrix, best first, ties broken by lower column."""
     n_rows, n_cols = scores.shape
     k = min(k, n_cols)
@@ -69,6 +73,79 @@ def _topk_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
             cand = np.concatenate([above, ties])
             order[r] = cand[np.argsort(-row[cand], kind="stable")]
     return np.take_along_axis(scores, order, axis=1), order.astype(np.int64)
+
+
+def bm25_idf(df: np.ndarray | float, num_docs: int) -> np.ndarray | float:
+    """The Lucene/Pyserini idf ``log(1 + (N - df + 0.5) / (df + 0.5))`` (positive for every df <= N)."""
+    return np.log1p((num_docs - df + 0.5) / (df + 0.5))
+
+
+@dataclass
+class BM25Stats:
+    """What Okapi BM25 needs of a collection to score any (query, document) pair: each term's document
+    frequency ``df``, the number of documents and their mean length (in :func:`tokenize` tokens).
+
+    A document need not be in the collection: its terms and length are counted when it is scored, and
+    a term the collection never saw has ``df = 0``. For a document of the collection the score equals
+    :meth:`BM25.get_scores`. Saved beside a reranker whose score adds BM25
+    (:mod:`hf_ragtrain.modeling.fusion`) as JSON (:meth:`save`, :meth:`load`).
+    """
+
+    df: dict[str, int]
+    num_docs: int
+    avgdl: float
+    k1: float = 0.9
+    b: float = 0.4
+
+    @classmethod
+    def of(cls, docs: Sequence[str], k1: float = 0.9, b: float = 0.4) -> "BM25Stats":
+        """The statistics of a collection of texts."""
+        return BM25(docs, k1=k1, b=b).stats()
+
+    def score_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
+        """BM25 of each ``(queries[i], docs[i])``: ``(N,)`` float64; each distinct text is tokenised once."""
+        if len(queries) != len(docs):
+            raise ValueError(f"got {len(queries)} queries but {len(docs)} documents")
+        counted: dict[str, tuple[dict[str, int], int]] = {}
+        terms: dict[str, list[str]] = {}
+        out = np.zeros(len(docs), dtype=np.float64)
+        for i, (query, doc) in enumerate(zip(queries, docs)):
+            if doc not in counted:
+                tokens = tokenize(doc)
+                tf: dict[str, int] = {}
+                for tok in tokens:
+                    tf[tok] = tf.get(tok, 0) + 1
+                counted[doc] = (tf, len(tokens))
+            if query not in terms:
+                terms[query] = tokenize(query)
+            tf, length = counted[doc]
+            norm = self.k1 * (1.0 - self.b + self.b * length / self.avgdl)
+            out[i] = sum(bm25_idf(self.df.get(t, 0), self.num_docs) * tf[t] * (self.k1 + 1.0) / (tf[t] + norm)
+                         for t in terms[query] if t in tf)
+        return out
+
+    def save(self, path: str) -> None:
+        """Write the statistics as JSON (terms sorted, so equal collections give equal files)."""
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump({"k1": self.k1, "b": self.b, "num_docs": self.num_docs, "avgdl": self.avgdl,
+                       "tokenizer": "lowercase, split on anything that is not a letter or digit",
+                       "df": dict(sorted(self.df.items()))}, fh, ensure_ascii=False)
+
+    @classmethod
+    def load(cls, path: str) -> "BM25Stats":
+        """Read what :meth:`save` wrote; a file that is not such JSON is a ``ValueError`` naming it."""
+        try:
+            with open(path, encoding="utf-8") as fh:
+                saved = json.load(fh)
+            stats = cls(df={str(t): int(n) for t, n in saved["df"].items()}, num_docs=int(saved["num_docs"]),
+                        avgdl=float(saved["avgdl"]), k1=float(saved["k1"]), b=float(saved["b"]))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"{path}: expected BM25 statistics (JSON with 'df', 'num_docs', 'avgdl', 'k1', 'b') "
+                             f"({type(err).__name__}: {err})") from None
+        if stats.num_docs < 1 or stats.avgdl <= 0:
+            raise ValueError(f"{path}: num_docs must be at least 1 and avgdl positive, got {stats.num_docs} and "
+                             f"{stats.avgdl}")
+        return stats
 
 
 class BM25:
@@ -108,7 +185,8 @@ class BM25:
         )
         tf.sum_duplicates()
         df = np.bincount(tf.indices, minlength=n_terms).astype(np.float64)
-        self.idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
+        self.df = df
+        self.idf = bm25_idf(df, n_docs)
         self.doc_len = doc_len
         self.avgdl = float(doc_len.mean()) if n_docs and doc_len.sum() > 0 else 1.0
         length_norm = self.k1 * (1.0 - self.b + self.b * doc_len / self.avgdl)
@@ -139,6 +217,14 @@ class BM25:
         qm.sum_duplicates()
         return qm
 
+    def stats(self) -> BM25Stats:
+        """The collection statistics that score any pair as this index scores its own documents."""
+        if self.tokenizer is not tokenize:
+            raise ValueError("BM25Stats scores with hf_ragtrain's tokenize(); this index was built with another "
+                             "tokenizer, so its statistics would not match its scores")
+        return BM25Stats(df={t: int(self.df[i]) for t, i in self.vocab.items()}, num_docs=self.num_docs,
+                         avgdl=self.avgdl, k1=self.k1, b=self.b)
+
     def get_scores(self, query: str) -> np.ndarray:
         """BM25 score of every document for one query, shape ``[num_docs]`` (float64)."""
         return (self._query_matrix([query]) @ self._term_doc).toarray()[0]
@@ -165,7 +251,7 @@ class BM25:
         for start in range(0, len(queries), chunk):
             stop = min(start + chunk, len(queries))
             dense = (qm[start:stop] @ self._term_doc).toarray()
-            scores, indices = _topk_rows(dense, k)
+            scores, indices = top_k_rows(dense, k)
             out_scores[start:stop] = scores
             out_indices[start:stop] = indices
         return out_scores, out_indices
@@ -208,12 +294,18 @@ def _accepts_kwarg(func: Callable, name: str) -> bool:
 
 
 def encode_normalized(encoder: Encoder, texts: Sequence[str], batch_size: int = 64,
-                      show_progress: bool = False) -> np.ndarray:
-    """``[len(texts), dim]`` L2-normalised float32 embeddings of ``texts`` (the dot product is the cosine)."""
+                      show_progress: bool = False, kind: str | None = None) -> np.ndarray:
+    """``[len(texts), dim]`` L2-normalised float32 embeddings of ``texts`` (the dot product is the cosine).
+
+    ``kind`` (``"query"`` or ``"document"``) encodes with the encoder's ``encode_query`` /
+    ``encode_document`` when it has them (sentence-transformers 6: each side's prompt and max length),
+    else with ``encode``."""
+    method = getattr(encoder, f"encode_{kind}", None) if kind in ("query", "document") else None
+    encode = method if callable(method) else encoder.encode
     kwargs: dict[str, Any] = dict(batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
-    if _accepts_kwarg(encoder.encode, "show_progress_bar"):
+    if _accepts_kwarg(encode, "show_progress_bar"):
         kwargs["show_progress_bar"] = show_progress
-    emb = np.asarray(encoder.encode(list(texts), **kwargs), dtype=np.float32)
+    emb = np.asarray(encode(list(texts), **kwargs), dtype=np.float32)
     if emb.ndim != 2 or emb.shape[0] != len(texts):
         raise ValueError(f"encoder returned shape {emb.shape} for {len(texts)} texts; expected [n, dim]")
     # Normalise again in case the encoder ignored normalize_embeddings: scores are cosines.
@@ -246,8 +338,8 @@ def dense_search(
     if not len(queries) or k == 0:
         return scores, indices
     model = load_encoder(encoder)
-    doc_emb = torch.from_numpy(encode_normalized(model, docs, batch_size, show_progress))
-    query_emb = torch.from_numpy(encode_normalized(model, queries, batch_size, show_progress))
+    doc_emb = torch.from_numpy(encode_normalized(model, docs, batch_size, show_progress, kind="document"))
+    query_emb = torch.from_numpy(encode_normalized(model, queries, batch_size, show_progress, kind="query"))
     if doc_emb.shape[1] != query_emb.shape[1]:
         raise ValueError(f"query dim {query_emb.shape[1]} != document dim {doc_emb.shape[1]}")
     chunk = chunk_size or max(1, _MAX_CHUNK_ELEMENTS // len(docs))

@@ -7,6 +7,8 @@ A record is one query with its judged documents::
      "neg": ["A list is ...", "Tuples are ..."],           # optional non-relevant documents
      "pos_labels": [2],                                    # optional graded relevance 1..3 of each pos
      "pos_scores": [0.93], "neg_scores": [0.10, 0.02],     # optional teacher scores, one per document
+     "pos_first_stage_scores": [14.2],                     # optional: the first stage's score of each
+     "neg_first_stage_scores": [12.9, 11.0],               #   document (see below)
      "prompt": "Given a Python question, ..."}             # optional instruction
 
 Graded judgements can also be given as one list of documents with labels, where label 0 means
@@ -16,7 +18,10 @@ non-relevant::
 
 which loads exactly as ``{"query": ..., "pos": ["d1", "d2"], "pos_labels": [3, 1], "neg": ["d3"]}``.
 Optional id fields (``query_id``, ``pos_ids``, ``neg_ids``, ``doc_ids`` with ``docs``) are kept so
-evaluation can refer back to a corpus.
+evaluation can refer back to a corpus. ``pos_first_stage_scores``/``neg_first_stage_scores``
+(``first_stage_scores`` with ``docs``) are what a reranker that keeps its first stage's score
+(:mod:`hf_ragtrain.modeling.fusion`) adds to its logit during training, in place of computing it:
+the two-stage pipeline writes them from retrievers that were not trained on the query.
 """
 
 from __future__ import annotations
@@ -40,9 +45,14 @@ MAX_LABEL = 3  # graded relevance scale 0..3 (TREC style); binary data uses labe
 KNOWN_FIELDS = {
     "query", "pos", "neg", "pos_labels", "pos_scores", "neg_scores", "prompt",
     "docs", "labels", "doc_ids", "scores", "query_id", "pos_ids", "neg_ids",
+    "pos_first_stage_scores", "neg_first_stage_scores", "first_stage_scores",
 }
 # fields of the docs/labels form, and what a record in the pos/neg form uses instead
-DOCS_FORM_FIELDS = {"labels": "pos_labels", "scores": "pos_scores and neg_scores", "doc_ids": "pos_ids and neg_ids"}
+DOCS_FORM_FIELDS = {"labels": "pos_labels", "scores": "pos_scores and neg_scores", "doc_ids": "pos_ids and neg_ids",
+                    "first_stage_scores": "pos_first_stage_scores and neg_first_stage_scores"}
+#: (field of the docs/labels form, its pos/neg fields): number lists given one per document
+DOC_NUMBER_FIELDS = (("scores", ("pos_scores", "neg_scores")),
+                     ("first_stage_scores", ("pos_first_stage_scores", "neg_first_stage_scores")))
 
 
 @dataclass
@@ -59,6 +69,8 @@ class RetrievalRecord:
     query_id: str | None = None
     pos_ids: list[str] | None = None
     neg_ids: list[str] | None = None
+    pos_first_stage_scores: list[float] | None = None
+    neg_first_stage_scores: list[float] | None = None
 
     def labels_of_pos(self) -> list[int]:
         return self.pos_labels if self.pos_labels is not None else [1] * len(self.pos)
@@ -66,7 +78,8 @@ class RetrievalRecord:
     def to_dict(self) -> dict[str, Any]:
         """The record as a json-ready dict, without the optional fields that are unset."""
         out = {"query": self.query, "pos": self.pos, "neg": self.neg}
-        for name in ("pos_labels", "pos_scores", "neg_scores", "prompt", "query_id", "pos_ids", "neg_ids"):
+        for name in ("pos_labels", "pos_scores", "neg_scores", "prompt", "query_id", "pos_ids", "neg_ids",
+                     "pos_first_stage_scores", "neg_first_stage_scores"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -215,14 +228,15 @@ def parse_record(obj: Any, source: str | None = None, line: int | None = None,
     if obj.get("pos_labels") is not None:
         rec.pos_labels = _expect_numbers(obj["pos_labels"], "pos_labels", len(pos), "pos", source, line,
                                          integer=True, lo=1, hi=MAX_LABEL)
-    if obj.get("pos_scores") is not None:
-        rec.pos_scores = _expect_numbers(obj["pos_scores"], "pos_scores", len(pos), "pos", source, line)
-    if obj.get("neg_scores") is not None:
-        rec.neg_scores = _expect_numbers(obj["neg_scores"], "neg_scores", len(neg), "neg", source, line)
-    if (rec.pos_scores is None) != (rec.neg_scores is None) and neg:
-        missing = "neg_scores" if rec.neg_scores is None else "pos_scores"
-        raise DataFormatError("teacher scores must be given for both pos and neg documents", field=missing,
-                              **_where(source, line))
+    for what, (pos_name, neg_name) in (("teacher scores", ("pos_scores", "neg_scores")),
+                                       ("first-stage scores", ("pos_first_stage_scores", "neg_first_stage_scores"))):
+        for name, docs in ((pos_name, pos), (neg_name, neg)):
+            if obj.get(name) is not None:
+                setattr(rec, name, _expect_numbers(obj[name], name, len(docs), name[:3], source, line))
+        if (getattr(rec, pos_name) is None) != (getattr(rec, neg_name) is None) and neg:
+            missing = neg_name if getattr(rec, neg_name) is None else pos_name
+            raise DataFormatError(f"{what} must be given for both pos and neg documents", field=missing,
+                                  **_where(source, line))
     if obj.get("prompt") is not None:
         rec.prompt = _expect_str(obj["prompt"], "prompt", source, line, allow_empty=True)
     if obj.get("query_id") is not None:
@@ -258,7 +272,8 @@ def _check_field_names(obj: dict, source: str | None, line: int | None) -> set[s
 
 
 def _docs_labels_to_pos_neg(obj: dict, source: str | None, line: int | None) -> dict:
-    for clash in ("pos", "neg", "pos_labels", "pos_scores", "neg_scores", "pos_ids", "neg_ids"):
+    for clash in ("pos", "neg", "pos_labels", "pos_scores", "neg_scores", "pos_ids", "neg_ids",
+                  "pos_first_stage_scores", "neg_first_stage_scores"):
         if clash in obj:
             raise DataFormatError(f"give either 'docs'/'labels' or '{clash}', not both", field=clash,
                                   **_where(source, line))
@@ -268,9 +283,8 @@ def _docs_labels_to_pos_neg(obj: dict, source: str | None, line: int | None) -> 
                               **_where(source, line))
     labels = _expect_numbers(obj["labels"], "labels", len(docs), "docs", source, line, integer=True,
                              lo=0, hi=MAX_LABEL)
-    scores = None
-    if obj.get("scores") is not None:
-        scores = _expect_numbers(obj["scores"], "scores", len(docs), "docs", source, line)
+    numbers = {name: _expect_numbers(obj[name], name, len(docs), "docs", source, line)
+               for name, _ in DOC_NUMBER_FIELDS if obj.get(name) is not None}
     if not any(label > 0 for label in labels):
         raise DataFormatError("expected at least one document with label > 0", field="labels",
                               **_where(source, line))
@@ -283,15 +297,15 @@ def _docs_labels_to_pos_neg(obj: dict, source: str | None, line: int | None) -> 
     ids = obj.get("doc_ids")
     if ids is not None:
         ids = _expect_ids(ids, "doc_ids", len(docs), "docs", source, line)
-    out = {k: v for k, v in obj.items() if k not in ("docs", "labels", "scores", "doc_ids")}
+    out = {k: v for k, v in obj.items() if k not in ("docs", "labels", "doc_ids", *(n for n, _ in DOC_NUMBER_FIELDS))}
     p = [i for i, lab in enumerate(labels) if lab > 0]
     n = [i for i, lab in enumerate(labels) if lab == 0]
     out["pos"] = [docs[i] for i in p]
     out["neg"] = [docs[i] for i in n]
     out["pos_labels"] = [labels[i] for i in p]
-    if scores is not None:
-        out["pos_scores"] = [scores[i] for i in p]
-        out["neg_scores"] = [scores[i] for i in n]
+    for name, (pos_name, neg_name) in DOC_NUMBER_FIELDS:
+        if name in numbers:
+            out[pos_name], out[neg_name] = [numbers[name][i] for i in p], [numbers[name][i] for i in n]
     if ids is not None:
         out["pos_ids"] = [ids[i] for i in p]
         out["neg_ids"] = [ids[i] for i in n]

@@ -78,6 +78,14 @@ class FirstStage:
         return cls(name=f"hybrid: RRF of {lexical.name} and {dense.name}", scorer=fused)
 
 
+    @classmethod
+    def kept_by(cls, fusion: Any) -> "FirstStage":
+        """The first stage a reranker keeps (a :class:`~hf_ragtrain.modeling.fusion.FirstStageFusion`): its
+        score is what the reranker adds to its logit, the hybrid's weighted cosine and BM25 included."""
+        what = f"{fusion.weight:.4g} x cosine + {fusion.bm25_weight:.4g} x BM25" if fusion.hybrid else "cosine"
+        return cls(name=f"{fusion.name} ({what})", scorer=fusion.scores)
+
+
 def rows_by_query(queries: Sequence[str]) -> dict[str, list[int]]:
     """The positions of each distinct query in a flat list of pairs, in order."""
     rows: dict[str, list[int]] = {}

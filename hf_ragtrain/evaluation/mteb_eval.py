@@ -335,6 +335,54 @@ class MtebColbert:
         return {q: {d: v for v, d in sorted(c, key=lambda sd: -sd[0])[:top_k]} for q, c in by_query.items()}
 
 
+class MtebHybrid:
+    """mteb search protocol (``index`` + ``search``) over a hybrid first stage
+    (:class:`~hf_ragtrain.data.hybrid.HybridIndex`): each query's whole corpus ranked by
+    ``dense_weight * cosine + bm25_weight * BM25``. ``dense_weight=1, bm25_weight=0`` is the dense
+    retriever alone and ``encoder=None, bm25_weight=1`` BM25 alone. ``shared`` (a dict, shareable
+    between adapters of the same encoder) keeps each corpus's index, so the corpus is encoded once
+    for several weightings.
+    """
+
+    def __init__(self, encoder: Any, dense_weight: float, bm25_weight: float, name: str = "local/hybrid",
+                 shared: dict | None = None, batch_size: int = 64):
+        if encoder is None and dense_weight:
+            raise ValueError("a dense weight needs an encoder")
+        self.encoder, self.dense_weight, self.bm25_weight = encoder, dense_weight, bm25_weight
+        self.shared = {} if shared is None else shared
+        self.batch_size = batch_size
+        self.corpus_ids: list[str] = []
+        self.hybrid: Any = None
+        scoring = "cosine" if not bm25_weight else "custom"
+        self.mteb_model_meta = _model_meta(name, None, scoring)
+
+    def index(self, corpus, *, task_metadata, hf_split=None, hf_subset=None, encode_kwargs=None, num_proc=None,
+              **kwargs) -> None:
+        from mteb.types import PromptType
+
+        from ..data.hybrid import HybridIndex
+
+        self.corpus_ids = [row["id"] for row in corpus]
+        key = (task_metadata.name, hf_split, hashlib.sha1("\n".join(self.corpus_ids).encode()).hexdigest(),
+               id(self.encoder))
+        if key not in self.shared:
+            texts = _dataset_texts(corpus, task_metadata, PromptType.document)
+            self.shared[key] = HybridIndex(self.encoder, texts, batch_size=self.batch_size)
+        self.hybrid = self.shared[key]
+
+    def search(self, queries, *, task_metadata, top_k: int, hf_split=None, hf_subset=None, encode_kwargs=None,
+               top_ranked=None, num_proc=None, **kwargs) -> dict[str, dict[str, float]]:
+        from mteb.types import PromptType
+
+        if top_ranked is not None:
+            raise ValueError("MtebHybrid retrieves from the corpus; a reranking task's candidates need a reranker")
+        qids = [row["id"] for row in queries]
+        texts = _dataset_texts(queries, task_metadata, PromptType.query)
+        scores, idx = self.hybrid.search(texts, top_k, self.dense_weight, self.bm25_weight)
+        return {q: {self.corpus_ids[j]: float(v) for v, j in zip(scores[i].tolist(), idx[i].tolist())}
+                for i, q in enumerate(qids)}
+
+
 # ------------------------------------------------------------------------------------------- running
 
 

@@ -10,6 +10,7 @@ from transformers import PreTrainedModel
 
 from ..arguments import RerankerTrainingArguments
 from ..data.collators import RerankCollator
+from ..data.mining import BM25Stats
 from ..evaluation.first_stage import FirstStage, hit_rate_rows, worse_than_first_stage
 from ..evaluation.reranking import RerankingEvaluator
 from ..modeling.fusion import FUSION_FILE, FirstStageFusion, zero_score_head
@@ -42,11 +43,15 @@ class RerankerRecipe(Recipe):
         return self.evaluator
 
     def first_stage(self) -> FirstStage | None:
-        """What the reranker is measured against on the dev candidates: the retriever a BEIR folder's
-        candidates came from, else ``--first_stage_model`` ranking the same candidates (``none``: nothing)."""
+        """What the reranker is measured against on the dev candidates: a hybrid first stage the reranker
+        keeps (cosine and BM25, weighted as in its score), else the retriever a BEIR folder's candidates
+        came from, else ``--first_stage_model`` ranking the same candidates (``none``: nothing)."""
         name = self.data_args.first_stage_model
         if name.lower() == "none":
             return None
+        fusion = self.kept_first_stage()
+        if fusion is not None and fusion.hybrid:
+            return FirstStage.kept_by(fusion)
         try:
             return FirstStage.embedder(self.data.first_stage or name, name=hub_name(name))
         except (OSError, ValueError, ImportError) as err:
@@ -75,16 +80,25 @@ class RerankerRecipe(Recipe):
                               "--first_stage_weight 0 to train the cross-encoder alone")
         if fresh:
             zero_score_head(self.model)
+        bm25_weight = self.data_args.first_stage_bm25_weight
+        bm25 = BM25Stats.load(self.data_args.first_stage_bm25) if bm25_weight else None
         return FirstStageFusion(weight=DEFAULT_FIRST_STAGE_WEIGHT if weight is None else weight,
-                                source=resolve_model_path(name), name=hub_name(name))
+                                source=resolve_model_path(name), name=hub_name(name), bm25_weight=bm25_weight,
+                                bm25=bm25)
+
+    def kept_first_stage(self) -> FirstStageFusion | None:
+        """:meth:`fusion`, built once (the model's head is zeroed then), with loading errors as a
+        :class:`RecipeError`."""
+        if not hasattr(self, "first_stage_fusion"):
+            try:
+                self.first_stage_fusion = self.fusion()
+            except (OSError, ValueError) as err:
+                raise RecipeError(f"cannot load the first stage --first_stage_model {self.data_args.first_stage_model} "
+                                  f"whose score the reranker adds to its own: {one_line(err)}") from None
+        return self.first_stage_fusion
 
     def trainer_options(self) -> dict[str, Any]:
-        try:
-            self.first_stage_fusion = self.fusion()
-        except (OSError, ValueError) as err:
-            raise RecipeError(f"cannot load the first stage --first_stage_model {self.data_args.first_stage_model} "
-                              f"whose score the reranker adds to its own: {one_line(err)}") from None
-        return {**super().trainer_options(), "first_stage": self.first_stage_fusion}
+        return {**super().trainer_options(), "first_stage": self.kept_first_stage()}
 
     def train_and_evaluate(self) -> tuple[dict[str, float], dict[str, float]]:
         """As the template's, with the first stage's metrics kept apart (:meth:`first_stage_report`)."""
@@ -124,8 +138,8 @@ class RerankerRecipe(Recipe):
             return super().summary_lines() + [f"\nWARNING: {w}" for w in self.warnings()]
         after = {k[len("after_"):]: v for k, v in self.after.items()}
         fusion = getattr(self, "first_stage_fusion", None)
-        fused = ([f"\nthe reranker's score adds {fusion.weight:g} x the cosine of its first stage {fusion.name} "
-                  "(saved in first_stage/; hf_ragtrain.Reranker adds it back)"] if fusion else [])
+        fused = ([f"\nthe reranker's score is {fusion.formula()}, the first stage being {fusion.name} (saved with "
+                  "the model; hf_ragtrain.Reranker adds it back)"] if fusion else [])
         return [*fused, f"\nfirst stage on the same dev candidates: {first['model']}",
                 *metrics_lines(self.metrics_title, self.summary_metrics, self.before, self.after, first["metrics"]),
                 *self.mteb.summary, *hit_rate_lines(first["metrics"], after),
@@ -152,7 +166,7 @@ class RerankerRecipe(Recipe):
         info.warnings = self.warnings()
         fusion = getattr(self, "first_stage_fusion", None)
         if fusion is not None:
-            info.fusion = {"weight": fusion.weight, "first_stage": fusion.name}
+            info.fusion = {"weight": fusion.weight, "first_stage": fusion.name, "bm25_weight": fusion.bm25_weight}
         return info
 
     def render_card(self, info: Any) -> Any:

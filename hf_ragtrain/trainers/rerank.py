@@ -36,9 +36,11 @@ class RerankTrainer(RetrievalTrainer):
     scale ``max_label`` is ``args.max_label``, else 3 when the data facts have grades above 1, else 1.
 
     ``first_stage`` (a :class:`~hf_ragtrain.modeling.fusion.FirstStageFusion`) adds the first stage's
-    weighted cosine to every score before the loss, so the model learns what the first stage gets
-    wrong; in-training evaluation scores the same sum, and every save writes the first stage beside
-    the model (``Reranker.from_pretrained`` adds it back).
+    score to every score before the loss, so the model learns what the first stage gets wrong;
+    in-training evaluation scores the same sum, and every save writes the first stage beside the
+    model (``Reranker.from_pretrained`` adds it back). When the records carry their first stage's
+    scores (``pos_first_stage_scores``/``neg_first_stage_scores``, e.g. from retrievers that did not
+    train on the query) those are added during training instead of the ones ``first_stage`` computes.
     """
 
     args_class = RerankerTrainingArguments
@@ -54,6 +56,7 @@ class RerankTrainer(RetrievalTrainer):
         if self.loss_name == "pointwise":
             logger.info("pointwise BCE targets are label / %s", self.max_label)
         self.check_group_size()
+        self.check_first_stage_scores()
         unwrapped = self.accelerator.unwrap_model(self.model) if self.model is not None else None
         if isinstance(unwrapped, PreTrainedModel):  # a cross-encoder (not an LlmReranker)
             mark_for_sentence_transformers(unwrapped)
@@ -62,6 +65,19 @@ class RerankTrainer(RetrievalTrainer):
         """Losses that compare a group's documents need two of them, or the loss is 0 and nothing trains."""
         if self.data_facts.group_size == 1 and self.loss_name in ("listwise", "pairwise"):
             raise ValueError(group_of_one(f"the {self.loss_name} loss", "or the pointwise loss"))
+
+    def check_first_stage_scores(self) -> None:
+        """Records' first-stage scores are added to the logit in training, so the saved model must add a
+        first stage at inference too, and every record must carry them."""
+        facts = self.data_facts
+        if facts.first_stage_records and not facts.first_stage_scores:
+            raise ValueError(f"{facts.first_stage_records} of {facts.records} training records carry first-stage "
+                             "scores (pos_first_stage_scores/neg_first_stage_scores) and the others do not: give them "
+                             "for every record or for none")
+        if facts.first_stage_scores and self.first_stage_fusion is None:
+            raise ValueError("the training records carry first-stage scores, which the reranker adds to its logit in "
+                             "training, but no first stage is given to add at inference: pass first_stage="
+                             "FirstStageFusion(...) (recipes: --first_stage_weight), or drop the fields")
 
     def loss_description(self) -> tuple[str, dict[str, Any]]:
         """The loss's name and the parameters that shape it, for the model card."""
@@ -120,8 +136,12 @@ class RerankTrainer(RetrievalTrainer):
         return loss
 
     def fuse(self, scores: Tensor, layer_scores: Tensor | None, inputs: dict[str, Any]) -> tuple[Tensor, Tensor | None]:
-        """``scores`` ``(B, G)`` (and each layer's ``(B, G, K)``) plus the first stage's weighted cosine."""
-        term = self.first_stage_fusion.term_like(scores, inputs["pair_queries"], inputs["pair_docs"])
+        """``scores`` ``(B, G)`` (and each layer's ``(B, G, K)``) plus the first stage's score: the records'
+        own (``first_stage_scores``) when they carry them, else the fusion's."""
+        if "first_stage_scores" in inputs:
+            term = inputs["first_stage_scores"].to(device=scores.device, dtype=scores.dtype)
+        else:
+            term = self.first_stage_fusion.term_like(scores, inputs["pair_queries"], inputs["pair_docs"])
         return scores + term, None if layer_scores is None else layer_scores + term.unsqueeze(-1)
 
     def _save(self, output_dir: str | None = None, state_dict=None):

@@ -1,0 +1,137 @@
+"""Pipelines of stages that resume: a rerun skips the stages that finished and redoes the rest.
+
+A stage writes into the pipeline's folder and, when it has finished, a marker
+``<folder>/.stages/<name>.json`` with the settings it ran with and how long it took. A rerun skips a
+stage whose marker is there with the same settings; a stage that was interrupted has no marker and
+runs again and keeps what it wrote (training stages pick up their last checkpoint, see
+:mod:`hf_ragtrain.runner.two_stage`). Every stage after one that runs runs too, from empty outputs
+(its inputs may have changed). A finished stage whose settings changed is refused, naming the
+setting, so that outputs made with different settings are never mixed; ``redo`` names stages to run
+again from empty outputs (with the ones after them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from .recipe import RecipeError
+
+MARKERS = ".stages"
+
+
+@dataclass
+class Stage:
+    """One step of a pipeline: ``run()`` does the work; ``settings`` are what its outputs depend on
+    (JSON values); ``outputs`` are the paths (relative to the pipeline folder) it writes, removed
+    before it runs again; ``estimate_s`` is the expected time, for the plan printed up front."""
+
+    name: str
+    title: str
+    run: Callable[[], None]
+    settings: dict[str, Any] = field(default_factory=dict)
+    outputs: Sequence[str] = ()
+    estimate_s: float | None = None
+
+
+def minutes(seconds: float | None) -> str:
+    """A duration for people: ``"~12 min"``, ``"45 s"``."""
+    if seconds is None:
+        return "?"
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+class StageRunner:
+    """Run :class:`Stage` s in order in ``folder``, skipping finished ones (see the module docstring)."""
+
+    def __init__(self, folder: str, redo: Sequence[str] = (), echo: Callable[[str], None] = print):
+        self.folder, self.redo, self.echo = folder, set(redo), echo
+        self.timings: dict[str, dict[str, Any]] = {}
+        self.fresh: set[str] = set(redo)
+
+    def marker_path(self, name: str) -> str:
+        return os.path.join(self.folder, MARKERS, f"{name}.json")
+
+    def finished(self, stage: Stage) -> dict[str, Any] | None:
+        """The marker of a finished stage, ``None`` when it must run; a finished stage with other
+        settings is a :class:`RecipeError` unless it is to be redone."""
+        path = self.marker_path(stage.name)
+        if stage.name in self.redo or not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as fh:
+            marker = json.load(fh)
+        old = marker.get("settings", {})
+        changed = sorted(k for k in {*old, *stage.settings} if old.get(k) != stage.settings.get(k))
+        if changed:
+            key = changed[0]
+            raise RecipeError(f"stage '{stage.name}' finished in {self.folder} with {key} = {old.get(key)!r}, and this "
+                              f"run asks for {stage.settings.get(key)!r}; use another --output_dir, or add --redo "
+                              f"{stage.name} to run it (and the stages after it) again with the new settings")
+        return marker
+
+    def plan(self, stages: Sequence[Stage]) -> list[Stage]:
+        """Print what will run and what is done; returns the stages to run. Once a stage must run,
+        every later stage runs too (its inputs may change) and starts from empty outputs."""
+        todo, rerun = [], False
+        self.fresh = set(self.redo)
+        total = 0.0
+        self.echo(f"pipeline in {self.folder}:")
+        for i, stage in enumerate(stages, 1):
+            marker = None if rerun else self.finished(stage)
+            if marker is None:
+                if rerun:
+                    self.fresh.add(stage.name)
+                rerun = True
+                todo.append(stage)
+                total += stage.estimate_s or 0.0
+                self.echo(f"  {i}. {stage.title}: to run (estimated {minutes(stage.estimate_s)})")
+            else:
+                self.echo(f"  {i}. {stage.title}: done ({minutes(marker.get('seconds'))}), skipped")
+        if todo:
+            self.echo(f"estimated time for the stages to run: {minutes(total)} (from this machine's measured speed; "
+                      "a rough guide)")
+        return todo
+
+    def run(self, stages: Sequence[Stage]) -> dict[str, dict[str, Any]]:
+        """Run what :meth:`plan` says; returns ``{stage: {"seconds", "estimate_s", "skipped"}}``."""
+        todo = {s.name for s in self.plan(stages)}
+        for i, stage in enumerate(stages, 1):
+            if stage.name not in todo:
+                marker = self.finished(stage) or {}
+                self.timings[stage.name] = {"seconds": marker.get("seconds"), "estimate_s": stage.estimate_s,
+                                            "skipped": True}
+                continue
+            self.echo(f"\n[{i}/{len(stages)}] {stage.title} (estimated {minutes(stage.estimate_s)})")
+            self.clear(stage)
+            start = time.time()
+            stage.run()
+            seconds = time.time() - start
+            self.write_marker(stage, seconds)
+            self.timings[stage.name] = {"seconds": seconds, "estimate_s": stage.estimate_s, "skipped": False}
+            self.echo(f"[{i}/{len(stages)}] {stage.title}: done in {minutes(seconds)}")
+        return self.timings
+
+    def clear(self, stage: Stage) -> None:
+        """Remove a stage's marker, and its outputs unless it is the interrupted stage a run resumes."""
+        path = self.marker_path(stage.name)
+        if os.path.exists(path):
+            os.remove(path)
+        if stage.name in self.fresh:
+            for rel in stage.outputs:
+                full = os.path.join(self.folder, rel)
+                if os.path.isdir(full):
+                    shutil.rmtree(full)
+                elif os.path.exists(full):
+                    os.remove(full)
+
+    def write_marker(self, stage: Stage, seconds: float) -> None:
+        os.makedirs(os.path.join(self.folder, MARKERS), exist_ok=True)
+        path = self.marker_path(stage.name)
+        with open(path + ".partial", "w", encoding="utf-8") as fh:
+            json.dump({"stage": stage.name, "settings": stage.settings, "seconds": round(seconds, 1),
+                       "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, fh, indent=2)
+        os.replace(path + ".partial", path)
