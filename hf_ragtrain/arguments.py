@@ -154,10 +154,17 @@ class RerankerTrainingArguments(RetrievalTrainingArguments):
     max_label: Optional[int] = field(
         default=None, metadata={"help": "Grade that maps to target 1.0 in the pointwise loss. Default: 3 when the "
                                         "data has grades above 1, else 1."})
+    head_learning_rate: Optional[float] = field(
+        default=None, metadata={"help": "Learning rate of the score head (the one-output layer of a cross-encoder), "
+                                        "warmed up and decayed as --learning_rate. Default: --learning_rate; the "
+                                        "reranker recipe's default for a fresh head that keeps its first stage's "
+                                        "score is its own (see the README)."})
 
     def __post_init__(self):
         super().__post_init__()
         _require(self.loss_temperature > 0, f"--loss_temperature must be above 0, got {self.loss_temperature}")
+        _require(self.head_learning_rate is None or self.head_learning_rate > 0,
+                 f"--head_learning_rate must be above 0, got {self.head_learning_rate}")
         _require(self.max_label is None or self.max_label >= 1, f"--max_label must be at least 1, got {self.max_label}")
 
 
@@ -379,6 +386,9 @@ class PipelineArguments:
                                                              "per training query for the reranker."})
     bm25: bool = field(default=True, metadata={"help": "Hybrid first stage: BM25 beside the retriever's cosine, "
                                                        "weighted by a fit on the cross-fitted training queries."})
+    bm25_language: str = field(default="english", metadata={"help": "The Snowball stemmer of BM25's tokens "
+                                                                    "(english, german, french, ...; 'none': no "
+                                                                    "stemming). Saved with the reranker."})
     retriever_args: str = field(default="", metadata={"help": "More flags for recipes/train_embedding.py, quoted "
                                                               "(e.g. \"--num_train_epochs 1\")."})
     reranker_args: str = field(default="", metadata={"help": "More flags for recipes/train_reranker.py, quoted."})
@@ -394,3 +404,8 @@ class PipelineArguments:
         _require(self.top_k >= 2, f"--top_k must be at least 2, got {self.top_k}")
         _require(1 <= self.num_negatives < self.top_k, f"--num_negatives must be between 1 and --top_k - 1, got "
                                                        f"{self.num_negatives}")
+        import snowballstemmer
+
+        _require(self.bm25_language.lower() == "none" or self.bm25_language in snowballstemmer.algorithms(),
+                 f"--bm25_language {self.bm25_language}: no such Snowball stemmer; choose one of "
+                 f"{', '.join(snowballstemmer.algorithms())}, or none")

@@ -407,3 +407,25 @@ def test_the_reranker_api_refuses_what_it_would_otherwise_misread(tiny_ce_path):
     ranked = reranker.rank("copy a list", [docs[0], None, docs[1]])  # None marks a missing document: ranked last
     assert [r.corpus_id for r in ranked][-1] == 1 and ranked[-1].score == float("-inf")
     assert len(reranker.rank("copy a list", docs, top_k=1)) == 1
+
+
+def test_the_pipeline_refuses_bad_inputs_before_any_work(capsys, tmp_path):
+    from test_two_stage_pipeline import faq_beir
+
+    beir = faq_beir(tmp_path / "beir")
+    out = tmp_path / "out"
+    cases = [
+        (["--beir_dir", str(tmp_path / "none")], "--beir_dir .*none \\(split train\\): BEIR folder .* has no corpus.jsonl"),
+        (["--beir_dir", beir, "--eval_split", "dev"], "has no qrels/dev.tsv \\(available splits: \\['test', 'train'\\]\\)"),
+        (["--beir_dir", beir, "--folds", "1"], "--folds must be 0 \\(no cross-fitting\\) or at least 2, got 1"),
+        (["--beir_dir", beir, "--num_negatives", "100"], "--num_negatives must be between 1 and --top_k - 1"),
+        (["--beir_dir", beir, "--bm25_language", "klingon"], "--bm25_language klingon: no such Snowball stemmer"),
+        (["--beir_dir", beir, "--retriever_model", str(tmp_path / "gone")], "--retriever_model: .*gone: no such model folder"),
+        (["--beir_dir", beir, "--redo", "retreiver"], "--redo retreiver: no such stage; the stages are candidates"),
+    ]
+    import re
+
+    for argv, message in cases:
+        status, err = run(capsys, "train_pipeline", *argv, "--output_dir", out)
+        assert status == 2 and re.search(message, err), (argv, err)
+    assert not out.exists()  # refused before the output folder was made

@@ -96,7 +96,8 @@ def test_data_facts_are_passed_in_or_stated_by_the_dataset(tiny_ce_path, tiny_en
     graded = tiny_records(8, n_neg=3)
     graded[0]["pos_labels"] = [3]
     dataset = GroupDataset(load_records(graded)[0], group_size=3)
-    assert dataset.facts == DataFacts(teacher_scores=False, max_label=3, group_size=3, records=8, scored_records=0)
+    assert dataset.facts == DataFacts(teacher_scores=False, max_label=3, group_size=3, records=8, scored_records=0,
+                                      first_stage_scores=False, first_stage_records=0)
     assert DataFacts.of([{"query": "q"}]) == DataFacts()  # a list states nothing
     model, tok = load_cross_encoder(tiny_ce_path)
     args = RerankerTrainingArguments(output_dir=str(tmp_path), rerank_loss="pointwise", **COMMON)

@@ -146,3 +146,25 @@ def test_the_recipe_trains_alone_with_weight_zero_and_keeps_a_trained_head(tiny_
     (tmp_path / "trained").mkdir()
     trained, _, _ = run_recipe(tmp_path / "trained", tiny_ce_path)
     assert not (trained / FUSION_FILE).exists()  # a cross-encoder with its own head is not fused unasked
+
+
+def test_the_score_head_trains_at_its_own_learning_rate(tiny_encoder_path, tmp_path):
+    records = load_records(tiny_records(4))[0]
+    model, tokenizer = load_cross_encoder(tiny_encoder_path, attn_implementation="eager")
+    zero_score_head(model)
+    args = RerankerTrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none",
+                                     per_device_train_batch_size=2, save_strategy="no", max_steps=1,
+                                     learning_rate=1e-9, head_learning_rate=1e-2, warmup_steps=0,
+                                     lr_scheduler_type="constant")
+    fusion = FirstStageFusion(weight=3.0, source=tiny_encoder_path, name="tiny")
+    trainer = RerankTrainer(model=model, args=args, train_dataset=GroupDataset(records, group_size=3),
+                            data_collator=RerankCollator(tokenizer, max_length=32, micro_batch_tokens=None),
+                            processing_class=tokenizer, first_stage=fusion)
+    body = {n: p.detach().clone() for n, p in model.named_parameters() if not n.startswith("classifier.")}
+    trainer.train()
+    head_groups = [g for g in trainer.optimizer.param_groups if g["lr"] == pytest.approx(1e-2)]
+    assert len(head_groups) == 1 and {id(p) for p in head_groups[0]["params"]} == {
+        id(p) for p in model.classifier.parameters()}
+    assert model.classifier.weight.abs().max() > 1e-4  # Adam's first step moves it by about the head's rate
+    moved = max((p.detach() - body[n]).abs().max().item() for n, p in model.named_parameters() if n in body)
+    assert moved < 1e-6  # the body moved at its own (tiny) rate

@@ -184,3 +184,17 @@ def test_a_saved_hybrid_reranker_adds_weighted_cosine_and_bm25(tiny_encoder_path
     os.remove(os.path.join(folder, BM25_FILE))
     with pytest.raises(FileNotFoundError, match="the BM25 statistics.*missing"):
         FirstStageFusion.from_folder(folder)
+
+
+def test_stemmed_bm25_matches_word_forms_and_keeps_its_language_when_saved(tmp_path):
+    docs = ["the cells were running studies", "a protein study of one cell", "nothing related here"]
+    plain, stemmed = BM25(docs), BM25(docs, language="english")
+    assert plain.get_scores("cells studies")[1] == 0.0 and stemmed.get_scores("cells studies")[1] > 0
+    stats = stemmed.stats()
+    assert stats.language == "english"
+    np.testing.assert_allclose(stats.score_pairs(["cell studies"] * 3, docs), stemmed.get_scores("cell studies"))
+    stats.save(str(tmp_path / "bm25.json"))
+    loaded = BM25Stats.load(str(tmp_path / "bm25.json"))
+    assert loaded == stats and "run" in loaded.df and "running" not in loaded.df
+    with pytest.raises(ValueError, match="no Snowball stemmer for the language 'klingon'"):
+        BM25(docs, language="klingon")

@@ -32,10 +32,11 @@ class QueryCandidates:
 
 class HybridIndex:
     """``texts`` (the corpus, in order) searchable by ``encoder``'s cosine (documents encoded as
-    documents, queries as queries) and by BM25 (``k1``, ``b``); ``encoder=None`` is BM25 alone."""
+    documents, queries as queries) and by BM25 (``k1``, ``b``, tokens stemmed for ``bm25_language``
+    unless it is ``None``); ``encoder=None`` is BM25 alone."""
 
     def __init__(self, encoder: Any, texts: Sequence[str], batch_size: int = 64, show_progress: bool = True,
-                 k1: float = 0.9, b: float = 0.4, vectors: np.ndarray | None = None):
+                 k1: float = 0.9, b: float = 0.4, vectors: np.ndarray | None = None, bm25_language: str | None = None):
         self.encoder = load_encoder(encoder) if encoder is not None else None
         self.batch_size = batch_size
         if self.encoder is not None and vectors is None:
@@ -43,23 +44,29 @@ class HybridIndex:
         self.vectors = vectors
         if vectors is not None and len(vectors) != len(texts):
             raise ValueError(f"{len(vectors)} document vectors for {len(texts)} texts")
-        self.bm25 = BM25(texts, k1=k1, b=b)
+        self.bm25 = BM25(texts, k1=k1, b=b, language=bm25_language)
 
-    def dense_scores(self, queries: Sequence[str]) -> np.ndarray:
-        """The cosine of every query with every document ``(Q, N)`` (zeros without an encoder)."""
+    def query_vectors(self, queries: Sequence[str]) -> np.ndarray | None:
+        """The queries' normalised vectors ``(Q, D)``, ``None`` without an encoder."""
         if self.vectors is None:
-            return np.zeros((len(queries), self.bm25.num_docs), dtype=np.float32)
-        return encode_normalized(self.encoder, queries, self.batch_size, show_progress=False, kind="query") @ self.vectors.T
+            return None
+        return encode_normalized(self.encoder, queries, self.batch_size, show_progress=False, kind="query")
+
+    def cosine(self, vectors: np.ndarray | None, i: int) -> np.ndarray:
+        """Query ``i``'s cosine with every document ``(N,)`` (zeros without an encoder)."""
+        if vectors is None:
+            return np.zeros(self.bm25.num_docs)
+        return (self.vectors @ vectors[i]).astype(np.float64)
 
     def features(self, queries: Sequence[str], top_k: int, always: Sequence[Sequence[int]] | None = None
                  ) -> list[QueryCandidates]:
         """Each query's candidates: the union of its dense top ``top_k`` and BM25 top ``top_k`` (dense
         order, then BM25's additions), plus the corpus positions in ``always[i]`` (e.g. its judged
         documents) when missing, each with its cosine and BM25 score."""
-        cosines = self.dense_scores(queries)
+        vectors = self.query_vectors(queries)
         out = []
         for i, query in enumerate(queries):
-            dense = cosines[i]
+            dense = self.cosine(vectors, i)
             lexical = self.bm25.get_scores(query)
             k = min(top_k, len(dense))
             chosen = list(_top(dense, k))
@@ -70,7 +77,7 @@ class HybridIndex:
                     seen.add(j)
                     chosen.append(int(j))
             idx = np.asarray(chosen, dtype=np.int64)
-            out.append(QueryCandidates(index=idx, dense=dense[idx].astype(np.float64), bm25=lexical[idx]))
+            out.append(QueryCandidates(index=idx, dense=dense[idx], bm25=lexical[idx]))
         return out
 
     def search(self, queries: Sequence[str], top_k: int, dense_weight: float, bm25_weight: float
@@ -79,11 +86,11 @@ class HybridIndex:
         ``(scores, positions)``, each ``(Q, k)``, best first (equal scores: lower position first)."""
         if dense_weight and self.vectors is None:
             raise ValueError("a dense weight needs an encoder; this index is BM25 alone")
-        cosines = self.dense_scores(queries)
+        vectors = self.query_vectors(queries)
         k = min(top_k, self.bm25.num_docs)
         scores, positions = np.zeros((len(queries), k)), np.zeros((len(queries), k), dtype=np.int64)
         for i, query in enumerate(queries):
-            total = dense_weight * cosines[i].astype(np.float64)
+            total = dense_weight * self.cosine(vectors, i)
             if bm25_weight:
                 total = total + bm25_weight * self.bm25.get_scores(query)
             positions[i] = _top(total, k)

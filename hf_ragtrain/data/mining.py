@@ -55,6 +55,35 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN_RE.findall(text.lower())
 
 
+def stemming_tokenizer(language: str) -> Callable[[str], list[str]]:
+    """:func:`tokenize`, then the Snowball stemmer of ``language`` (``"english"``, ``"german"``, ...;
+    ``snowballstemmer.algorithms()`` lists them), each distinct word stemmed once per tokenizer."""
+    import snowballstemmer
+
+    try:
+        stemmer = snowballstemmer.stemmer(language)
+    except KeyError:
+        raise ValueError(f"no Snowball stemmer for the language {language!r}; choose one of "
+                         f"{', '.join(snowballstemmer.algorithms())}, or none (no stemming)") from None
+    stems: dict[str, str] = {}
+
+    def stemmed(text: str) -> list[str]:
+        out = []
+        for word in tokenize(text):
+            stem = stems.get(word)
+            if stem is None:
+                stem = stems[word] = stemmer.stemWord(word)
+            out.append(stem)
+        return out
+
+    return stemmed
+
+
+def bm25_tokenizer(language: str | None) -> Callable[[str], list[str]]:
+    """The tokenizer of BM25 for ``language``: :func:`tokenize`, stemmed unless ``language`` is ``None``."""
+    return stemming_tokenizer(language) if language else tokenize
+
+
 def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` values per row of a dense matrix, best first, ties broken by lower column."""
     n_rows, n_cols = scores.shape
@@ -83,7 +112,8 @@ def bm25_idf(df: np.ndarray | float, num_docs: int) -> np.ndarray | float:
 @dataclass
 class BM25Stats:
     """What Okapi BM25 needs of a collection to score any (query, document) pair: each term's document
-    frequency ``df``, the number of documents and their mean length (in :func:`tokenize` tokens).
+    frequency ``df``, the number of documents and their mean length (in tokens of :func:`tokenize`,
+    stemmed for ``language`` when it is set, see :func:`bm25_tokenizer`).
 
     A document need not be in the collection: its terms and length are counted when it is scored, and
     a term the collection never saw has ``df = 0``. For a document of the collection the score equals
@@ -96,11 +126,15 @@ class BM25Stats:
     avgdl: float
     k1: float = 0.9
     b: float = 0.4
+    language: str | None = None
+
+    def __post_init__(self):
+        self._tokenize = bm25_tokenizer(self.language)
 
     @classmethod
-    def of(cls, docs: Sequence[str], k1: float = 0.9, b: float = 0.4) -> "BM25Stats":
+    def of(cls, docs: Sequence[str], k1: float = 0.9, b: float = 0.4, language: str | None = None) -> "BM25Stats":
         """The statistics of a collection of texts."""
-        return BM25(docs, k1=k1, b=b).stats()
+        return BM25(docs, k1=k1, b=b, language=language).stats()
 
     def score_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
         """BM25 of each ``(queries[i], docs[i])``: ``(N,)`` float64; each distinct text is tokenised once."""
@@ -111,13 +145,13 @@ class BM25Stats:
         out = np.zeros(len(docs), dtype=np.float64)
         for i, (query, doc) in enumerate(zip(queries, docs)):
             if doc not in counted:
-                tokens = tokenize(doc)
+                tokens = self._tokenize(doc)
                 tf: dict[str, int] = {}
                 for tok in tokens:
                     tf[tok] = tf.get(tok, 0) + 1
                 counted[doc] = (tf, len(tokens))
             if query not in terms:
-                terms[query] = tokenize(query)
+                terms[query] = self._tokenize(query)
             tf, length = counted[doc]
             norm = self.k1 * (1.0 - self.b + self.b * length / self.avgdl)
             out[i] = sum(bm25_idf(self.df.get(t, 0), self.num_docs) * tf[t] * (self.k1 + 1.0) / (tf[t] + norm)
@@ -128,7 +162,9 @@ class BM25Stats:
         """Write the statistics as JSON (terms sorted, so equal collections give equal files)."""
         with open(path, "w", encoding="utf-8") as fh:
             json.dump({"k1": self.k1, "b": self.b, "num_docs": self.num_docs, "avgdl": self.avgdl,
-                       "tokenizer": "lowercase, split on anything that is not a letter or digit",
+                       "language": self.language,
+                       "tokenizer": "lowercase, split on anything that is not a letter or digit"
+                                    + (f", Snowball stemmer '{self.language}'" if self.language else ""),
                        "df": dict(sorted(self.df.items()))}, fh, ensure_ascii=False)
 
     @classmethod
@@ -138,7 +174,8 @@ class BM25Stats:
             with open(path, encoding="utf-8") as fh:
                 saved = json.load(fh)
             stats = cls(df={str(t): int(n) for t, n in saved["df"].items()}, num_docs=int(saved["num_docs"]),
-                        avgdl=float(saved["avgdl"]), k1=float(saved["k1"]), b=float(saved["b"]))
+                        avgdl=float(saved["avgdl"]), k1=float(saved["k1"]), b=float(saved["b"]),
+                        language=saved.get("language"))
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"{path}: expected BM25 statistics (JSON with 'df', 'num_docs', 'avgdl', 'k1', 'b') "
                              f"({type(err).__name__}: {err})") from None
@@ -156,7 +193,9 @@ class BM25:
     with ``idf(t) = log(1 + (N - df(t) + 0.5) / (df(t) + 0.5))``.
 
     Defaults ``k1=0.9, b=0.4`` are Pyserini's BEIR BM25 settings. Query tokens not
-    in the corpus contribute nothing.
+    in the corpus contribute nothing. Tokens are :func:`tokenize`'s, or ``tokenizer``'s, or
+    :func:`tokenize`'s stemmed for ``language`` (``"english"``: what Lucene's English analyzer does
+    with Porter's stemmer; see :func:`stemming_tokenizer`).
     """
 
     def __init__(
@@ -165,16 +204,20 @@ class BM25:
         k1: float = 0.9,
         b: float = 0.4,
         tokenizer: Callable[[str], list[str]] = tokenize,
+        language: str | None = None,
     ) -> None:
         self.k1 = float(k1)
         self.b = float(b)
-        self.tokenizer = tokenizer
+        self.language = language
+        if language is not None and tokenizer is not tokenize:
+            raise ValueError("give a tokenizer or a stemming language, not both")
+        self.tokenizer = bm25_tokenizer(language) if language else tokenizer
         self.vocab: dict[str, int] = {}
         rows: list[int] = []
         cols: list[int] = []
         doc_len = np.zeros(len(docs), dtype=np.float64)
         for i, doc in enumerate(docs):
-            ids = [self.vocab.setdefault(tok, len(self.vocab)) for tok in tokenizer(doc)]
+            ids = [self.vocab.setdefault(tok, len(self.vocab)) for tok in self.tokenizer(doc)]
             cols.extend(ids)
             rows.extend([i] * len(ids))
             doc_len[i] = len(ids)
@@ -219,11 +262,11 @@ class BM25:
 
     def stats(self) -> BM25Stats:
         """The collection statistics that score any pair as this index scores its own documents."""
-        if self.tokenizer is not tokenize:
-            raise ValueError("BM25Stats scores with hf_ragtrain's tokenize(); this index was built with another "
-                             "tokenizer, so its statistics would not match its scores")
+        if self.tokenizer is not tokenize and self.language is None:
+            raise ValueError("BM25Stats scores with hf_ragtrain's tokenize() (stemmed for a language); this index "
+                             "was built with another tokenizer, so its statistics would not match its scores")
         return BM25Stats(df={t: int(self.df[i]) for t, i in self.vocab.items()}, num_docs=self.num_docs,
-                         avgdl=self.avgdl, k1=self.k1, b=self.b)
+                         avgdl=self.avgdl, k1=self.k1, b=self.b, language=self.language)
 
     def get_scores(self, query: str) -> np.ndarray:
         """BM25 score of every document for one query, shape ``[num_docs]`` (float64)."""

@@ -338,19 +338,20 @@ class MtebColbert:
 class MtebHybrid:
     """mteb search protocol (``index`` + ``search``) over a hybrid first stage
     (:class:`~hf_ragtrain.data.hybrid.HybridIndex`): each query's whole corpus ranked by
-    ``dense_weight * cosine + bm25_weight * BM25``. ``dense_weight=1, bm25_weight=0`` is the dense
+    ``dense_weight * cosine + bm25_weight * BM25`` (BM25 stemmed for ``bm25_language`` unless it is
+    ``None``). ``dense_weight=1, bm25_weight=0`` is the dense
     retriever alone and ``encoder=None, bm25_weight=1`` BM25 alone. ``shared`` (a dict, shareable
     between adapters of the same encoder) keeps each corpus's index, so the corpus is encoded once
     for several weightings.
     """
 
     def __init__(self, encoder: Any, dense_weight: float, bm25_weight: float, name: str = "local/hybrid",
-                 shared: dict | None = None, batch_size: int = 64):
+                 shared: dict | None = None, batch_size: int = 64, bm25_language: str | None = None):
         if encoder is None and dense_weight:
             raise ValueError("a dense weight needs an encoder")
         self.encoder, self.dense_weight, self.bm25_weight = encoder, dense_weight, bm25_weight
         self.shared = {} if shared is None else shared
-        self.batch_size = batch_size
+        self.batch_size, self.bm25_language = batch_size, bm25_language
         self.corpus_ids: list[str] = []
         self.hybrid: Any = None
         scoring = "cosine" if not bm25_weight else "custom"
@@ -364,10 +365,11 @@ class MtebHybrid:
 
         self.corpus_ids = [row["id"] for row in corpus]
         key = (task_metadata.name, hf_split, hashlib.sha1("\n".join(self.corpus_ids).encode()).hexdigest(),
-               id(self.encoder))
+               id(self.encoder), self.bm25_language)
         if key not in self.shared:
             texts = _dataset_texts(corpus, task_metadata, PromptType.document)
-            self.shared[key] = HybridIndex(self.encoder, texts, batch_size=self.batch_size)
+            self.shared[key] = HybridIndex(self.encoder, texts, batch_size=self.batch_size,
+                                           bm25_language=self.bm25_language)
         self.hybrid = self.shared[key]
 
     def search(self, queries, *, task_metadata, top_k: int, hf_split=None, hf_subset=None, encode_kwargs=None,

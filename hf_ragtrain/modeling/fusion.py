@@ -189,6 +189,12 @@ def fit_fusion_weights(features: Sequence[np.ndarray], relevant: Sequence[np.nda
     return weights.detach().numpy()
 
 
+def score_head_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters of the score head: every ``Linear`` with one output (a cross-encoder's classifier)."""
+    return [p for module in model.modules() if isinstance(module, torch.nn.Linear) and module.out_features == 1
+            for p in module.parameters()]
+
+
 def zero_score_head(model: torch.nn.Module) -> int:
     """Zero the output layer of a fresh classification head (every ``Linear`` with one output), so the
     fused reranker starts as its first stage; returns how many layers were zeroed (0: an error)."""

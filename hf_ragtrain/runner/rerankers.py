@@ -23,6 +23,9 @@ from .recipe import MtebOutcome, Recipe, RecipeError, metrics_lines, one_line
 
 #: The first stage's weight for a fresh cross-encoder head (bundled dev set: 5 and 20 keep the first stage's 0.9552 in one epoch, 5 gains with more; BENCHMARKS.md).
 DEFAULT_FIRST_STAGE_WEIGHT = 5.0
+#: The learning rate of a fresh head started at zero behind its first stage: at the body's 5e-5 the head grows so
+#: slowly that the reranker barely moves from its first stage (SciFact dev, BENCHMARKS.md "Two-stage pipeline").
+DEFAULT_HEAD_LEARNING_RATE = 1e-3
 
 
 class RerankerRecipe(Recipe):
@@ -49,9 +52,10 @@ class RerankerRecipe(Recipe):
         name = self.data_args.first_stage_model
         if name.lower() == "none":
             return None
-        fusion = self.kept_first_stage()
-        if fusion is not None and fusion.hybrid:
-            return FirstStage.kept_by(fusion)
+        if self.data_args.first_stage_bm25_weight:
+            fusion = self.kept_first_stage()
+            if fusion is not None:
+                return FirstStage.kept_by(fusion)
         try:
             return FirstStage.embedder(self.data.first_stage or name, name=hub_name(name))
         except (OSError, ValueError, ImportError) as err:
@@ -80,6 +84,8 @@ class RerankerRecipe(Recipe):
                               "--first_stage_weight 0 to train the cross-encoder alone")
         if fresh:
             zero_score_head(self.model)
+            if self.training_args.head_learning_rate is None:
+                self.training_args.head_learning_rate = DEFAULT_HEAD_LEARNING_RATE
         bm25_weight = self.data_args.first_stage_bm25_weight
         bm25 = BM25Stats.load(self.data_args.first_stage_bm25) if bm25_weight else None
         return FirstStageFusion(weight=DEFAULT_FIRST_STAGE_WEIGHT if weight is None else weight,

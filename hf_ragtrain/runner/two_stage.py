@@ -88,7 +88,8 @@ class TwoStagePipeline:
         stages += [
             Stage("candidates", "score the reranker's candidates with the first stage and fit its weights",
                   self.make_candidates, {"folds": a.folds, "top_k": a.top_k, "num_negatives": a.num_negatives,
-                                         "bm25": a.bm25}, ["candidates"], est.candidates),
+                                         "bm25": a.bm25, "bm25_language": a.bm25_language}, ["candidates"],
+                  est.candidates),
             Stage("reranker", "train the reranker behind the first stage", self.train_reranker,
                   {"reranker_model": a.reranker_model, "reranker_args": a.reranker_args}, ["reranker"], est.reranker),
         ]
@@ -104,6 +105,7 @@ class TwoStagePipeline:
         unknown = sorted(set(self.args.redo) - names)
         if unknown:
             raise RecipeError(f"--redo {' '.join(unknown)}: no such stage; the stages are {', '.join(sorted(names))}")
+        self.check_inputs()
         os.makedirs(self.out, exist_ok=True)
         self.estimate = PipelineEstimate.measure(self.args)
         runner = StageRunner(self.out, redo=self.args.redo, echo=self.echo)
@@ -127,6 +129,23 @@ class TwoStagePipeline:
             report = json.load(fh)
         self.echo("\n" + markdown(report))
         return report
+
+    def check_inputs(self) -> None:
+        """Refuse, before any work, a BEIR folder that lacks what a stage will read, and models that are not there."""
+        from ..data.errors import DataFormatError
+
+        a = self.args
+        splits = [a.train_split] + ([a.eval_split] if a.eval_split.lower() != "none" else [])
+        for split in splits:
+            try:
+                load_beir(a.beir_dir, split=split)
+            except (DataFormatError, FileNotFoundError, ValueError) as err:
+                raise RecipeError(f"--beir_dir {a.beir_dir} (split {split}): {err}") from None
+        for flag, model in (("--retriever_model", a.retriever_model), ("--reranker_model", a.reranker_model)):
+            try:
+                resolve_model_path(model)
+            except (FileNotFoundError, OSError) as err:
+                raise RecipeError(f"{flag}: {err}") from None
 
     # ------------------------------------------------------------------ stages
     def make_data(self) -> None:
@@ -195,14 +214,14 @@ class TwoStagePipeline:
         features = {}
         for k, model in self.fold_models():
             qids = [r.query_id for r in train if not folds or folds[r.query_id] == k]
-            index = HybridIndex(model, texts)
+            index = HybridIndex(model, texts, bm25_language=self.language)
             judged = [[position[d] for d, g in data.qrels[q].items() if g > 0 and d in position] for q in qids]
             features.update(zip(qids, index.features([data.queries[q] for q in qids], a.top_k, judged)))
         weights = self.fit_weights(features, data.qrels, doc_ids)
         rows, counts = first_stage_records(data.queries, data.qrels, features, doc_ids, texts,
                                            weights["dense_weight"], weights["bm25_weight"], a.num_negatives, a.top_k)
         write_records(rows, self.path("candidates", "train.jsonl"))
-        full = HybridIndex(resolve_model_path(self.path("retriever")), texts)
+        full = HybridIndex(resolve_model_path(self.path("retriever")), texts, bm25_language=self.language)
         full.bm25.stats().save(self.path("candidates", "bm25.json"))
         dev = subset_queries(data, dev_ids)
         scores, idx = full.search([dev.queries[q] for q in dev_ids], a.top_k, weights["dense_weight"],
@@ -213,6 +232,11 @@ class TwoStagePipeline:
         write_jsonl_atomically(self.path("candidates", "first_stage.jsonl"), [weights])
         self.echo(f"first stage: {weights['formula']}; on the training queries (cross-fitted) nDCG@10 "
                   + ", ".join(f"{k} {v:.4f}" for k, v in weights["train_ndcg@10"].items()))
+
+    @property
+    def language(self) -> str | None:
+        """BM25's stemming language, ``None`` for none."""
+        return None if self.args.bm25_language.lower() == "none" else self.args.bm25_language
 
     def fold_models(self) -> list[tuple[int, str]]:
         """``(fold, retriever folder)``: each fold's own retriever, or the final one for every query."""

@@ -19,6 +19,9 @@ from typing import Any
 REPORT_METRICS = {"ndcg_at_10": "nDCG@10", "mrr_at_10": "MRR@10", "recall_at_10": "Recall@10",
                   "recall_at_100": "Recall@100", "hit_rate_at_1": "hit@1", "hit_rate_at_3": "hit@3",
                   "hit_rate_at_5": "hit@5", "hit_rate_at_10": "hit@10"}
+#: The k of the hit rate / MRR table, first stage against reranked.
+HIT_K = (1, 3, 5, 10)
+KEPT_METRICS = (*REPORT_METRICS, *(f"mrr_at_{k}" for k in HIT_K))
 
 
 def evaluate_two_stage(pipeline: Any, weights: dict[str, Any]) -> dict[str, Any]:
@@ -36,11 +39,13 @@ def evaluate_two_stage(pipeline: Any, weights: dict[str, Any]) -> dict[str, Any]
     def task():  # a fresh task each time: two_stage turns its task into a reranking one
         return beir_task(a.beir_dir, split=a.eval_split)
 
-    rows = {"BM25": run_mteb(MtebHybrid(None, 0.0, 1.0, name="local/bm25", shared=shared), [task()], folder)}
-    rows["retriever alone"] = run_mteb(MtebHybrid(retriever, 1.0, 0.0, name="local/retriever", shared=shared),
-                                       [task()], folder)
+    language = pipeline.language
+    rows = {"BM25": run_mteb(MtebHybrid(None, 0.0, 1.0, name="local/bm25", shared=shared, bm25_language=language),
+                             [task()], folder)}
+    rows["retriever alone"] = run_mteb(MtebHybrid(retriever, 1.0, 0.0, name="local/retriever", shared=shared,
+                                                  bm25_language=language), [task()], folder)
     first = MtebHybrid(retriever, weights["dense_weight"], weights["bm25_weight"], name="local/first-stage",
-                       shared=shared)
+                       shared=shared, bm25_language=language)
     reranker = Reranker.from_pretrained(pipeline.path("reranker"), dtype="bf16" if bf16_is_fast() else "fp32",
                                         batch_tokens=16384)
     both = two_stage(MtebReranker(reranker, name="local/reranker"), first, [task()], top_k=a.top_k,
@@ -58,7 +63,7 @@ def plain(results: dict[str, Any]) -> dict[str, float]:
     """The report's metrics of the one task and split of an mteb result."""
     (scores,) = results.values()
     (metrics,) = scores.metrics.values()
-    return {k: float(metrics[k]) for k in REPORT_METRICS if k in metrics}
+    return {k: float(metrics[k]) for k in KEPT_METRICS if k in metrics}
 
 
 def build_report(pipeline: Any, weights: dict[str, Any], rows: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -95,6 +100,15 @@ def markdown(report: dict[str, Any], heading: str = "#") -> str:
     for name, metrics in report["rows"].items():
         lines.append(f"| {name} | " + " | ".join(f"{metrics[k]:.4f}" if k in metrics else "-" for k in REPORT_METRICS)
                      + " |")
+    names = list(report["rows"])
+    first, reranked = report["rows"][names[-2]], report["rows"][names[-1]]
+    if all(f"{m}_at_{k}" in r for m in ("hit_rate", "mrr") for k in HIT_K for r in (first, reranked)):
+        lines += ["", f"What a RAG pipeline reads: hit rate at k (a relevant passage in the top k) and MRR at k, "
+                      f"{names[-2]} against reranked.", "",
+                  "| k | hit rate, first stage | hit rate, reranked | MRR, first stage | MRR, reranked |",
+                  "|---|---|---|---|---|",
+                  *(f"| {k} | {first[f'hit_rate_at_{k}']:.4f} | {reranked[f'hit_rate_at_{k}']:.4f} | "
+                    f"{first[f'mrr_at_{k}']:.4f} | {reranked[f'mrr_at_{k}']:.4f} |" for k in HIT_K)]
     gains = report["gains_ndcg@10"]
     w = report["first_stage"]
     lines += ["", "Reranker gain in nDCG@10: " + ", ".join(f"{v:+.4f} {k}" for k, v in gains.items()) + ".",

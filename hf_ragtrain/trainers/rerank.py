@@ -13,7 +13,7 @@ from ..arguments import RerankerTrainingArguments
 from ..data.records import MAX_LABEL
 from ..losses import RERANK_LOSSES, listwise_ce, pairwise_ranknet, pointwise_bce, score_distillation_kl
 from ..modeling.cross_encoder import mark_for_sentence_transformers
-from ..modeling.fusion import FirstStageFusion
+from ..modeling.fusion import FirstStageFusion, score_head_parameters
 from .base import RetrievalTrainer
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,23 @@ class RerankTrainer(RetrievalTrainer):
             raise ValueError("the training records carry first-stage scores, which the reranker adds to its logit in "
                              "training, but no first stage is given to add at inference: pass first_stage="
                              "FirstStageFusion(...) (recipes: --first_stage_weight), or drop the fields")
+
+    def create_optimizer(self, model=None):
+        """The stock optimizer, with the score head's parameters in a group of their own at
+        ``head_learning_rate`` when it is set (the scheduler warms up and decays both alike)."""
+        optimizer = super().create_optimizer(model)
+        head_lr = getattr(self.args, "head_learning_rate", None)
+        if head_lr is None or head_lr == self.args.learning_rate:
+            return optimizer
+        head = score_head_parameters(self.accelerator.unwrap_model(self.model if model is None else model))
+        if not head:
+            raise ValueError("--head_learning_rate applies to a score head (a one-output layer, as a cross-encoder "
+                             "has); this model has none: leave it out")
+        ids = {id(p) for p in head}
+        for group in optimizer.param_groups:
+            group["params"] = [p for p in group["params"] if id(p) not in ids]
+        optimizer.add_param_group({"params": head, "lr": head_lr, "weight_decay": 0.0})
+        return optimizer
 
     def loss_description(self) -> tuple[str, dict[str, Any]]:
         """The loss's name and the parameters that shape it, for the model card."""
