@@ -31,34 +31,46 @@ trainer.train()
 after = trainer.evaluate(metric_key_prefix="after")
 trainer.save_model(output_dir)'''
 
+# a reranker's card: the first stage on the same candidates, and the warning if the reranker is behind it
+FIRST_STAGE_CARD = '''                first_stage=evaluator.first_stage.name, metrics_first_stage=evaluator.first_stage_metrics(),
+                warnings=[w for w in [evaluator.last_warning] if w]'''
+
 CARD = '''card = open(os.path.join(output_dir, "README.md")).read()
 print(card[:1500])'''
 
 NOTEBOOKS = {
     "01_rerank_trainer.ipynb": [
         ("markdown", "# RerankTrainer: a MiniLM cross-encoder on the bundled Python FAQ data\n\n"
-                     "A few training steps with the real all-MiniLM-L6-v2, evaluation before and after, a model "
-                     "card, and the trained folder scored through the `Reranker` inference API."),
+                     "A few training steps with the real all-MiniLM-L6-v2, evaluation before and after beside the "
+                     "first stage (the MiniLM embedder ranking the same candidates), a model card, and the trained "
+                     "folder scored through the `Reranker` inference API. As in the reranker recipe, the score is "
+                     "the cross-encoder's logit plus 5 times the first stage's cosine, the head starting at zero."),
         ("code", SETUP),
-        ("code", '''from hf_ragtrain import (GroupDataset, RerankCollator, RerankerTrainingArguments, RerankingEvaluator,
+        ("code", '''from hf_ragtrain import (FirstStage, GroupDataset, RerankCollator, RerankerTrainingArguments, RerankingEvaluator,
                          RerankTrainer, load_cross_encoder)
+from hf_ragtrain.modeling.fusion import FirstStageFusion, zero_score_head
 from hf_ragtrain.offline import minilm_path
 
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 model, tokenizer = load_cross_encoder(minilm_path())
+zero_score_head(model)  # untrained, the reranker ranks exactly as its first stage
+fusion = FirstStageFusion(weight=5.0, source=minilm_path(), name=MINILM)
 output_dir = os.path.join(OUT, "reranker")
 args = RerankerTrainingArguments(output_dir=output_dir, rerank_loss="listwise", max_steps=3,
-                                 per_device_train_batch_size=4, learning_rate=5e-5, logging_steps=1,
-                                 save_strategy="no", report_to="none", use_cpu=True)
-trainer = RerankTrainer(model=model, args=args, train_dataset=GroupDataset(train, group_size=4),
-                        eval_dataset=RerankingEvaluator(dev, max_length=128), processing_class=tokenizer,
+                                 per_device_train_batch_size=4, learning_rate=5e-5, head_learning_rate=1e-3,
+                                 logging_steps=1, save_strategy="no", report_to="none", use_cpu=True)
+evaluator = RerankingEvaluator(dev, max_length=128, first_stage=FirstStage.embedder(minilm_path(), name=MINILM))
+trainer = RerankTrainer(model=model, args=args, first_stage=fusion, train_dataset=GroupDataset(train, group_size=4),
+                        eval_dataset=evaluator, processing_class=tokenizer,
                         data_collator=RerankCollator(tokenizer, max_length=128))
 ''' + RUN + '''
-before["before_ndcg@10"], after["after_ndcg@10"]'''),
+before["before_ndcg@10"], after["after_ndcg@10"], after["after_first_stage_ndcg@10"]'''),
         ("code", '''from hf_ragtrain.hub import CardInfo, render_reranker_card, write_model_card
 
-info = CardInfo(base_model="sentence-transformers/all-MiniLM-L6-v2", loss="listwise (RerankTrainer)",
+info = CardInfo(base_model=MINILM, loss="listwise (RerankTrainer)",
                 datasets=[{"name": "python_faq", "split": "train", "size": len(train)}],
-                metrics_before=before, metrics_after=after)
+                metrics_before=before, metrics_after=after, fusion={"weight": fusion.weight, "first_stage": MINILM},
+''' + FIRST_STAGE_CARD + ''')
 write_model_card(output_dir, render_reranker_card(info, args, trainer.state.log_history))
 ''' + CARD),
         ("code", '''from hf_ragtrain import Reranker
@@ -125,23 +137,28 @@ write_model_card(output_dir, render_embedding_card(info, args, trainer.state.log
                      "steps on CPU, and evaluation on a few dev queries before and after."),
         ("code", SETUP + "\n# an LLM scores a few pairs/s on 2 CPU cores: 2 queries, 5 candidates each\n"
                  "dev = [replace(r, neg=r.neg[:4], neg_ids=r.neg_ids[:4] if r.neg_ids else None) for r in dev[:2]]"),
-        ("code", '''from hf_ragtrain import (GroupDataset, LlmReranker, LoraSettings, RerankerTrainingArguments,
+        ("code", '''from hf_ragtrain import (FirstStage, GroupDataset, LlmReranker, LoraSettings, RerankerTrainingArguments,
                          RerankingEvaluator, RerankTrainer)
+from hf_ragtrain.offline import minilm_path
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"  # the first stage: the embedder ranking the same candidates
 
 model = LlmReranker.from_pretrained("smollm2", max_length=128, lora=LoraSettings(r=8, alpha=16))
 output_dir = os.path.join(OUT, "llm_reranker")
 args = RerankerTrainingArguments(output_dir=output_dir, max_steps=2, per_device_train_batch_size=1,
                                  learning_rate=2e-4, logging_steps=1, save_strategy="no", report_to="none",
                                  use_cpu=True)
+evaluator = RerankingEvaluator(dev, first_stage=FirstStage.embedder(minilm_path(), name=MINILM))
 trainer = RerankTrainer(model=model, args=args, train_dataset=GroupDataset(train, group_size=2),
-                        eval_dataset=RerankingEvaluator(dev), data_collator=model.collator())
+                        eval_dataset=evaluator, data_collator=model.collator())
 ''' + RUN + '''  # the LoRA adapter, the tokenizer and the prompt settings
-before["before_ndcg@10"], after["after_ndcg@10"]'''),
+before["before_ndcg@10"], after["after_ndcg@10"], after["after_first_stage_ndcg@10"]'''),
         ("code", '''from hf_ragtrain.hub import CardInfo, render_reranker_card, write_model_card
 
 info = CardInfo(base_model="HuggingFaceTB/SmolLM2-135M-Instruct", loss="listwise (RerankTrainer, LoRA)",
                 datasets=[{"name": "python_faq", "split": "train", "size": len(train)}],
-                metrics_before=before, metrics_after=after)
+                metrics_before=before, metrics_after=after,
+''' + FIRST_STAGE_CARD + ''')
 write_model_card(output_dir, render_reranker_card(info, args, trainer.state.log_history, llm=True))
 ''' + CARD),
     ],
@@ -152,7 +169,7 @@ write_model_card(output_dir, render_reranker_card(info, args, trainer.state.log_
                      "into the records by `recipes/score_with_teacher.py`). Soft-label cross-entropy over "
                      "each query's group."),
         ("code", SETUP),
-        ("code", '''from hf_ragtrain import (DistillTrainer, DistillTrainingArguments, GroupDataset, RerankCollator,
+        ("code", '''from hf_ragtrain import (DistillTrainer, DistillTrainingArguments, FirstStage, GroupDataset, RerankCollator,
                          RerankingEvaluator, load_cross_encoder)
 from hf_ragtrain.offline import minilm_path
 from hf_ragtrain.scoring import load_teacher
@@ -163,17 +180,20 @@ output_dir = os.path.join(OUT, "student")
 args = DistillTrainingArguments(output_dir=output_dir, distill_loss="soft_ce", max_steps=3,
                                 per_device_train_batch_size=4, learning_rate=5e-5, logging_steps=1,
                                 save_strategy="no", report_to="none", use_cpu=True)
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"  # the first stage: the embedder ranking the same candidates
+evaluator = RerankingEvaluator(dev, max_length=128, first_stage=FirstStage.embedder(minilm_path(), name=MINILM))
 trainer = DistillTrainer(model=student, args=args, teacher=teacher, train_dataset=GroupDataset(train, group_size=4),
-                         eval_dataset=RerankingEvaluator(dev, max_length=128), processing_class=tokenizer,
+                         eval_dataset=evaluator, processing_class=tokenizer,
                          data_collator=RerankCollator(tokenizer, max_length=128))
 ''' + RUN + '''
 print(trainer.teacher_pairs_scored, "pairs scored by the teacher")
-before["before_ndcg@10"], after["after_ndcg@10"]'''),
+before["before_ndcg@10"], after["after_ndcg@10"], after["after_first_stage_ndcg@10"]'''),
         ("code", '''from hf_ragtrain.hub import CardInfo, render_reranker_card, write_model_card
 
 info = CardInfo(base_model="sentence-transformers/all-MiniLM-L6-v2", loss="soft_ce distillation (DistillTrainer)",
                 datasets=[{"name": "python_faq", "split": "train", "size": len(train)}],
-                metrics_before=before, metrics_after=after, trainer="DistillTrainer")
+                metrics_before=before, metrics_after=after, trainer="DistillTrainer",
+''' + FIRST_STAGE_CARD + ''')
 write_model_card(output_dir, render_reranker_card(info, args, trainer.state.log_history))
 ''' + CARD),
     ],

@@ -38,11 +38,11 @@ def test_a_reranker_that_reverses_its_first_stage_is_reported_worse(caplog):
     assert compared["first_stage_ndcg@10"] == first["ndcg@10"] and compared["ndcg@10"] == reversed_metrics["ndcg@10"]
     warning, = [r.getMessage() for r in caplog.records if "worse than its first stage" in r.getMessage()]
     assert f"{reversed_metrics['ndcg@10']:.4f}" in warning and f"{first['ndcg@10']:.4f}" in warning
-    assert "word overlap" in warning
+    assert "word overlap" in warning and warning.endswith(evaluator.last_warning)
     caplog.clear()
     with caplog.at_level(logging.WARNING):  # the first stage itself (equal, not worse): nothing to say
         evaluator.compare(evaluator(overlap_scorer))
-    assert not caplog.records
+    assert not caplog.records and evaluator.last_warning is None
 
 
 def test_without_a_first_stage_the_evaluator_says_so_once(caplog):

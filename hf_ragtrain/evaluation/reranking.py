@@ -71,6 +71,7 @@ class RerankingEvaluator:
         self.qids, self.dids, self.queries, self.docs, self.qrels = records_to_run_inputs(self.records)
         self._first_stage_metrics: dict[str, float] | None = None
         self._said_no_first_stage = False
+        self.last_warning: str | None = None  # the last comparison's worse-than-first-stage sentence, for cards
 
     def __call__(self, scorer: Scorer) -> dict[str, float]:
         scores = np.asarray(scorer(self.queries, self.docs), dtype=np.float64)
@@ -104,7 +105,7 @@ class RerankingEvaluator:
                                self.name)
                 self._said_no_first_stage = True
             return metrics
-        warning = worse_than_first_stage(metrics, first, self.first_stage.name, self.candidates)
+        warning = self.last_warning = worse_than_first_stage(metrics, first, self.first_stage.name, self.candidates)
         if warning:
             logger.warning("%s evaluation: %s", self.name, warning)
         return {**metrics, **{f"first_stage_{k}": v for k, v in first.items()}}
