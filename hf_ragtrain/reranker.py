@@ -361,7 +361,9 @@ class CrossEncoderReranker(_PairModelReranker):
                 model, tokenizer = load_cross_encoder(path, attn_implementation="sdpa")
             except ValueError:  # an architecture without sdpa support
                 model, tokenizer = load_cross_encoder(path, attn_implementation="eager")
-        limit = min(getattr(model.config, "max_position_embeddings", 512), 512)
+        # the length it was trained at when its folder says so (our recipes and sentence-transformers save it
+        # as the tokenizer's model_max_length), never more than its positions or 512
+        limit = min(getattr(model.config, "max_position_embeddings", 512), 512, tokenizer.model_max_length or 512)
         return cls(model, tokenizer, max_length or limit, **options)
 
     def _doc_budget(self, query: str, max_length: int) -> int:

@@ -40,6 +40,13 @@ def test_recipe_trains_evaluates_and_writes_model_and_card(tiny_ce_path, tmp_pat
         assert by_split["dev"][f"{metric}_at_10"] == pytest.approx(results["after"][f"after_{metric}@10"], abs=1e-5)
     assert (out / "mteb" / "results" / "local__out" / "no_revision_available" / f"{task}.json").exists()
     assert "## MTEB evaluation" in card and "model-index:" in card
+    # the folder says the length it was trained at; Reranker and sentence-transformers score at it by default
+    from sentence_transformers import CrossEncoder
+
+    from hf_ragtrain import Reranker
+
+    assert Reranker.from_pretrained(str(out)).max_length == 32
+    assert CrossEncoder(str(out)).max_seq_length == 32
 
 
 def test_recipe_rejects_bad_data_before_training(tiny_ce_path, tmp_path):

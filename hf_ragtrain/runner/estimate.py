@@ -3,7 +3,8 @@
 The estimate counts the tokens each stage pushes through a model (corpus and query encodings,
 training pairs forward and backward, reranked pairs) and divides by this machine's speed, measured
 by timing a forward pass of the base retriever on one batch. The factors below relate that speed
-to each kind of work; they were measured on the SciFact pipeline on 2 CPU cores (BENCHMARKS.md).
+to each kind of work; they were fitted to the stage times of the default SciFact pipeline on 2 CPU
+cores (Intel Xeon with AMX; BENCHMARKS.md, "Two-stage pipeline").
 It is a guide, not a promise: other jobs on the machine, other lengths and other flags change it.
 """
 
@@ -13,10 +14,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-#: Tokens per second of each kind of work, as a multiple of the forward probe's.
-ENCODE_FACTOR = 1.0  # sorted-length inference batches
-TRAIN_FACTOR = 0.3  # forward + backward of a training step, with its data loading
-RERANK_FACTOR = 1.0  # cross-encoder inference over candidate pairs
+#: Tokens per second of each kind of work, as a multiple of the forward probe's (real text has padding,
+#: tokenisation and data loading that the probe's one full batch has not).
+ENCODE_FACTOR = 0.38  # a corpus through the bi-encoder
+RETRIEVER_TRAIN_FACTOR = 0.14  # a bi-encoder training step: forward + backward of queries and passages
+RERANKER_TRAIN_FACTOR = 0.18  # a cross-encoder training step over its pairs
+RERANK_FACTOR = 0.54  # cross-encoder inference over candidate pairs
 MAX_TOKENS = 256  # the recipes' default max length of a passage and of a pair
 OVERHEAD_S = 20.0  # loading models and data, per stage
 
@@ -49,16 +52,16 @@ class PipelineEstimate:
     def from_counts(cls, work: dict[str, float], speed: float, args: Any) -> "PipelineEstimate":
         """The estimate from token counts (:func:`count_work`) and a forward speed in tokens per second."""
         encode = work["corpus_tokens"] / (speed * ENCODE_FACTOR)
-        train_speed = speed * TRAIN_FACTOR
-        retriever = 3 * work["train_queries"] * (4 * work["doc_tokens"] + work["query_tokens"]) / train_speed
+        retriever = (3 * work["train_queries"] * (4 * work["doc_tokens"] + work["query_tokens"])
+                     / (speed * RETRIEVER_TRAIN_FACTOR))
         pair = min(work["doc_tokens"] + work["query_tokens"], MAX_TOKENS)
-        reranker = 2 * work["train_queries"] * 8 * pair / train_speed
+        reranker = 2 * work["train_queries"] * 8 * pair / (speed * RERANKER_TRAIN_FACTOR)
         dev = 3 * work["dev_queries"] * args.top_k * pair / (speed * RERANK_FACTOR)  # before and after each epoch
         folds = max(args.folds, 1)
         test = work["eval_queries"] * args.top_k * pair / (speed * RERANK_FACTOR)
         return cls(data=OVERHEAD_S + encode, retriever=OVERHEAD_S + retriever,
                    fold=OVERHEAD_S + retriever * (folds - 1) / folds, candidates=OVERHEAD_S + (folds + 1) * encode,
-                   reranker=OVERHEAD_S + reranker + dev + encode, evaluate=OVERHEAD_S + 2 * encode + test)
+                   reranker=OVERHEAD_S + reranker + dev, evaluate=OVERHEAD_S + encode + test)
 
 
 def count_work(args: Any) -> dict[str, float]:

@@ -41,6 +41,16 @@ class RerankerRecipe(Recipe):
     def build_collator(self) -> Any:
         return RerankCollator(self.tokenizer, max_length=self.model_args.max_length, **self.batching())
 
+    def make_trainer(self) -> Any:
+        """The template's trainer, with the tokenizer saved to say the length the model was trained at
+        (``model_max_length``, which sentence-transformers' ``CrossEncoder`` and :class:`~hf_ragtrain.Reranker`
+        read as their default): on SciFact dev, a reranker trained at 256 tokens and scored at 512 lost
+        0.023 nDCG@10 (0.7935 -> 0.7701)."""
+        trainer = super().make_trainer()
+        if self.tokenizer is not None:
+            self.tokenizer.model_max_length = self.model_args.max_length
+        return trainer
+
     def build_evaluator(self, dev: list) -> Any:
         self.evaluator = RerankingEvaluator(dev, max_length=self.model_args.max_length, first_stage=self.first_stage())
         return self.evaluator
