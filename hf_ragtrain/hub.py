@@ -405,9 +405,10 @@ def render_embedding_card(info: CardInfo, args: TrainingArguments | None = None,
 
 def add_card_section(folder: str, section: str, eval_results: Sequence[EvalResult] = (),
                      warnings: Sequence[str] = ()) -> None:
-    """Add ``section`` (markdown) to the card in ``folder`` before its framework versions, ``warnings``
-    under its title, and ``eval_results`` to its model-index (entries for the same task, split and
-    metric are replaced). A folder without a card is left as it is."""
+    """Add ``section`` (markdown starting with its ``## `` heading) to the card in ``folder`` before its
+    framework versions, ``warnings`` under its title, and ``eval_results`` to its model-index. Adding it
+    again replaces it: a section with the same heading, model-index entries for the same task, split and
+    metric, and a warning already there are not repeated. A folder without a card is left as it is."""
     path = os.path.join(folder, "README.md")
     if not os.path.isfile(path):
         return
@@ -416,13 +417,23 @@ def add_card_section(folder: str, section: str, eval_results: Sequence[EvalResul
             if not any((r.dataset_type, r.dataset_split, r.metric_type, r.task_type) ==
                        (n.dataset_type, n.dataset_split, n.metric_type, n.task_type) for n in eval_results)]
     card.data.eval_results = (keep + list(eval_results)) or None
-    text = card.text
+    text = _without_section(card.text, section.split("\n", 1)[0])
     cut = text.find("## Framework versions")
     text = (text[:cut] + section + "\n" + text[cut:]) if cut >= 0 else text + "\n" + section
-    if warnings:
+    new = [w for w in warnings if f"> **Warning:** {w}\n" not in text]
+    if new:
         title_end = text.find("\n", text.find("# ")) + 1
-        text = text[:title_end] + "".join(f"\n> **Warning:** {w}\n" for w in warnings) + text[title_end:]
+        text = text[:title_end] + "".join(f"\n> **Warning:** {w}\n" for w in new) + text[title_end:]
     ModelCard(f"---\n{card.data.to_yaml()}\n---\n" + text).save(path)
+
+
+def _without_section(text: str, heading: str) -> str:
+    """``text`` without the section that starts with the line ``heading`` (up to the next ``## `` heading)."""
+    start = text.find(heading + "\n")
+    if start < 0:
+        return text
+    end = text.find("\n## ", start + len(heading))
+    return text[:start] + (text[end + 1:] if end >= 0 else "")
 
 
 def is_hf_ragtrain_card(path: str) -> bool:

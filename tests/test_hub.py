@@ -116,3 +116,22 @@ def test_embedding_card_puts_each_task_under_its_own_type(tmp_path):
     assert types == {("MTEB scifact", "retrieval"), ("MTEB faq_dev", "text-ranking")}
     assert {e.metric_value for e in evals if e.metric_type == "ndcg_at_10"} == {0.7}
     assert "SentenceTransformer(\"PATH_OR_REPO_ID\")" in card.content
+
+
+def test_a_card_section_added_again_replaces_the_first(tmp_path):
+    from hf_ragtrain.hub import add_card_section, mteb_eval_results
+
+    results = _task_scores()
+    info = CardInfo(base_model="sentence-transformers/all-MiniLM-L6-v2", loss="listwise", mteb_results=results)
+    render_reranker_card(info, TrainingArguments(output_dir=str(tmp_path), report_to="none")).save(tmp_path / "README.md")
+    indexed = len(ModelCard.load(tmp_path / "README.md").data.eval_results)
+    for figure in ("0.70", "0.71"):  # a pipeline's evaluation stage run twice (--redo evaluate)
+        section = f"## Two-stage evaluation\n\n| reranked | {figure} |\n"
+        add_card_section(str(tmp_path), section, mteb_eval_results(results), ["behind its first stage"])
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.text.count("## Two-stage evaluation") == 1 and "| reranked | 0.71 |" in card.text
+    assert "0.70" not in card.text
+    assert card.text.count("> **Warning:** behind its first stage") == 1
+    assert card.text.index("## Two-stage evaluation") < card.text.index("## Framework versions")
+    assert card.text.count("## License") == 1  # the sections after it are kept
+    assert len(card.data.eval_results) == indexed  # same task, split and metric: replaced, not added

@@ -127,6 +127,11 @@ def test_the_hybrid_index_ranks_by_weighted_cosine_plus_bm25(tiny_encoder_path):
     lexical = BM25(DOCS).get_scores(queries[0])
     assert 5 in cand.index and len(set(cand.index)) == len(cand.index)
     np.testing.assert_allclose(cand.bm25, lexical[cand.index])
+    # a BM25 index built once can serve several encoders' indexes; one of other texts is refused
+    shared = HybridIndex(tiny_encoder_path, DOCS, show_progress=False, vectors=index.vectors, bm25=BM25(DOCS))
+    np.testing.assert_allclose(shared.search(queries, 4, 3.0, 0.7)[0], scores)
+    with pytest.raises(ValueError, match="BM25 index of 2 documents"):
+        HybridIndex(None, DOCS, bm25=BM25(DOCS[:2]))
 
 
 def test_records_carry_first_stage_scores_into_the_loss_instead_of_the_fusion(tiny_encoder_path, tmp_path):

@@ -33,10 +33,12 @@ class QueryCandidates:
 class HybridIndex:
     """``texts`` (the corpus, in order) searchable by ``encoder``'s cosine (documents encoded as
     documents, queries as queries) and by BM25 (``k1``, ``b``, tokens stemmed for ``bm25_language``
-    unless it is ``None``); ``encoder=None`` is BM25 alone."""
+    unless it is ``None``; or ``bm25``, an index of the same texts already built); ``encoder=None`` is
+    BM25 alone."""
 
     def __init__(self, encoder: Any, texts: Sequence[str], batch_size: int = 64, show_progress: bool = True,
-                 k1: float = 0.9, b: float = 0.4, vectors: np.ndarray | None = None, bm25_language: str | None = None):
+                 k1: float = 0.9, b: float = 0.4, vectors: np.ndarray | None = None, bm25_language: str | None = None,
+                 bm25: BM25 | None = None):
         self.encoder = load_encoder(encoder) if encoder is not None else None
         self.batch_size = batch_size
         if self.encoder is not None and vectors is None:
@@ -44,7 +46,9 @@ class HybridIndex:
         self.vectors = vectors
         if vectors is not None and len(vectors) != len(texts):
             raise ValueError(f"{len(vectors)} document vectors for {len(texts)} texts")
-        self.bm25 = BM25(texts, k1=k1, b=b, language=bm25_language)
+        if bm25 is not None and bm25.num_docs != len(texts):
+            raise ValueError(f"a BM25 index of {bm25.num_docs} documents for {len(texts)} texts")
+        self.bm25 = bm25 if bm25 is not None else BM25(texts, k1=k1, b=b, language=bm25_language)
 
     def query_vectors(self, queries: Sequence[str]) -> np.ndarray | None:
         """The queries' normalised vectors ``(Q, D)``, ``None`` without an encoder."""

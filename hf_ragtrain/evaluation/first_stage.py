@@ -77,7 +77,6 @@ class FirstStage:
 
         return cls(name=f"hybrid: RRF of {lexical.name} and {dense.name}", scorer=fused)
 
-
     @classmethod
     def kept_by(cls, fusion: Any) -> "FirstStage":
         """The first stage a reranker keeps (a :class:`~hf_ragtrain.modeling.fusion.FirstStageFusion`): its

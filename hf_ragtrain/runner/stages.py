@@ -39,7 +39,7 @@ class Stage:
 
 
 def minutes(seconds: float | None) -> str:
-    """A duration for people: ``"~12 min"``, ``"45 s"``."""
+    """A duration for people: ``"12 min"``, ``"45 s"``."""
     if seconds is None:
         return "?"
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"

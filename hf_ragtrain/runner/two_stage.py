@@ -39,6 +39,7 @@ from ..data.beir import load_beir
 from ..data.beir_pipeline import dev_records_from_run, split_dev_queries, subset_queries
 from ..data.cross_fit import assign_folds, first_stage_records
 from ..data.hybrid import HybridIndex
+from ..data.mining import BM25
 from ..data.records import load_records, write_jsonl_atomically, write_records
 from ..data.sources import prepare_beir_rerank_data
 from ..modeling.fusion import fit_fusion_weights
@@ -123,10 +124,7 @@ class TwoStagePipeline:
         if not os.path.isfile(path):
             return None
         with open(path, encoding="utf-8") as fh:
-            report = json.load(fh)
-        write_report(self.out, report)
-        with open(path, encoding="utf-8") as fh:
-            report = json.load(fh)
+            report = write_report(self.out, json.load(fh))
         self.echo("\n" + markdown(report))
         return report
 
@@ -205,24 +203,25 @@ class TwoStagePipeline:
         the reranker's training and dev records, and the corpus's BM25 statistics."""
         a = self.args
         data = load_beir(a.beir_dir, split=a.train_split)
-        doc_ids, texts = list(data.corpus), [t for t in data.doc_texts().values()]
+        doc_ids, texts = list(data.corpus), list(data.doc_texts().values())
         train, _ = load_records(self.path("data", "train.jsonl"))
         with open(self.path("data", "split.jsonl"), encoding="utf-8") as fh:
             split = json.loads(fh.readline())
         dev_ids, folds = split["dev"], split["folds"]
         position = {d: i for i, d in enumerate(doc_ids)}
+        bm25 = BM25(texts, language=self.language)  # the same for every retriever: built once
         features = {}
         for k, model in self.fold_models():
             qids = [r.query_id for r in train if not folds or folds[r.query_id] == k]
-            index = HybridIndex(model, texts, bm25_language=self.language)
+            index = HybridIndex(model, texts, bm25=bm25)
             judged = [[position[d] for d, g in data.qrels[q].items() if g > 0 and d in position] for q in qids]
             features.update(zip(qids, index.features([data.queries[q] for q in qids], a.top_k, judged)))
         weights = self.fit_weights(features, data.qrels, doc_ids)
         rows, counts = first_stage_records(data.queries, data.qrels, features, doc_ids, texts,
                                            weights["dense_weight"], weights["bm25_weight"], a.num_negatives, a.top_k)
         write_records(rows, self.path("candidates", "train.jsonl"))
-        full = HybridIndex(resolve_model_path(self.path("retriever")), texts, bm25_language=self.language)
-        full.bm25.stats().save(self.path("candidates", "bm25.json"))
+        full = HybridIndex(resolve_model_path(self.path("retriever")), texts, bm25=bm25)
+        bm25.stats().save(self.path("candidates", "bm25.json"))
         dev = subset_queries(data, dev_ids)
         scores, idx = full.search([dev.queries[q] for q in dev_ids], a.top_k, weights["dense_weight"],
                                   weights["bm25_weight"])

@@ -123,13 +123,14 @@ def markdown(report: dict[str, Any], heading: str = "#") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(folder: str, report: dict[str, Any]) -> None:
-    """``report.json`` and ``REPORT.md`` in ``folder``, with the stage times so far."""
+def write_report(folder: str, report: dict[str, Any]) -> dict[str, Any]:
+    """``report.json`` and ``REPORT.md`` in ``folder``, with the stage times so far; returns what it wrote."""
     report = {**report, "stages": stage_times(folder)}
     with open(os.path.join(folder, "report.json"), "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2)
     with open(os.path.join(folder, "REPORT.md"), "w", encoding="utf-8") as fh:
         fh.write(markdown(report))
+    return report
 
 
 def add_to_cards(pipeline: Any, report: dict[str, Any], reranked: dict[str, Any], retriever: dict[str, Any]) -> None:
