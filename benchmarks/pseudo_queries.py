@@ -6,7 +6,8 @@ each restate one finding of an abstract, so a pseudo query here is one sentence 
 document, taken from after its first sentence (the findings, not the background), in the manner of
 the inverse cloze task: the sentence is removed from its document, and what is left is the query's
 positive, so the match is by topic and not by a copied string. No query or qrels file of any split
-is read; only corpus.jsonl.
+is read; only corpus.jsonl. The sentence splitting and picking are the package's
+(:mod:`hf_ragtrain.data.inverse_cloze`, which ``recipes/adapt.py`` uses for its inverse-cloze queries).
 
     python benchmarks/pseudo_queries.py make --beir_dir ../shared/data/scifact --output_dir /tmp/sf_pseudo \\
         --num_queries 2000
@@ -30,24 +31,11 @@ import argparse
 import json
 import os
 import random
-import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of an abstract: cut after ., ! or ? followed by space and a capital, digit or bracket."""
-    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
-
-
-def pick_sentence(text: str, rng: random.Random, min_words: int = 6, max_words: int = 30) -> int | None:
-    """Index of a random sentence after the first with ``min_words``-``max_words`` words (None: none fits)."""
-    sentences = split_sentences(text)
-    fits = [i for i, s in enumerate(sentences) if i > 0 and min_words <= len(s.split()) <= max_words]
-    return rng.choice(fits) if fits and len(sentences) >= 3 else None
+from hf_ragtrain.data.inverse_cloze import pick_sentence, split_sentences  # noqa: E402
 
 
 def corpus(args: argparse.Namespace) -> None:

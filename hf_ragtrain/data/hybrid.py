@@ -41,6 +41,7 @@ class HybridIndex:
                  bm25: BM25 | None = None):
         self.encoder = load_encoder(encoder) if encoder is not None else None
         self.batch_size = batch_size
+        self.texts = list(texts)
         if self.encoder is not None and vectors is None:
             vectors = encode_normalized(self.encoder, texts, batch_size, show_progress, kind="document")
         self.vectors = vectors
@@ -49,6 +50,40 @@ class HybridIndex:
         if bm25 is not None and bm25.num_docs != len(texts):
             raise ValueError(f"a BM25 index of {bm25.num_docs} documents for {len(texts)} texts")
         self.bm25 = bm25 if bm25 is not None else BM25(texts, k1=k1, b=b, language=bm25_language)
+        self._stats = None
+        self._row = {text: i for i, text in enumerate(texts)}  # a corpus text's vector is not encoded again,
+        self._other: dict[str, np.ndarray] = {}  # nor that of another document pair_features has met,
+        self._queries: dict[str, np.ndarray] = {}  # nor a query's
+
+    def pair_features(self, queries: Sequence[str], docs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The cosine and the BM25 score (with this corpus's statistics) of each ``(queries[i], docs[i])``,
+        ``(N,)`` each; the documents need not be in the corpus (e.g. a passage with a sentence cut out)."""
+        if self._stats is None:
+            self._stats = self.bm25.stats()
+        lexical = self._stats.score_pairs(queries, docs)
+        if self.vectors is None:
+            return np.zeros(len(docs)), lexical
+        self.encode_texts(queries, docs)
+        dense = np.zeros(len(docs))
+        for i, (query, doc) in enumerate(zip(queries, docs)):
+            vector = self.vectors[self._row[doc]] if doc in self._row else self._other[doc]
+            dense[i] = float(self._queries[query] @ vector)
+        return dense, lexical
+
+    def encode_texts(self, queries: Sequence[str], docs: Sequence[str]) -> None:
+        """Encode the queries and the documents outside the corpus that are not encoded yet, and keep their
+        vectors. Encoding all of a job's texts first makes its scores independent of how it is cut into
+        chunks (a vector can differ in its last bits with the texts it was padded beside)."""
+        if self.vectors is None:
+            return
+        new_queries = [q for q in dict.fromkeys(queries) if q not in self._queries]
+        if new_queries:
+            self._queries.update(zip(new_queries, encode_normalized(self.encoder, new_queries, self.batch_size,
+                                                                    show_progress=False, kind="query")))
+        new = [d for d in dict.fromkeys(docs) if d not in self._row and d not in self._other]
+        if new:
+            self._other.update(zip(new, encode_normalized(self.encoder, new, self.batch_size,
+                                                          show_progress=len(new) > 1000, kind="document")))
 
     def query_vectors(self, queries: Sequence[str]) -> np.ndarray | None:
         """The queries' normalised vectors ``(Q, D)``, ``None`` without an encoder."""

@@ -446,6 +446,7 @@ def write_jsonl_atomically(path: str, rows: Iterable[Any]) -> None:
     """Write ``rows`` as JSON lines into ``path + ".tmp"``, renamed over ``path`` once complete. On any
     failure (a full disk, an interruption) the temporary file is removed and ``path`` is untouched."""
     tmp = path + ".tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             for row in rows:

@@ -4,7 +4,7 @@ A stage writes into the pipeline's folder and, when it has finished, a marker
 ``<folder>/.stages/<name>.json`` with the settings it ran with and how long it took. A rerun skips a
 stage whose marker is there with the same settings; a stage that was interrupted has no marker and
 runs again and keeps what it wrote (training stages pick up their last checkpoint, see
-:mod:`hf_ragtrain.runner.two_stage`). Every stage after one that runs runs too, from empty outputs
+:func:`run_training_recipe`). Every stage after one that runs runs too, from empty outputs
 (its inputs may have changed). A finished stage whose settings changed is refused, naming the
 setting, so that outputs made with different settings are never mixed; ``redo`` names stages to run
 again from empty outputs (with the ones after them).
@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -22,6 +25,8 @@ from typing import Any, Callable, Sequence
 from .recipe import RecipeError
 
 MARKERS = ".stages"
+#: Checkpoints of the training stages, so that an interrupted stage resumes.
+CHECKPOINT_FLAGS = ["--save_strategy", "steps", "--save_steps", "50", "--save_total_limit", "1"]
 
 
 @dataclass
@@ -36,6 +41,20 @@ class Stage:
     settings: dict[str, Any] = field(default_factory=dict)
     outputs: Sequence[str] = ()
     estimate_s: float | None = None
+
+
+def read_json(path: str) -> Any:
+    """A stage's JSON output."""
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Write a stage's JSON output atomically (a crash never leaves half a file)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=2, ensure_ascii=False)
+    os.replace(path + ".tmp", path)
 
 
 def minutes(seconds: float | None) -> str:
@@ -91,7 +110,7 @@ class StageRunner:
                 self.echo(f"  {i}. {stage.title}: to run (estimated {minutes(stage.estimate_s)})")
             else:
                 self.echo(f"  {i}. {stage.title}: done ({minutes(marker.get('seconds'))}), skipped")
-        if todo:
+        if todo and any(s.estimate_s is not None for s in todo):
             self.echo(f"estimated time for the stages to run: {minutes(total)} (from this machine's measured speed; "
                       "a rough guide)")
         return todo
@@ -135,3 +154,31 @@ class StageRunner:
             json.dump({"stage": stage.name, "settings": stage.settings, "seconds": round(seconds, 1),
                        "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, fh, indent=2)
         os.replace(path + ".partial", path)
+
+
+def run_training_recipe(script: str, out: str, seed: int, flags: Sequence[str], extra: str = "",
+                        echo: Callable[[str], None] = print) -> None:
+    """Run the training recipe ``script`` into ``out`` as a subprocess (its own memory and progress bars),
+    the command printed; it saves checkpoints, resumes from the last one when a previous run was
+    interrupted, and they are deleted once it has finished. ``extra`` is the user's flags, quoted."""
+    from ..trainers.checkpoints import last_complete_checkpoint
+
+    command = [sys.executable, script, "--output_dir", out, "--seed", str(seed), *flags, *CHECKPOINT_FLAGS,
+               *shlex.split(extra)]
+    if last_complete_checkpoint(out):
+        command += ["--resume_from_checkpoint", "latest"]
+        echo(f"resuming from {last_complete_checkpoint(out)}")
+    echo("$ " + shlex.join(command))
+    status = subprocess.call(command)
+    if status:
+        raise RecipeError(f"{os.path.basename(script)} exited with status {status} (its message is above); fix the "
+                          "cause and run the same command again: finished stages are skipped", status)
+    remove_checkpoints(out)
+
+
+def remove_checkpoints(folder: str) -> None:
+    """Delete a finished training stage's ``checkpoint-N`` folders (the final model is beside them)."""
+    from ..trainers.checkpoints import complete_checkpoints
+
+    for checkpoint in complete_checkpoints(folder):
+        shutil.rmtree(checkpoint, ignore_errors=True)

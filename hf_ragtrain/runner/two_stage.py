@@ -26,9 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import subprocess
-import sys
 import time
 from typing import Any, Sequence
 
@@ -46,7 +43,7 @@ from ..modeling.fusion import fit_fusion_weights
 from ..offline import resolve_model_path
 from .estimate import PipelineEstimate
 from .recipe import RecipeError
-from .stages import Stage, StageRunner
+from .stages import Stage, StageRunner, run_training_recipe
 from .two_stage_report import evaluate_two_stage
 
 #: The retriever's training settings (SciFact, BENCHMARKS.md); --retriever_args add to or override them.
@@ -54,8 +51,6 @@ RETRIEVER_FLAGS = ["--train_group_size", "4", "--per_device_train_batch_size", "
                    "--learning_rate", "5e-5", "--no_mteb_eval", "--logging_steps", "4"]
 #: The reranker's training settings; --reranker_args add to or override them.
 RERANKER_FLAGS = ["--num_train_epochs", "2", "--no_mteb_eval", "--logging_steps", "10"]
-#: Checkpoints of the training stages, so that an interrupted stage resumes.
-CHECKPOINT_FLAGS = ["--save_strategy", "steps", "--save_steps", "50", "--save_total_limit", "1"]
 
 
 class TwoStagePipeline:
@@ -182,20 +177,8 @@ class TwoStagePipeline:
 
     def run_recipe(self, script: str, folder: str, flags: list[str], extra: str) -> None:
         """Run a training recipe into ``folder``, resuming from its last checkpoint when there is one."""
-        from ..trainers.checkpoints import last_complete_checkpoint
-
-        out = self.path(folder)
-        command = [sys.executable, os.path.join(self.recipes_dir, script), "--output_dir", out, "--seed",
-                   str(self.args.seed), *flags, *CHECKPOINT_FLAGS, *shlex.split(extra)]
-        if last_complete_checkpoint(out):
-            command += ["--resume_from_checkpoint", "latest"]
-            self.echo(f"resuming from {last_complete_checkpoint(out)}")
-        self.echo("$ " + shlex.join(command))
-        status = subprocess.call(command)
-        if status:
-            raise RecipeError(f"{script} exited with status {status} (its message is above); fix the cause and run the "
-                              "same pipeline command again: finished stages are skipped", status)
-        remove_checkpoints(out)
+        run_training_recipe(os.path.join(self.recipes_dir, script), self.path(folder), self.args.seed, flags, extra,
+                            self.echo)
 
     # ------------------------------------------------------------------ candidates
     def make_candidates(self) -> None:
@@ -276,13 +259,3 @@ class TwoStagePipeline:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> None:
         evaluate_two_stage(self, self.first_stage_weights())
-
-
-def remove_checkpoints(folder: str) -> None:
-    """Delete a finished training stage's ``checkpoint-N`` folders (the final model is beside them)."""
-    import shutil
-
-    from ..trainers.checkpoints import complete_checkpoints
-
-    for checkpoint in complete_checkpoints(folder):
-        shutil.rmtree(checkpoint, ignore_errors=True)
