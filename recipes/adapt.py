@@ -26,29 +26,14 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
-from hf_ragtrain import AdaptArguments, RecipeError, adapt  # noqa: E402
+from hf_ragtrain import AdaptArguments, adapt  # noqa: E402
+from hf_ragtrain.runner.stages import pipeline_main  # noqa: E402
 
 
 def main(argv=None) -> int:
-    import logging
-
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(AdaptArguments, description=__doc__.split("\n\n")[0])
-    argv = list(sys.argv[1:] if argv is None else argv)
-    argv = ["--eval_split" if a == "--split" else a for a in argv]  # --split: the and mteb's name for it
-    try:
-        (args,) = parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as err:
-        print(f"error: bad arguments: {err}", file=sys.stderr)
-        return 2
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    try:
-        adapt(args, os.path.join(REPO, "recipes"))
-    except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.status
-    return 0
+    # --split: the name mteb and evaluate_mteb.py give the evaluation split
+    return pipeline_main(AdaptArguments, __doc__.split("\n\n")[0],
+                         lambda args: adapt(args, os.path.join(REPO, "recipes")), argv, aliases={"--split": "--eval_split"})
 
 
 if __name__ == "__main__":

@@ -23,27 +23,13 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
-from hf_ragtrain import PipelineArguments, RecipeError, TwoStagePipeline  # noqa: E402
+from hf_ragtrain import PipelineArguments, TwoStagePipeline  # noqa: E402
+from hf_ragtrain.runner.stages import pipeline_main  # noqa: E402
 
 
 def main(argv=None) -> int:
-    import logging
-
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(PipelineArguments, description=__doc__.split("\n\n")[0])
-    try:
-        (args,) = parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as err:
-        print(f"error: bad arguments: {err}", file=sys.stderr)
-        return 2
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    try:
-        TwoStagePipeline(args, os.path.join(REPO, "recipes")).run()
-    except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.status
-    return 0
+    return pipeline_main(PipelineArguments, __doc__.split("\n\n")[0],
+                         lambda args: TwoStagePipeline(args, os.path.join(REPO, "recipes")).run(), argv)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from ..data.generated import GeneratedQuery, read_generated
 from ..data.hybrid import HybridIndex
 from ..evaluation.metrics import query_metrics
 from .stages import read_json
-from .two_stage_report import REPORT_METRICS, plain, stage_times
+from .two_stage_report import REPORT_METRICS, plain, stage_time_lines
+from .two_stage_report import write_report as write_files
 
 #: Metrics of the held-out generated queries (one relevant passage each).
 HELDOUT_METRICS = {"ndcg@10": "nDCG@10", "mrr@10": "MRR@10", "hit_rate@1": "hit@1", "hit_rate@10": "hit@10"}
@@ -178,24 +179,12 @@ def markdown(report: dict[str, Any], heading: str = "#") -> str:
                   + ("(the base one's weights: the fit on the held-out dev queries failed)."
                      if "fallback" in report["first_stage"]["adapted"] else "(fitted on held-out generated queries)."),
               *(f"\n> **Warning:** {x}" for x in report["warnings"])]
-    times = report.get("stages") or {}
-    if times:
-        lines += ["", "| stage | minutes |", "|---|---|",
-                  *(f"| {k} | {v / 60:.1f} |" for k, v in times.items() if v is not None),
-                  f"| total | {sum(v for v in times.values() if v) / 60:.1f} |"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + stage_time_lines(report)) + "\n"
 
 
 def write_report(folder: str, report: dict[str, Any]) -> dict[str, Any]:
     """``report.json`` and ``REPORT.md`` in ``folder``, with the stage times so far; returns what it wrote."""
-    import json
-
-    report = {**report, "stages": stage_times(folder)}
-    with open(os.path.join(folder, "report.json"), "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=2)
-    with open(os.path.join(folder, "REPORT.md"), "w", encoding="utf-8") as fh:
-        fh.write(markdown(report))
-    return report
+    return write_files(folder, report, markdown)
 
 
 def add_to_cards(pipeline: Any, report: dict[str, Any], raw: dict | None) -> None:

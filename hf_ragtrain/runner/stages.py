@@ -182,3 +182,27 @@ def remove_checkpoints(folder: str) -> None:
 
     for checkpoint in complete_checkpoints(folder):
         shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def pipeline_main(arguments_class: type, description: str, run: Callable[[Any], Any], argv: Sequence[str] | None = None,
+                  aliases: dict[str, str] | None = None) -> int:
+    """The ``main()`` of a pipeline recipe: parse ``arguments_class`` from ``argv`` (flags in ``aliases``
+    renamed first), ``run(args)``, and turn a :class:`RecipeError` into its message and exit status."""
+    import logging
+
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(arguments_class, description=description)
+    argv = [(aliases or {}).get(a, a) for a in (sys.argv[1:] if argv is None else argv)]
+    try:
+        (args,) = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as err:
+        print(f"error: bad arguments: {err}", file=sys.stderr)
+        return 2
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    try:
+        run(args)
+    except RecipeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.status
+    return 0

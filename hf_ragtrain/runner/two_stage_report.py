@@ -115,21 +115,27 @@ def markdown(report: dict[str, Any], heading: str = "#") -> str:
               "", f"First stage score: {w['formula']} (weights fitted on the {w['queries']} training queries' "
               + ("cross-fitted" if w.get("cross_fitted") else "") + " candidates; the reranker adds its logit to it).",
               *(f"\n> **Warning:** {x}" for x in report["warnings"])]
+    return "\n".join(lines + stage_time_lines(report)) + "\n"
+
+
+def stage_time_lines(report: dict[str, Any]) -> list[str]:
+    """The markdown table of the minutes each stage took (none when the report has no times)."""
     times = report.get("stages") or {}
-    if times:
-        lines += ["", "| stage | minutes |", "|---|---|",
-                  *(f"| {k} | {v / 60:.1f} |" for k, v in times.items() if v is not None),
-                  f"| total | {sum(v for v in times.values() if v) / 60:.1f} |"]
-    return "\n".join(lines) + "\n"
+    if not times:
+        return []
+    return ["", "| stage | minutes |", "|---|---|",
+            *(f"| {k} | {v / 60:.1f} |" for k, v in times.items() if v is not None),
+            f"| total | {sum(v for v in times.values() if v) / 60:.1f} |"]
 
 
-def write_report(folder: str, report: dict[str, Any]) -> dict[str, Any]:
-    """``report.json`` and ``REPORT.md`` in ``folder``, with the stage times so far; returns what it wrote."""
+def write_report(folder: str, report: dict[str, Any], render=None) -> dict[str, Any]:
+    """``report.json`` and ``REPORT.md`` (``render(report)``, this module's :func:`markdown` by default) in
+    ``folder``, with the stage times so far; returns what it wrote."""
     report = {**report, "stages": stage_times(folder)}
     with open(os.path.join(folder, "report.json"), "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2)
     with open(os.path.join(folder, "REPORT.md"), "w", encoding="utf-8") as fh:
-        fh.write(markdown(report))
+        fh.write((render or markdown)(report))
     return report
 
 
