@@ -239,3 +239,24 @@ def test_round_trip_keeps_more_as_k_grows(tmp_path):
                          {d: i for i, d in enumerate(corpus.ids)}, 1.0, 0.1)
     kept = [len(round_trip_filter(queries, ranks, k)[0]) for k in (1, 2, 3, 5)]
     assert kept == sorted(kept) and kept[-1] == 5 and kept == [int((ranks <= k).sum()) for k in (1, 2, 3, 5)]
+
+
+def test_the_report_warns_for_each_adapted_system_behind_what_it_replaces():
+    from hf_ragtrain.runner.adapt_report import warnings_of
+
+    def table(**ndcg):
+        names = {"base_embedder": "base embedder", "base_hybrid": "base hybrid", "adapted": "adapted embedder",
+                 "adapted_hybrid": "adapted hybrid (first stage)", "reranked": "reranked (first stage top 30)"}
+        return {names[k]: {"ndcg@10": v} for k, v in ndcg.items()}
+
+    good = table(base_embedder=0.5, base_hybrid=0.6, adapted=0.55, adapted_hybrid=0.65, reranked=0.7)
+    assert warnings_of({"heldout": good}) == []
+    # SciFact's pattern: adapted hybrid below the base hybrid, reranker between the two
+    bad = table(base_embedder=0.645, base_hybrid=0.737, adapted=0.647, adapted_hybrid=0.728, reranked=0.730)
+    (first, best) = warnings_of({"heldout": bad})
+    assert "adapted hybrid (first stage) is behind the base hybrid: nDCG@10 0.7280 against 0.7370" in first
+    assert best.endswith("the best system is the base hybrid (nDCG@10 0.7370)")
+    worst = table(base_embedder=0.645, base_hybrid=0.6, adapted=0.64, adapted_hybrid=0.7, reranked=0.69)
+    assert [w.split(" is behind")[0] for w in warnings_of({"heldout": worst})] == [
+        "on held-out generated queries the adapted embedder", "on held-out generated queries the reranker",
+        "on held-out generated queries the best system is the adapted hybrid (first stage) (nDCG@10 0.7000)"]

@@ -10,7 +10,8 @@ import pytest
 
 from hf_ragtrain.data.beir import load_beir
 from hf_ragtrain.data.beir_pipeline import CachingEncoder, dev_records_from_run, first_stage_run, split_dev_queries
-from hf_ragtrain.evaluation.mteb_eval import MtebEncoder, MtebReranker, beir_task, two_stage
+from hf_ragtrain.data.hybrid import HybridIndex
+from hf_ragtrain.evaluation.mteb_eval import MtebEncoder, MtebHybrid, MtebReranker, beir_task, run_mteb, two_stage
 from hf_ragtrain.reranker import CrossEncoderReranker
 from hf_ragtrain.evaluation.metrics import ranking_metrics
 from hf_ragtrain.modeling.cross_encoder import load_cross_encoder, score_pairs
@@ -152,3 +153,34 @@ def test_build_beir_data_holds_out_dev_queries_as_the_recipes_do(tmp_path, tiny_
     ranked = first_stage_run(load_encoder(tiny_ce_path), only_dev, top_k=3)[qid]
     expected_neg = [d for d in sorted(ranked, key=lambda d: -ranked[d]) if d not in data.qrels[qid]]
     assert dev[0]["pos_ids"] == sorted(data.qrels[qid]) and dev[0]["neg_ids"] == expected_neg
+
+
+def test_a_prebuilt_hybrid_index_of_the_task_corpus_is_used_and_scores_the_same(tmp_path):
+    root = make_beir(tmp_path / "beir")
+    data = load_beir(root, split="test")
+    ids, texts = list(data.corpus), list(data.doc_texts().values())
+    name = os.path.basename(root)
+
+    def ndcg(encoder, prebuilt=None):
+        model = MtebHybrid(encoder, 2.0, 0.3, prebuilt=prebuilt)
+        return run_mteb(model, [beir_task(root, "test")], str(tmp_path / "out"))[name].metrics["test"]["ndcg_at_10"]
+
+    fresh = HashEncoder()
+    expected = ndcg(fresh)
+    assert fresh.calls == len(texts) + 4  # the corpus and the 4 test queries
+    encoder = HashEncoder()
+    index = HybridIndex(encoder, texts, show_progress=False)
+    encoder.calls = 0
+    assert ndcg(encoder, (ids, index)) == pytest.approx(expected)
+    assert encoder.calls == 4  # only the queries: the corpus vectors came from the prebuilt index
+    assert ndcg(encoder, (ids[::-1], index)) == pytest.approx(expected)  # other ids: built again
+    assert encoder.calls == 4 + len(texts) + 4
+    # a text that differs in whitespace alone (mteb keeps a title's trailing space) is encoded again, alone
+    spaced = HybridIndex(encoder, [texts[0] + " ", *texts[1:]], show_progress=False)
+    encoder.calls = 0
+    assert ndcg(encoder, (ids, spaced)) == pytest.approx(expected)
+    assert encoder.calls == 1 + 4
+    other_words = HybridIndex(encoder, [texts[0] + " more", *texts[1:]], show_progress=False)
+    encoder.calls = 0
+    assert ndcg(encoder, (ids, other_words)) == pytest.approx(expected)
+    assert encoder.calls == len(texts) + 4

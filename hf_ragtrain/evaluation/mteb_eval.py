@@ -335,6 +335,29 @@ class MtebColbert:
         return {q: {d: v for v, d in sorted(c, key=lambda sd: -sd[0])[:top_k]} for q, c in by_query.items()}
 
 
+def _reuse_index(built: Any, texts: Sequence[str]) -> Any:
+    """``built`` (a ``HybridIndex``) for ``texts``, or ``None`` when some text has other words than its
+    own. mteb joins title and text as given, so a title with a trailing space gives a text that differs
+    from ours in whitespace alone: those texts are encoded again and the BM25 index (whose tokens do
+    not depend on whitespace) is shared."""
+    from ..data.hybrid import HybridIndex
+    from ..data.mining import encode_normalized, tokenize
+
+    if len(built.texts) != len(texts):
+        return None
+    differ = [i for i, (ours, theirs) in enumerate(zip(built.texts, texts)) if ours != theirs]
+    if not differ:
+        return built
+    if any(tokenize(built.texts[i]) != tokenize(texts[i]) for i in differ):
+        return None
+    vectors = built.vectors
+    if vectors is not None:
+        vectors = vectors.copy()
+        vectors[differ] = encode_normalized(built.encoder, [texts[i] for i in differ], built.batch_size,
+                                            kind="document")
+    return HybridIndex(built.encoder, texts, batch_size=built.batch_size, vectors=vectors, bm25=built.bm25)
+
+
 class MtebHybrid:
     """mteb search protocol (``index`` + ``search``) over a hybrid first stage
     (:class:`~hf_ragtrain.data.hybrid.HybridIndex`): each query's whole corpus ranked by
@@ -342,16 +365,20 @@ class MtebHybrid:
     ``None``). ``dense_weight=1, bm25_weight=0`` is the dense
     retriever alone and ``encoder=None, bm25_weight=1`` BM25 alone. ``shared`` (a dict, shareable
     between adapters of the same encoder) keeps each corpus's index, so the corpus is encoded once
-    for several weightings.
+    for several weightings. ``prebuilt`` (corpus ids, and a ``HybridIndex`` of the same encoder built
+    on their texts) is used instead of encoding a task corpus with those ids and the same words
+    (:func:`_reuse_index`).
     """
 
     def __init__(self, encoder: Any, dense_weight: float, bm25_weight: float, name: str = "local/hybrid",
-                 shared: dict | None = None, batch_size: int = 64, bm25_language: str | None = None):
+                 shared: dict | None = None, batch_size: int = 64, bm25_language: str | None = None,
+                 prebuilt: tuple[Sequence[str], Any] | None = None):
         if encoder is None and dense_weight:
             raise ValueError("a dense weight needs an encoder")
         self.encoder, self.dense_weight, self.bm25_weight = encoder, dense_weight, bm25_weight
         self.shared = {} if shared is None else shared
         self.batch_size, self.bm25_language = batch_size, bm25_language
+        self.prebuilt = prebuilt
         self.corpus_ids: list[str] = []
         self.hybrid: Any = None
         scoring = "cosine" if not bm25_weight else "custom"
@@ -368,8 +395,10 @@ class MtebHybrid:
                id(self.encoder), self.bm25_language)
         if key not in self.shared:
             texts = _dataset_texts(corpus, task_metadata, PromptType.document)
-            self.shared[key] = HybridIndex(self.encoder, texts, batch_size=self.batch_size,
-                                           bm25_language=self.bm25_language)
+            ids, built = self.prebuilt or ((), None)
+            reused = _reuse_index(built, texts) if built is not None and list(ids) == self.corpus_ids else None
+            self.shared[key] = reused or HybridIndex(self.encoder, texts, batch_size=self.batch_size,
+                                                     bm25_language=self.bm25_language)
         self.hybrid = self.shared[key]
 
     def search(self, queries, *, task_metadata, top_k: int, hf_split=None, hf_subset=None, encode_kwargs=None,
