@@ -25,13 +25,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from _common import cpu_description  # noqa: E402
+
 START = "<!-- benchmark-suite:start (written by benchmarks/suite.py; edits here are overwritten) -->"
 END = "<!-- benchmark-suite:end -->"
 BENCHMARKS = ("rerank", "embedding", "colbert", "inference", "scaling")
@@ -68,6 +71,7 @@ def run(name: str, argv: list[str], results_dir: str) -> dict:
         result = json.load(fh)
     result["wall_seconds"] = time.perf_counter() - start
     result["date"] = time.strftime("%Y-%m-%d")
+    result["cpu"] = cpu_description()
     with open(out, "w") as fh:
         json.dump(result, fh, indent=2)
     return result
@@ -122,14 +126,14 @@ def render(results: dict[str, dict]) -> str:
 
     minutes = sum(r["wall_seconds"] for r in results.values()) / 60
     dates = sorted({r.get("date", "?") for r in results.values()})
+    cpus = sorted({r.get("cpu", f"{os.cpu_count()} CPU cores") for r in results.values()})
     parts = [
         START,
         "## Speed and memory: the benchmark suite",
         "",
         f"`python benchmarks/suite.py --beir_dir ../shared/data/scifact --bf16 --write BENCHMARKS.md` "
         "(the inference row with `--inference_model DIR --candidates_cache FILE`, as its own command below shows; "
-        f"{minutes:.0f} min; run {', '.join(dates)}; {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"{platform.processor() or platform.machine()}). Speed ratio = ours / theirs (higher is better); "
+        f"{minutes:.0f} min; run {', '.join(dates)} on {'; '.join(cpus)}; torch {torch.__version__}). Speed ratio = ours / theirs (higher is better); "
         "memory ratio = ours / theirs (lower is better). Each benchmark's own table, command and settings follow.",
         "",
         summary_table(results),

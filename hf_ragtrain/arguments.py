@@ -159,6 +159,12 @@ class RerankerTrainingArguments(RetrievalTrainingArguments):
                                         "warmed up and decayed as --learning_rate. Default: --learning_rate; the "
                                         "reranker recipe's default for a fresh head that keeps its first stage's "
                                         "score is its own (see the README)."})
+    grad_cache: Optional[bool] = field(
+        default=None, metadata={"help": "GradCache over the micro-batches of a step: score them without a graph, "
+                                        "take the loss's gradient w.r.t. the scores, then score each again and "
+                                        "back-propagate. Memory of one micro-batch, gradients of the whole batch, "
+                                        "one more forward pass. Default: on for steps of more than one micro-batch "
+                                        "(on CPU, where micro-batches are the default), off otherwise."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -279,8 +285,8 @@ class EmbeddingArguments:
 
 @dataclass
 class ContrastiveLossArguments(RetrievalTrainingArguments):
-    """What the two encoder families share: InfoNCE with in-batch and cross-device negatives, and
-    score distillation from teacher scores in the records."""
+    """What the two encoder families share: InfoNCE with in-batch and cross-device negatives, score
+    distillation from teacher scores in the records, and GradCache."""
 
     temperature: float = field(default=0.02, metadata={"help": "InfoNCE temperature (also the student's in "
                                                                "score distillation)."})
@@ -294,6 +300,13 @@ class ContrastiveLossArguments(RetrievalTrainingArguments):
                                         "Default: 1 when every record has teacher scores, else 0."})
     teacher_temperature: float = field(default=1.0, metadata={"help": "Temperature of the teacher's per-query "
                                                                       "distribution."})
+    grad_cache: Optional[bool] = field(
+        default=None, metadata={"help": "GradCache: embed the batch without a graph, take the loss and its "
+                                        "gradient w.r.t. the embeddings, then re-embed chunk by chunk "
+                                        "(--micro_batch_tokens) and back-propagate. Memory of one chunk, "
+                                        "gradients of the whole batch, one more forward pass. Default: on for "
+                                        "the steps whose queries or passages take more than one micro-batch "
+                                        "(on CPU, where micro-batches are the default), off otherwise."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -307,17 +320,12 @@ class ContrastiveLossArguments(RetrievalTrainingArguments):
 @dataclass
 class EmbeddingTrainingArguments(ContrastiveLossArguments):
     """The arguments of :class:`~hf_ragtrain.ContrastiveTrainer` (bi-encoders): the shared contrastive
-    loss, Matryoshka, GradCache and embedding distillation."""
+    loss and GradCache, Matryoshka and embedding distillation."""
 
     matryoshka_dims: Optional[list[int]] = field(
         default=None, metadata={"help": "Matryoshka (MRL) dimensions, e.g. 384 256 128 64; the loss is averaged "
                                         "over these prefixes, each re-normalised."})
     matryoshka_weights: Optional[list[float]] = field(default=None, metadata={"help": "One weight per dim."})
-    grad_cache: bool = field(
-        default=False, metadata={"help": "GradCache: embed the batch without a graph, take the loss and its "
-                                         "gradient w.r.t. the embeddings, then re-embed chunk by chunk "
-                                         "(--micro_batch_tokens) and back-propagate. Memory of one chunk, "
-                                         "gradients of the whole batch."})
     cosine_weight: float = field(default=0.0, metadata={"help": "Embedding distillation: 1 - cos(student, teacher)."})
     similarity_mse_weight: float = field(default=0.0, metadata={"help": "Embedding distillation: MSE of the "
                                                                         "similarity matrices."})

@@ -149,3 +149,14 @@ def test_pseudo_queries_corpus_lists_each_distinct_passage_of_the_records_once(t
     pseudo_queries.corpus(types.SimpleNamespace(records=str(src), output_dir=str(tmp_path / "base")))
     rows = [json.loads(line) for line in (tmp_path / "base" / "corpus.jsonl").read_text().splitlines()]
     assert rows == [{"_id": f"d{i}", "title": "", "text": t} for i, t in enumerate(["alpha", "beta", "gamma", "delta"])]
+
+
+def test_the_cpu_description_names_the_model_and_its_bf16_units(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu sse avx512_bf16 avx2\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path,
+                                                                          *a, **k))
+    assert _common.cpu_description() == f"Test CPU 9000 (AVX512-BF16), {os.cpu_count()} cores"
+    cpuinfo.write_text("model name\t: Old CPU\nflags\t\t: fpu sse avx2\n")
+    assert _common.cpu_description().startswith("Old CPU (no AMX-BF16 or AVX512-BF16)")

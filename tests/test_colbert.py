@@ -254,7 +254,7 @@ def test_colbert_trainer_rejects_bi_encoder_only_options(tiny_encoder_path, tmp_
     model = ColbertEncoder.from_pretrained(tiny_encoder_path, colbert_dim=16)
     with pytest.raises(TypeError, match="matryoshka_dims"):
         ColbertTrainingArguments(output_dir=str(tmp_path), matryoshka_dims=[8])
-    for option in ({"matryoshka_dims": [8]}, {"grad_cache": True}, {"cosine_weight": 1.0}):
+    for option in ({"matryoshka_dims": [8]}, {"cosine_weight": 1.0}):
         args = EmbeddingTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, **option)
         with pytest.raises(ValueError, match=f"ColbertTrainer does not use {next(iter(option))}="):
             ColbertTrainer(model=model, args=args)

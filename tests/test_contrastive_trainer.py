@@ -140,6 +140,9 @@ def test_embedding_distillation_from_a_model_or_precomputed_vectors_is_the_same(
     assert losses[-1] < losses[0] and not torch.allclose(projection.weight, start)
     trainer.save_model(str(tmp_path / "x" / "final"))
     assert (tmp_path / "x" / "final" / "distill_projection.safetensors").exists()
+    assert not trainer.use_grad_cache({"query_chunks": [1, 2], "passage_chunks": [1, 2]})  # it would not train it
+    with pytest.raises(ValueError, match="--grad_cache cannot train the projection"):
+        make_trainer(student_path, tmp_path / "y", teacher=ModelTeacher(teacher), cosine_weight=1.0, grad_cache=True)
 
 
 def test_precomputed_teacher_names_missing_texts_and_bad_lines(tmp_path):
@@ -151,3 +154,17 @@ def test_precomputed_teacher_names_missing_texts_and_bad_lines(tmp_path):
     (tmp_path / "texts.jsonl").write_text('"a"\n{"x": 1}\n')
     with pytest.raises(ValueError, match="texts.jsonl, line 2: expected a JSON string, got dict"):
         PrecomputedTeacher.load(str(tmp_path / "v.npy"), str(tmp_path / "texts.jsonl"))
+
+
+def test_grad_cache_is_on_by_default_exactly_when_a_batch_takes_several_micro_batches(tmp_path, monkeypatch):
+    path = build_tiny_encoder(tmp_path / "m")
+    for tokens, expected in ((16, True), (None, False)):
+        trainer = make_trainer(path, tmp_path / f"o{tokens}", records=scored_records(), micro_batch_tokens=tokens)
+        assert trainer.grad_cache is None  # the default
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+        assert (max(len(batch["query_chunks"]), len(batch["passage_chunks"])) > 1) == expected
+        ran = []
+        monkeypatch.setattr(trainer, "_grad_cache_step", lambda model, inputs: ran.append(1) or torch.tensor(0.0))
+        trainer.current_gradient_accumulation_steps = 1
+        trainer.training_step(trainer.model, copy.deepcopy(batch))
+        assert bool(ran) == expected

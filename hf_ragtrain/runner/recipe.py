@@ -24,6 +24,7 @@ from ..arguments import DataArguments, ModelArguments
 from ..data.groups import GroupDataset
 from ..data.sources import TrainingData, display_path, load_training_data
 from ..distributed import end_distributed, start_process_group
+from ..memory import describe_peak, peak_memory
 from ..offline import hub_name
 from ..trainers.checkpoints import ResumeError, SaveFailed, resolve_resume
 
@@ -156,6 +157,7 @@ class Recipe:
             self.data = self.load_data()
             self.trainer = self.make_trainer()
             self.before, self.after = self.train_and_evaluate()
+            self.peak = peak_memory()  # before the mteb step: the training's own peak
             self.finish_saving()
             counts = self.trainer.total_counts()  # a collective: every process takes part
             if self.trainer.is_world_process_zero():
@@ -283,12 +285,12 @@ class Recipe:
         log = [{"step": e["step"], "loss": e["loss"]} for e in self.trainer.state.log_history if "loss" in e]
         results = {"before": self.before, "after": self.after, **self.mteb.json, "train_losses": log,
                    "train_group_stats": vars(self.train_dataset.stats), **self.count_entries(counts),
-                   "train_data": self.data.report, **self.extra_results()}
+                   "train_data": self.data.report, "peak_memory": self.peak, **self.extra_results()}
         with open(os.path.join(self.output_dir, "eval_results.json"), "w") as fh:
             json.dump(results, fh, indent=2)
         write_model_card(self.output_dir, self.render_card(self.card_info(counts)))
-        print("\n".join([*self.summary_lines(), f"\nmodel, eval_results.json and model card written to "
-                                                f"{self.output_dir}"]))
+        print("\n".join([*self.summary_lines(), "", describe_peak(self.peak),
+                         f"model, eval_results.json and model card written to {self.output_dir}"]))
         if self.training_args.push_to_hub:
             self.push()
 
@@ -365,7 +367,7 @@ class Recipe:
             datasets=self.data.datasets, metrics_before=self.before, metrics_after=self.after,
             mteb_results=self.mteb.results, mteb_first_stage=self.mteb.first_stage, mteb_settings=self.mteb.settings,
             notes=[*self.model_notes(), self.truncation_note(counts), self.train_dataset.stats.summary(),
-                   *self.data.notes, *self.mteb.notes],
+                   *self.data.notes, *self.mteb.notes, describe_peak(self.peak) + "."],
             model_name=os.path.basename(os.path.abspath(self.output_dir)))
 
     def summary_lines(self) -> list[str]:

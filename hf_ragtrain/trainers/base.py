@@ -233,11 +233,16 @@ class RetrievalTrainer(CheckpointSaving, Trainer):
         reduces each time) every pass is a collective: then the counts must match, and the process
         with fewer micro-batches runs extra zero-weight ones.
         """
-        import torch.distributed as dist
-
         stage = self.deepspeed_zero_stage()
         if stage is None or not (stage == 3 or every_pass_communicates):
             return n
+        return self.max_over_processes(n)
+
+    def max_over_processes(self, n: int) -> int:
+        """The largest ``n`` of all processes (a collective: every process must call it), for choices
+        that all processes must make alike; ``n`` itself in a single process."""
+        import torch.distributed as dist
+
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return n
         count = torch.tensor([n], dtype=torch.long, device=self.args.device)

@@ -14,6 +14,7 @@ from ..arguments import ColbertTrainingArguments
 from ..distributed import gather_with_local_grad, scale_gradient, world_size
 from ..losses import info_nce_from_scores, own_group, score_distillation_kl
 from ..modeling.colbert import maxsim
+from .grad_cache import grad_cache_step
 from .in_batch import InBatchTrainer
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,11 @@ class ColbertTrainer(InBatchTrainer):
     args_class = ColbertTrainingArguments
 
     def _encode(self, model, chunks: Sequence[dict[str, Tensor]], restore: Tensor, kind: str) -> tuple[Tensor, Tensor]:
-        outputs = [model(kind=kind, **chunk) for chunk in chunks]
+        return self._join([model(kind=kind, **chunk) for chunk in chunks], restore)
+
+    @staticmethod
+    def _join(outputs: Sequence[tuple[Tensor, Tensor]], restore: Tensor) -> tuple[Tensor, Tensor]:
+        """The micro-batches' ``(vectors, mask)`` padded to one token count, in batch order."""
         length = max(v.size(1) for v, _ in outputs)
         vectors = torch.cat([_pad_tokens(v, length) for v, _ in outputs])[restore]
         mask = torch.cat([_pad_tokens(m, length) for _, m in outputs])[restore]
@@ -85,6 +90,38 @@ class ColbertTrainer(InBatchTrainer):
         if model.training:
             self.count_texts(inputs)
         return (loss, {"query_vectors": q, "passage_vectors": p}) if return_outputs else loss
+
+    # ------------------------------------------------------------------ GradCache
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if not self.use_grad_cache(inputs):
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        queries, passages = inputs["query_chunks"], inputs["passage_chunks"]
+        n_q = len(queries)
+        padding = self.padding_chunks([*queries, *passages], every_pass_communicates=True)
+        items = [("query", c) for c in queries] + [("document", c) for c in [*passages, *padding]]
+
+        def forward(m, item):
+            kind, chunk = item
+            return tuple(m(kind=kind, **chunk))
+
+        def loss_of(outputs: list[tuple[Tensor, ...]]) -> Tensor:
+            q, qm = self._join(outputs[:n_q], inputs["query_restore"])
+            p, pm = self._join(outputs[n_q:], inputs["passage_restore"])
+            return self.loss_from_tokens(q, qm, p, pm, inputs.get("teacher_scores"))
+
+        loss = grad_cache_step(self, model, items, len(queries) + len(passages), forward, loss_of,
+                               inputs["query_restore"].device)
+        self.count_texts(inputs)
+        return loss
+
+    def use_grad_cache(self, inputs: dict[str, Any]) -> bool:
+        """As :meth:`ContrastiveTrainer.use_grad_cache`: ``--grad_cache`` when given, else when queries or
+        passages take more than one micro-batch on any process; the cache holds the token vectors."""
+        if self.args.grad_cache is not None:
+            return bool(self.args.grad_cache)
+        return self.max_over_processes(max(len(inputs["query_chunks"]), len(inputs["passage_chunks"]))) > 1
 
     def loss_description(self) -> tuple[str, dict[str, Any]]:
         name = "InfoNCE over MaxSim" + (" with in-batch negatives" if self.in_batch_negatives else "")

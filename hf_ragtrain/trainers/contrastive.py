@@ -3,7 +3,6 @@ GradCache, score distillation and embedding distillation."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any, Sequence
 
@@ -14,27 +13,10 @@ from ..distributed import gather_with_local_grad, scale_gradient, world_size
 from ..losses import (EMBEDDING_DISTILL_LOSSES, group_scores, info_nce, matryoshka, relative_similarity_loss,
                       score_distillation_kl)
 from ..arguments import EmbeddingTrainingArguments
+from .grad_cache import grad_cache_step
 from .in_batch import InBatchTrainer
 
 logger = logging.getLogger(__name__)
-
-
-class _RngState:
-    """The random state before a forward, so a re-run draws the same dropout masks (GradCache)."""
-
-    def __init__(self, device: torch.device):
-        self.cpu = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-        self.device = device
-
-    @contextlib.contextmanager
-    def replay(self):
-        devices = [self.device] if self.cuda is not None else []
-        with torch.random.fork_rng(devices=devices):
-            torch.set_rng_state(self.cpu)
-            if self.cuda is not None:
-                torch.cuda.set_rng_state(self.cuda, self.device)
-            yield
 
 
 class ContrastiveTrainer(InBatchTrainer):
@@ -64,7 +46,7 @@ class ContrastiveTrainer(InBatchTrainer):
         a = self.args
         self.dims = list(a.matryoshka_dims or [])
         self.dim_weights = a.matryoshka_weights
-        self.grad_cache = bool(a.grad_cache)
+        self.grad_cache = a.grad_cache  # None: per step, see use_grad_cache
         self.teacher = teacher
         self.embed_weights = {"cosine": float(a.cosine_weight), "similarity_mse": float(a.similarity_mse_weight),
                               "relative_similarity": float(a.relative_similarity_weight)}
@@ -81,6 +63,12 @@ class ContrastiveTrainer(InBatchTrainer):
             encoder.add_distill_projection(teacher.dim)  # cosine needs the teacher's dimension
             logger.info("cosine distillation: a %d -> %d projection is trained with the student",
                         encoder.embedding_dim, teacher.dim)
+        # the cosine distillation's projection is a parameter of the loss, which GradCache's cached
+        # embeddings would leave untrained: GradCache is then off by default and refused when asked for
+        self.loss_has_parameters = bool(self.embed_weights["cosine"]) and encoder.distill_projection is not None
+        if self.loss_has_parameters and self.grad_cache:
+            raise ValueError("--grad_cache cannot train the projection of the cosine embedding distillation (the "
+                             "teacher's dimension differs from the student's); drop --grad_cache or --cosine_weight")
         logger.info("contrastive loss: temperature %s, in-batch negatives %s, cross-device %s, MRL dims %s, "
                     "distill weight %s, grad cache %s", self.temperature, self.in_batch_negatives,
                     self.cross_device, self.dims or "-", self.distill_weight, self.grad_cache)
@@ -95,7 +83,8 @@ class ContrastiveTrainer(InBatchTrainer):
         parts += [f"{name} embedding distillation" for name, w in self.embed_weights.items() if w]
         name = " + ".join(parts) + (" under Matryoshka" if self.dims else "")
         params = {"temperature": self.temperature, "cross_device_negatives": self.cross_device,
-                  "grad_cache": self.grad_cache}
+                  "grad_cache": "when a batch takes several micro-batches" if self.grad_cache is None
+                  else self.grad_cache}
         if self.dims:
             params["matryoshka_dims"] = self.dims
             if self.dim_weights:
@@ -170,61 +159,39 @@ class ContrastiveTrainer(InBatchTrainer):
 
     # ------------------------------------------------------------------ GradCache
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if not self.grad_cache:
+        if not self.use_grad_cache(inputs):
             return super().training_step(model, inputs, num_items_in_batch)
         return self._grad_cache_step(model, inputs)
 
-    def _grad_cache_step(self, model, inputs) -> Tensor:
-        """One step with GradCache: the same gradients as the plain step, the memory of one chunk.
+    def use_grad_cache(self, inputs: dict[str, Any]) -> bool:
+        """Whether this step runs GradCache: ``--grad_cache`` when given, else when the queries or the
+        passages of the batch take more than one micro-batch on any process. The plain step would keep
+        every micro-batch's activations until its backward; GradCache keeps one micro-batch's, for the
+        same gradients (tests/test_contrastive_trainer.py). Processes decide together, since under
+        DeepSpeed GradCache's backward passes are collective. Off where the loss has parameters of its
+        own (the cosine distillation's projection), which GradCache would not train."""
+        if self.grad_cache is not None or self.loss_has_parameters:
+            return bool(self.grad_cache)
+        return self.max_over_processes(max(len(inputs["query_chunks"]), len(inputs["passage_chunks"]))) > 1
 
-        1. embed every chunk without a graph, recording the random state (dropout) before each;
-        2. compute the loss on those embeddings and its gradient w.r.t. them (no parameter involved);
-        3. per chunk, replay the random state, embed again with a graph and back-propagate
-           ``sum(embedding * its cached gradient)``. Under DDP all but the last chunk run in
-           ``no_sync``; under DeepSpeed they are gradient-accumulation micro-steps, and the last
-           one is the boundary. ZeRO reduces at every micro-step, so all processes run the same
-           number of them (zero-gradient extra passes where a process has fewer micro-batches).
-        """
+    def _grad_cache_step(self, model, inputs) -> Tensor:
+        """One step with GradCache (:mod:`hf_ragtrain.trainers.grad_cache`): each micro-batch's
+        embeddings cached, the memory of one micro-batch, the gradients of the plain step."""
         model.train()
         inputs = self._prepare_inputs(inputs)
         chunks = [*inputs["query_chunks"], *inputs["passage_chunks"]]
         n_real, n_q = len(chunks), len(inputs["query_chunks"])
         chunks += self.padding_chunks(chunks, every_pass_communicates=True)
         device = inputs["query_restore"].device
-        states, cached = [], []
-        with torch.no_grad(), self.compute_loss_context_manager():
-            for chunk in chunks:
-                states.append(_RngState(device))
-                cached.append(model(**chunk))
-        q = torch.cat(cached[:n_q]).detach().requires_grad_()
-        p = torch.cat(cached[n_q:n_real]).detach().requires_grad_()
-        with self.compute_loss_context_manager():
-            loss = self.loss_from_embeddings(q[inputs["query_restore"]], p[inputs["passage_restore"]],
-                                             inputs.get("teacher_scores"),
-                                             self._teacher_vectors(inputs, device))
-        loss = loss / self.current_gradient_accumulation_steps
-        grad_q, grad_p = torch.autograd.grad(loss, [q, p])
-        grads = list(grad_q.split([c.size(0) for c in cached[:n_q]])) + \
-            list(grad_p.split([c.size(0) for c in cached[n_q:n_real]])) + [torch.zeros_like(c) for c in cached[n_real:]]
-        del cached, q, p
-        kwargs = {}
-        from accelerate.utils import DistributedType
 
-        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
-            kwargs["scale_wrt_gas"] = False
-        state = self.accelerator.gradient_state
-        sync = state.sync_gradients
-        for i, (chunk, rng, grad) in enumerate(zip(chunks, states, grads)):
-            last = i == len(chunks) - 1
-            state._set_sync_gradients(sync and last)
-            no_sync = (self.accelerator.no_sync(model) if not last and
-                       self.accelerator.distributed_type != DistributedType.DEEPSPEED else contextlib.nullcontext())
-            with no_sync, rng.replay(), self.compute_loss_context_manager():
-                surrogate = (model(**chunk) * grad).sum()
-                self.accelerator.backward(surrogate, **kwargs)
-        state._set_sync_gradients(sync)
+        def loss_of(outputs: list[tuple[Tensor, ...]]) -> Tensor:
+            q = torch.cat([o[0] for o in outputs[:n_q]])[inputs["query_restore"]]
+            p = torch.cat([o[0] for o in outputs[n_q:]])[inputs["passage_restore"]]
+            return self.loss_from_embeddings(q, p, inputs.get("teacher_scores"), self._teacher_vectors(inputs, device))
+
+        loss = grad_cache_step(self, model, chunks, n_real, lambda m, chunk: (m(**chunk),), loss_of, device)
         self.count_texts(inputs)
-        return loss.detach()
+        return loss
 
     # ------------------------------------------------------------------ saving
     def save_options(self) -> dict[str, Any]:

@@ -83,18 +83,15 @@ class DistillTrainer(RerankTrainer):
             self.teacher_pairs_scored += len(missing)
         return torch.tensor([self.teacher_cache[p] for p in pairs], dtype=torch.float32).view(inputs["labels"].shape)
 
-    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
-        scores = self.score_groups(model, inputs)
+    def group_loss(self, scores: Tensor, layer_scores: Tensor | None, inputs: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """The distillation loss (plus the ranking loss on the labels, weighted) from the ``(B, G)`` scores;
+        layer scores are not distilled."""
         teacher = self.teacher_scores(inputs).to(scores.device)
         loss = self.distill_weight * DISTILL_LOSSES[self.distill_loss](scores, teacher,
                                                                        temperature=self.distill_temperature)
         if self.hard_label_weight:
             loss = loss + self.hard_label_weight * self.loss_from_scores(scores, inputs["labels"])
-        for chunk in self.padding_chunks(inputs["chunks"]):  # equal pass counts under ZeRO-3
-            loss = loss + 0.0 * model(**chunk).logits.sum()
-        if model.training:
-            self.count_pairs(inputs)
-        return (loss, {"scores": scores}) if return_outputs else loss
+        return loss, scores
 
     def loss_description(self) -> tuple[str, dict[str, Any]]:
         name = {"mse": "MSE of raw scores", "soft_ce": "soft-label cross-entropy over each group",

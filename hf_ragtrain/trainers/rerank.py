@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -15,6 +15,7 @@ from ..losses import RERANK_LOSSES, listwise_ce, pairwise_ranknet, pointwise_bce
 from ..modeling.cross_encoder import mark_for_sentence_transformers
 from ..modeling.fusion import FirstStageFusion, score_head_parameters
 from .base import RetrievalTrainer
+from .grad_cache import grad_cache_step
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,13 @@ def group_of_one(what: str, instead: str) -> str:
     return (f"{what} compares the documents of each query's group, and the groups hold one document "
             f"(train_group_size 1): the loss would be 0 and nothing would train; use train_group_size 2 or more "
             f"({instead})")
+
+
+def chunk_scores(model: torch.nn.Module, chunk: dict[str, Any]) -> tuple[Tensor, ...]:
+    """A micro-batch's ``logits``, and its ``layer_logits`` when the model has layerwise heads."""
+    output = model(**chunk)
+    layers = getattr(output, "layer_logits", None)
+    return (output.logits,) if layers is None else (output.logits, layers)
 
 
 class RerankTrainer(RetrievalTrainer):
@@ -134,12 +142,18 @@ class RerankTrainer(RetrievalTrainer):
                 vectors = embed(torch.cat([i.reshape(-1) for i in ids])).split([i.numel() for i in ids])
                 chunks = [{**{k: v for k, v in c.items() if k != "input_ids"},
                            "inputs_embeds": vec.view(*c["input_ids"].shape, -1)} for c, vec in zip(chunks, vectors)]
-        outputs = [model(**chunk) for chunk in chunks]
+        return RerankTrainer.scores_from_outputs([chunk_scores(model, chunk) for chunk in chunks], inputs)
+
+    @staticmethod
+    def scores_from_outputs(outputs: Sequence[tuple[Tensor, ...]], inputs: dict[str, Any]
+                            ) -> tuple[Tensor, Tensor | None]:
+        """The ``(B, G)`` scores (and ``(B, G, K)`` layer scores) in group order from each micro-batch's
+        :func:`chunk_scores`."""
         restore, shape = inputs["restore"], inputs["labels"].shape
-        scores = torch.cat([o.logits.view(-1) for o in outputs])[restore].view(shape).float()
-        if getattr(outputs[0], "layer_logits", None) is None:
+        scores = torch.cat([o[0].view(-1) for o in outputs])[restore].view(shape).float()
+        if len(outputs[0]) == 1:
             return scores, None
-        layers = torch.cat([o.layer_logits for o in outputs])[restore]
+        layers = torch.cat([o[1] for o in outputs])[restore]
         return scores, layers.view(*shape, layers.size(-1)).float()
 
     def layerwise_loss(self, layer_scores: Tensor, labels: Tensor) -> Tensor:
@@ -166,16 +180,46 @@ class RerankTrainer(RetrievalTrainer):
         if self.first_stage_fusion is not None and self.args.should_save:
             self.first_stage_fusion.save(output_dir or self.args.output_dir)
 
-    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
-        scores, layer_scores = self.score_groups_by_layer(model, inputs)
+    def group_loss(self, scores: Tensor, layer_scores: Tensor | None, inputs: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """The batch's loss from its ``(B, G)`` scores (and layer scores), and the scores it ranks by
+        (with the first stage's added when there is one)."""
         if self.first_stage_fusion is not None:
             scores, layer_scores = self.fuse(scores, layer_scores, inputs)
         if layer_scores is None:
-            loss = self.loss_from_scores(scores, inputs["labels"])
-        else:
-            loss = self.layerwise_loss(layer_scores, inputs["labels"])
+            return self.loss_from_scores(scores, inputs["labels"]), scores
+        return self.layerwise_loss(layer_scores, inputs["labels"]), scores
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        loss, scores = self.group_loss(*self.score_groups_by_layer(model, inputs), inputs)
         for chunk in self.padding_chunks(inputs["chunks"]):  # equal pass counts under ZeRO-3
             loss = loss + 0.0 * model(**chunk).logits.sum()
         if model.training:
             self.count_pairs(inputs)
         return (loss, {"scores": scores}) if return_outputs else loss
+
+    # ------------------------------------------------------------------ GradCache
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if not self.use_grad_cache(inputs):
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        chunks = list(inputs["chunks"])
+        n_real = len(chunks)
+        chunks += self.padding_chunks(chunks, every_pass_communicates=True)
+
+        def loss_of(outputs: list[tuple[Tensor, ...]]) -> Tensor:
+            return self.group_loss(*self.scores_from_outputs(outputs, inputs), inputs)[0]
+
+        loss = grad_cache_step(self, model, chunks, n_real, chunk_scores, loss_of, inputs["restore"].device)
+        self.count_pairs(inputs)
+        return loss
+
+    def use_grad_cache(self, inputs: dict[str, Any]) -> bool:
+        """Whether this step runs GradCache (:mod:`hf_ragtrain.trainers.grad_cache`): ``--grad_cache`` when
+        given, else when the batch takes more than one micro-batch on any process. A query's documents
+        fall in several length-sorted micro-batches, so the plain step keeps every micro-batch's
+        activations until its backward; GradCache keeps one micro-batch's and caches only the scores."""
+        flag = getattr(self.args, "grad_cache", None)
+        if flag is not None:
+            return bool(flag)
+        return self.max_over_processes(len(inputs["chunks"])) > 1
