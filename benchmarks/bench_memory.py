@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -32,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from _common import cpu_description  # noqa: E402
+from _common import add_output_options, cpu_description, finish  # noqa: E402
 
 #: job name -> (recipe, its own flags); "{out}" is this run's output folder
 JOBS: dict[str, tuple[str, list[str]]] = {
@@ -57,12 +58,12 @@ def run_job(command: list[str], log_path: str) -> tuple[int, float, float]:
     return proc.returncode, usage.ru_maxrss / 1024, time.perf_counter() - start
 
 
-def score_for_distillation(out: str, teacher: str) -> None:
+def score_for_distillation(out: str, teacher: str, flags: list[str]) -> None:
     """The bundled train and dev records scored by ``teacher``, for the distillation job."""
     for split in ("train", "dev"):
         command = [sys.executable, os.path.join(REPO, "recipes", "score_with_teacher.py"), "--teacher", teacher,
                    "--input", os.path.join(REPO, "data", "python_faq", f"{split}.jsonl"),
-                   "--output", os.path.join(out, f"{split}.scored.jsonl")]
+                   "--output", os.path.join(out, f"{split}.scored.jsonl"), *flags]
         status, _, _ = run_job(command, os.path.join(out, f"score_{split}.log"))
         if status:
             raise SystemExit(f"scoring {split} for the distillation job failed: see {out}/score_{split}.log")
@@ -72,8 +73,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", required=True, help="one folder per job is written here")
     parser.add_argument("--jobs", nargs="+", default=list(JOBS), choices=list(JOBS), metavar="JOB")
-    parser.add_argument("--write", default=None, help="append the result table to this markdown file")
-    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--score_flags", default="", help="more flags for recipes/score_with_teacher.py, quoted")
+    add_output_options(parser)
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     os.makedirs(args.output_dir, exist_ok=True)
@@ -85,7 +86,7 @@ def main() -> None:
             teacher = os.path.join(args.output_dir, "reranker")
             if not os.path.isfile(os.path.join(teacher, "config.json")):
                 raise SystemExit("the distillation job scores its data with the reranker job's model: run that too")
-            score_for_distillation(args.output_dir, teacher)
+            score_for_distillation(args.output_dir, teacher, shlex.split(args.score_flags))
         command = [sys.executable, os.path.join(REPO, "recipes", recipe), "--output_dir", folder,
                    *[f.format(out=args.output_dir) for f in flags], *extra]
         status, peak, seconds = run_job(command, folder + ".log")
@@ -93,22 +94,16 @@ def main() -> None:
             raise SystemExit(f"{name} failed (exit {status}): see {folder}.log")
         with open(os.path.join(folder, "eval_results.json")) as fh:
             training = json.load(fh)["peak_memory"].get("resident_mb")
+        shown = [f.format(out="OUT") for f in flags]  # OUT: --output_dir
         results[name] = {"process_mb": peak, "training_mb": training, "seconds": seconds,
-                         "command": " ".join(["python", f"recipes/{recipe}", "--output_dir", "DIR", *flags, *extra])}
+                         "command": " ".join(["python", f"recipes/{recipe}", "--output_dir", "DIR", *shown, *extra])}
         print(f"{name}: peak {peak:.0f} MB (training {training:.0f} MB), {seconds:.0f} s", flush=True)
     lines = [f"`python benchmarks/bench_memory.py {' '.join(sys.argv[1:])}`  ",
              f"{cpu_description()}; peak resident memory of each job's process (MB).", "",
              "| job | command | peak, whole run | peak, training | wall time (s) |", "|---|---|---|---|---|"]
     lines += [f"| {name} | `{r['command']}` | {r['process_mb']:.0f} | {r['training_mb']:.0f} | {r['seconds']:.0f} |"
               for name, r in results.items()]
-    table = "\n".join(lines)
-    print(table)
-    if args.write:
-        with open(args.write, "a") as fh:
-            fh.write("\n" + table + "\n")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"results": results, "table": table, "cpu": cpu_description()}, fh, indent=2)
+    finish(args, "\n".join(lines), [], results)
 
 
 if __name__ == "__main__":

@@ -125,15 +125,17 @@ def render(results: dict[str, dict]) -> str:
     import torch
 
     minutes = sum(r["wall_seconds"] for r in results.values()) / 60
-    dates = sorted({r.get("date", "?") for r in results.values()})
-    cpus = sorted({r.get("cpu", f"{os.cpu_count()} CPU cores") for r in results.values()})
+    runs: dict[tuple[str, str], list[str]] = {}  # (date, CPU) -> the benchmarks run then, there
+    for name, r in results.items():
+        runs.setdefault((r.get("date", "?"), r.get("cpu", "a CPU the suite did not record yet")), []).append(name)
+    where = "; ".join(f"{', '.join(names)} run {date} on {cpu}" for (date, cpu), names in sorted(runs.items()))
     parts = [
         START,
         "## Speed and memory: the benchmark suite",
         "",
         f"`python benchmarks/suite.py --beir_dir ../shared/data/scifact --bf16 --write BENCHMARKS.md` "
         "(the inference row with `--inference_model DIR --candidates_cache FILE`, as its own command below shows; "
-        f"{minutes:.0f} min; run {', '.join(dates)} on {'; '.join(cpus)}; torch {torch.__version__}). Speed ratio = ours / theirs (higher is better); "
+        f"{minutes:.0f} min; {where}; torch {torch.__version__}). Speed ratio = ours / theirs (higher is better); "
         "memory ratio = ours / theirs (lower is better). Each benchmark's own table, command and settings follow.",
         "",
         summary_table(results),

@@ -127,3 +127,33 @@ def run_script(script, *args, cwd):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.run([sys.executable, script, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600)
+
+
+def step_gradients(trainer, batch, grad_cache, seed: int = 123):
+    """One training step of ``trainer`` on (a copy of) ``batch`` with GradCache on or off, from zero
+    gradients and a fixed seed (the same dropout masks): the loss and each parameter's gradient."""
+    import copy
+
+    import torch
+
+    trainer.model.zero_grad()
+    trainer.grad_cache = grad_cache
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop otherwise
+    torch.manual_seed(seed)
+    loss = trainer.training_step(trainer.model, copy.deepcopy(batch))
+    return loss.item(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+
+def assert_grad_cache_gives_the_plain_step(trainer, batch) -> dict:
+    """The GradCache step's loss and gradients equal the plain step's on ``batch``; returns the plain
+    step's gradients."""
+    import pytest
+    import torch
+
+    loss_plain, plain = step_gradients(trainer, batch, grad_cache=False)
+    loss_cached, cached = step_gradients(trainer, batch, grad_cache=True)
+    assert loss_cached == pytest.approx(loss_plain, rel=1e-5)
+    assert plain.keys() == cached.keys() and len(plain) > 5
+    for name in plain:
+        torch.testing.assert_close(cached[name], plain[name], atol=1e-5, rtol=1e-4, msg=name)
+    return plain

@@ -160,3 +160,23 @@ def test_the_cpu_description_names_the_model_and_its_bf16_units(monkeypatch, tmp
     assert _common.cpu_description() == f"Test CPU 9000 (AVX512-BF16), {os.cpu_count()} cores"
     cpuinfo.write_text("model name\t: Old CPU\nflags\t\t: fpu sse avx2\n")
     assert _common.cpu_description().startswith("Old CPU (no AMX-BF16 or AVX512-BF16)")
+
+
+def test_the_memory_benchmark_runs_the_jobs_and_reads_each_peak(tiny_encoder_path, tmp_path):
+    import json
+    import subprocess
+
+    out = tmp_path / "runs"
+    proc = subprocess.run([sys.executable, os.path.join(os.path.dirname(_common.__file__), "bench_memory.py"),
+                           "--output_dir", str(out), "--jobs", "reranker", "distillation", "--json",
+                           str(tmp_path / "m.json"), "--score_flags=--max_length 32", "--",
+                           "--model_name_or_path", tiny_encoder_path, "--max_steps",
+                           "1", "--no_mteb_eval", "--bf16", "False", "--max_length", "32"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    results = json.loads((tmp_path / "m.json").read_text())["results"]
+    assert list(results) == ["reranker", "distillation"]
+    for name, r in results.items():
+        recorded = json.loads((out / name / "eval_results.json").read_text())["peak_memory"]["resident_mb"]
+        assert r["training_mb"] == recorded and 100 < recorded <= r["process_mb"]
+    assert "--distill_loss soft_ce" in results["distillation"]["command"] and "{out}" not in proc.stdout

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TEXTS, build_tiny_encoder, tiny_records
+from conftest import (TEXTS, assert_grad_cache_gives_the_plain_step, build_tiny_encoder, step_gradients,
+                      tiny_records)
 from hf_ragtrain import (BiEncoder, ContrastiveTrainer, EmbeddingCollator, EmbeddingTrainingArguments, GroupDataset,
                          load_records)
 from hf_ragtrain.modeling.teacher import ModelTeacher, PrecomputedTeacher, write_teacher_embeddings
@@ -32,16 +33,6 @@ def make_trainer(path, out, records=None, teacher=None, group_size=4, micro_batc
                               data_collator=collator, teacher=teacher)
 
 
-def grads_after_step(trainer, batch, grad_cache):
-    model = trainer.model
-    model.zero_grad()
-    trainer.grad_cache = grad_cache
-    trainer.current_gradient_accumulation_steps = 1  # set by the training loop otherwise
-    torch.manual_seed(123)  # the same dropout masks for both
-    loss = trainer.training_step(model, copy.deepcopy(batch))
-    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-
 @pytest.mark.parametrize("settings", [
     dict(),
     dict(matryoshka_dims=[32, 16, 8], matryoshka_weights=[1.0, 0.5, 0.25]),
@@ -52,19 +43,9 @@ def test_grad_cache_gives_the_plain_gradients(tmp_path, settings):
     trainer = make_trainer(path, tmp_path / "o", records=scored_records(), micro_batch_tokens=16, **settings)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
     assert len(batch["passage_chunks"]) > 2  # several chunks, so the cache is exercised
-    loss_plain, plain = grads_after_step(trainer, batch, grad_cache=False)
-    loss_cached, cached = grads_after_step(trainer, batch, grad_cache=True)
-    assert loss_cached == pytest.approx(loss_plain, rel=1e-5)
-    assert plain.keys() == cached.keys() and len(plain) > 10
-    for name in plain:
-        torch.testing.assert_close(cached[name], plain[name], atol=1e-5, rtol=1e-4, msg=name)
+    plain = assert_grad_cache_gives_the_plain_step(trainer, batch)
     # and the masks matter: another seed gives other gradients
-    trainer.model.zero_grad()
-    torch.manual_seed(7)
-    trainer.current_gradient_accumulation_steps = 1
-    trainer.grad_cache = False
-    trainer.training_step(trainer.model, copy.deepcopy(batch))
-    other = {n: p.grad for n, p in trainer.model.named_parameters() if p.grad is not None}
+    _, other = step_gradients(trainer, batch, grad_cache=False, seed=7)
     assert any(not torch.allclose(other[n], plain[n], atol=1e-5) for n in plain)
 
 

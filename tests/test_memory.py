@@ -19,8 +19,9 @@ def status(key):  # MB, from the kernel's own account of this process
 
 before = status("VmRSS")
 block = torch.ones(300 * 2**20 // 4)  # 300 MB, every page written
-after = peak_memory()["resident_mb"]
-print(json.dumps({"before": before, "after": after, "hwm": status("VmHWM")}))
+now = status("VmRSS")
+peak = peak_memory()["resident_mb"]
+print(json.dumps({"before": before, "now": now, "peak": peak, "hwm": status("VmHWM")}))
 """
 
 
@@ -28,8 +29,10 @@ print(json.dumps({"before": before, "after": after, "hwm": status("VmHWM")}))
 def test_peak_memory_is_the_kernels_high_water_mark_and_sees_a_new_block():
     out = json.loads(subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
                                     check=True).stdout)
-    assert out["after"] - out["before"] >= 280
-    assert out["after"] == pytest.approx(out["hwm"], abs=2)  # the kernel's VmHWM, read another way
+    assert out["now"] - out["before"] >= 280, out  # the block is resident
+    # the kernel's high-water mark (VmHWM), read another way; the kernel updates the two counters at
+    # slightly different moments, hence a few MB of slack
+    assert out["peak"] == pytest.approx(out["hwm"], abs=8) and out["peak"] >= out["now"] - 8, out
 
 
 def test_the_recipe_reports_its_peak_in_results_card_and_summary(tiny_ce_path, tmp_path):

@@ -1,14 +1,13 @@
 """GradCache for rerankers and ColBERT: a step over several micro-batches gives the plain step's gradients,
 and is the default exactly when a batch takes more than one micro-batch."""
 
-import copy
 import json
 from pathlib import Path
 
 import pytest
-import torch
 
-from conftest import build_tiny_cross_encoder, build_tiny_encoder, build_tiny_llm, tiny_records
+from conftest import (assert_grad_cache_gives_the_plain_step, build_tiny_cross_encoder, build_tiny_encoder,
+                      build_tiny_llm, tiny_records)
 from hf_ragtrain import (ColbertEncoder, ColbertTrainer, ColbertTrainingArguments, DistillTrainer,
                          DistillTrainingArguments, EmbeddingCollator, GroupDataset, LlmReranker, RerankCollator,
                          RerankerTrainingArguments, RerankTrainer, load_records)
@@ -61,15 +60,6 @@ def colbert_trainer(tmp_path):
                           data_collator=EmbeddingCollator(model, micro_batch_tokens=40))
 
 
-def step_grads(trainer, batch, grad_cache):
-    trainer.model.zero_grad()
-    trainer.args.grad_cache = grad_cache
-    trainer.current_gradient_accumulation_steps = 1  # set by the training loop otherwise
-    torch.manual_seed(11)  # the same dropout masks for both
-    loss = trainer.training_step(trainer.model, copy.deepcopy(batch))
-    return loss.item(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
-
-
 @pytest.mark.parametrize("make", [
     lambda tmp: cross_encoder_trainer(tmp, rerank_loss="listwise"),
     lambda tmp: cross_encoder_trainer(tmp, rerank_loss="pointwise"),
@@ -82,24 +72,19 @@ def test_grad_cache_gives_the_plain_gradients(tmp_path, make):
     trainer = make(tmp_path)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
     assert len(batch.get("chunks", batch.get("passage_chunks"))) > 2  # several micro-batches
-    loss_plain, plain = step_grads(trainer, batch, grad_cache=False)
-    loss_cached, cached = step_grads(trainer, batch, grad_cache=True)
-    assert loss_cached == pytest.approx(loss_plain, rel=1e-5)
-    assert plain.keys() == cached.keys() and len(plain) > 5
-    for name in plain:
-        torch.testing.assert_close(cached[name], plain[name], atol=1e-5, rtol=1e-4, msg=name)
+    assert_grad_cache_gives_the_plain_step(trainer, batch)
 
 
 def test_grad_cache_is_the_default_exactly_for_batches_of_several_micro_batches(tmp_path, monkeypatch):
     trainer = cross_encoder_trainer(tmp_path)
-    assert trainer.args.grad_cache is None
+    assert trainer.args.grad_cache is None and trainer.grad_cache is None
     features = [trainer.train_dataset[i] for i in range(4)]
     several = trainer.data_collator(features)
     trainer.data_collator.micro_batch_tokens = None
     one = trainer.data_collator(features)
     assert len(several["chunks"]) > 1 and len(one["chunks"]) == 1
     assert trainer.use_grad_cache(several) and not trainer.use_grad_cache(one)
-    trainer.args.grad_cache = False
+    trainer.grad_cache = False
     assert not trainer.use_grad_cache(several)
     colbert = colbert_trainer(tmp_path / "colbert")
     several = colbert.data_collator([colbert.train_dataset[i] for i in range(4)])

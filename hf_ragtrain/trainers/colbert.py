@@ -119,8 +119,8 @@ class ColbertTrainer(InBatchTrainer):
     def use_grad_cache(self, inputs: dict[str, Any]) -> bool:
         """As :meth:`ContrastiveTrainer.use_grad_cache`: ``--grad_cache`` when given, else when queries or
         passages take more than one micro-batch on any process; the cache holds the token vectors."""
-        if self.args.grad_cache is not None:
-            return bool(self.args.grad_cache)
+        if self.grad_cache is not None:
+            return bool(self.grad_cache)
         return self.max_over_processes(max(len(inputs["query_chunks"]), len(inputs["passage_chunks"]))) > 1
 
     def loss_description(self) -> tuple[str, dict[str, Any]]:

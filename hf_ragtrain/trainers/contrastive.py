@@ -46,7 +46,6 @@ class ContrastiveTrainer(InBatchTrainer):
         a = self.args
         self.dims = list(a.matryoshka_dims or [])
         self.dim_weights = a.matryoshka_weights
-        self.grad_cache = a.grad_cache  # None: per step, see use_grad_cache
         self.teacher = teacher
         self.embed_weights = {"cosine": float(a.cosine_weight), "similarity_mse": float(a.similarity_mse_weight),
                               "relative_similarity": float(a.relative_similarity_weight)}

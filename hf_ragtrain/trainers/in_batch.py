@@ -26,6 +26,7 @@ class InBatchTrainer(RetrievalTrainer):
         self.cross_device = bool(a.cross_device_negatives)
         self.contrastive_weight = float(a.contrastive_weight)
         self.teacher_temperature = float(a.teacher_temperature)
+        self.grad_cache = a.grad_cache  # None: per step, see the trainer's use_grad_cache
         facts = self.data_facts
         self.distill_weight = float(a.distill_weight if a.distill_weight is not None else
                                     (1.0 if facts.teacher_scores else 0.0))

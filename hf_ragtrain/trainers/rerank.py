@@ -60,6 +60,7 @@ class RerankTrainer(RetrievalTrainer):
         if self.loss_name not in RERANK_LOSSES:
             raise ValueError(f"unknown rerank loss {self.loss_name!r}; choose one of {sorted(RERANK_LOSSES)}")
         self.temperature = float(self.args.loss_temperature)
+        self.grad_cache = self.args.grad_cache  # None: per step, see use_grad_cache
         self.max_label = self.args.max_label or (MAX_LABEL if (self.data_facts.max_label or 1) > 1 else 1)
         if self.loss_name == "pointwise":
             logger.info("pointwise BCE targets are label / %s", self.max_label)
@@ -219,7 +220,6 @@ class RerankTrainer(RetrievalTrainer):
         given, else when the batch takes more than one micro-batch on any process. A query's documents
         fall in several length-sorted micro-batches, so the plain step keeps every micro-batch's
         activations until its backward; GradCache keeps one micro-batch's and caches only the scores."""
-        flag = getattr(self.args, "grad_cache", None)
-        if flag is not None:
-            return bool(flag)
+        if self.grad_cache is not None:
+            return bool(self.grad_cache)
         return self.max_over_processes(len(inputs["chunks"])) > 1
