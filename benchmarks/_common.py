@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -50,11 +49,13 @@ class StepTimer:
 
 def report(timer: StepTimer, history: list[dict], samples_per_step: int, steps: int) -> None:
     """Print this worker's result line (read by :func:`run_workers`)."""
+    from hf_ragtrain.memory import peak_memory  # this program's peak, not its parent's at the fork
+
     seconds = timer.end - timer.start
     losses = [h["loss"] for h in history if "loss" in h]
     print("RESULT " + json.dumps({
         "samples_per_s": samples_per_step * steps / seconds, "seconds": seconds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_memory()["resident_mb"],
         "first_loss": losses[0] if losses else None, "mean_loss": sum(losses) / len(losses) if losses else None,
     }))
 

@@ -15,8 +15,9 @@ Jobs (bundled Python FAQ data, MiniLM, every recipe default; add flags to all of
                     scores are read from the file, so which model made them does not change the memory)
 
 For each: the peak resident memory of the whole process (``os.wait4``'s ``ru_maxrss``: loading,
-training, evaluation, the mteb step) and the training's own peak, which the recipe writes to
-``eval_results.json`` (``peak_memory``) before its mteb step. ``--jobs`` picks some.
+training, evaluation, the mteb step; it counts this small launcher's size at the fork too, a few tens of
+MB) and the training's own peak, which the recipe writes to ``eval_results.json`` (``peak_memory``)
+before its mteb step. ``--jobs`` picks some.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -56,6 +55,8 @@ def candidates(beir_dir: str, n_queries: int, top_k: int, cache: str | None) -> 
 
 def score(args) -> None:
     """Worker ``SIDE-PRECISION``: score the pairs and print the result line (scores included)."""
+    from hf_ragtrain.memory import peak_memory  # this program's peak, not its parent's at the fork
+
     torch.set_num_threads(os.cpu_count() or 1)
     with open(args.groups) as fh:
         pairs = [tuple(p) for p in json.load(fh)]
@@ -77,7 +78,7 @@ def score(args) -> None:
     seconds = time.perf_counter() - start
     truncated = model.last.truncated if side == "ours" else None
     print("RESULT " + json.dumps({"pairs_per_s": len(pairs) / seconds, "seconds": seconds, "truncated": truncated,
-                                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                                  "peak_rss_mb": peak_memory()["resident_mb"],
                                   "scores": scores.tolist()}))
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ def worker(args) -> None:
 
     from hf_ragtrain import (GroupDataset, RerankCollator, RerankerTrainingArguments, RerankTrainer,
                              load_cross_encoder, load_records)
+    from hf_ragtrain.memory import peak_memory  # this program's peak, not its parent's at the fork
     from hf_ragtrain.offline import resolve_model_path
 
     torch.manual_seed(0)
@@ -55,7 +55,7 @@ def worker(args) -> None:
     print("RESULT " + json.dumps({
         "records": len(records), "steps": trainer.state.global_step,
         "train_seconds": metrics["train_runtime"], "total_seconds": time.perf_counter() - start,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_memory()["resident_mb"],
     }))
 
 

@@ -21,18 +21,20 @@ before = status("VmRSS")
 block = torch.ones(300 * 2**20 // 4)  # 300 MB, every page written
 now = status("VmRSS")
 peak = peak_memory()["resident_mb"]
-print(json.dumps({"before": before, "now": now, "peak": peak, "hwm": status("VmHWM")}))
+print(json.dumps({"before": before, "now": now, "peak": peak}))
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
-def test_peak_memory_is_the_kernels_high_water_mark_and_sees_a_new_block():
+def test_peak_memory_sees_a_new_block_and_not_the_parent_process():
+    ballast = b"\x01" * (1500 * 2**20)  # this (parent) process 1.5 GB larger (written: resident) at the fork
     out = json.loads(subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
                                     check=True).stdout)
+    del ballast
     assert out["now"] - out["before"] >= 280, out  # the block is resident
-    # the kernel's high-water mark (VmHWM), read another way; the kernel updates the two counters at
-    # slightly different moments, hence a few MB of slack
-    assert out["peak"] == pytest.approx(out["hwm"], abs=8) and out["peak"] >= out["now"] - 8, out
+    # the peak is this program's: about its current size (the block was its largest moment), not the size
+    # of the process it was forked from (pytest's, often GBs, which getrusage's ru_maxrss would report)
+    assert out["now"] - 8 <= out["peak"] <= out["now"] + 50, out
 
 
 def test_the_recipe_reports_its_peak_in_results_card_and_summary(tiny_ce_path, tmp_path):
