@@ -121,8 +121,8 @@ class DataArguments:
 
 @dataclass
 class RetrievalTrainingArguments(TrainingArguments):
-    """``TrainingArguments`` with the DDP settings every hf_ragtrain trainer wants; the base of the
-    family classes below."""
+    """``TrainingArguments`` with the DDP settings every hf_ragtrain trainer wants and GradCache, which
+    every trainer has; the base of the family classes below."""
 
     ddp_find_unused_parameters: Optional[bool] = field(
         default=False, metadata={"help": "Every parameter of our models gets a gradient, so DDP need not search "
@@ -132,6 +132,13 @@ class RetrievalTrainingArguments(TrainingArguments):
                                          "different numbers of them, and DDP's per-call buffer broadcasts would "
                                          "not pair up (the buffers of text encoders are constants such as "
                                          "position ids)."})
+    grad_cache: Optional[bool] = field(
+        default=None, metadata={"help": "GradCache over a step's micro-batches: run them without a graph, take the "
+                                        "loss's gradient w.r.t. their outputs (embeddings, scores, token vectors), "
+                                        "then run each again and back-propagate. Memory of one micro-batch, "
+                                        "gradients of the whole batch, one more forward pass. Default: on for steps "
+                                        "of more than one micro-batch (on CPU, where micro-batches are the "
+                                        "default), off otherwise."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -159,12 +166,6 @@ class RerankerTrainingArguments(RetrievalTrainingArguments):
                                         "warmed up and decayed as --learning_rate. Default: --learning_rate; the "
                                         "reranker recipe's default for a fresh head that keeps its first stage's "
                                         "score is its own (see the README)."})
-    grad_cache: Optional[bool] = field(
-        default=None, metadata={"help": "GradCache over the micro-batches of a step: score them without a graph, "
-                                        "take the loss's gradient w.r.t. the scores, then score each again and "
-                                        "back-propagate. Memory of one micro-batch, gradients of the whole batch, "
-                                        "one more forward pass. Default: on for steps of more than one micro-batch "
-                                        "(on CPU, where micro-batches are the default), off otherwise."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -285,8 +286,8 @@ class EmbeddingArguments:
 
 @dataclass
 class ContrastiveLossArguments(RetrievalTrainingArguments):
-    """What the two encoder families share: InfoNCE with in-batch and cross-device negatives, score
-    distillation from teacher scores in the records, and GradCache."""
+    """What the two encoder families share: InfoNCE with in-batch and cross-device negatives, and
+    score distillation from teacher scores in the records."""
 
     temperature: float = field(default=0.02, metadata={"help": "InfoNCE temperature (also the student's in "
                                                                "score distillation)."})
@@ -300,13 +301,6 @@ class ContrastiveLossArguments(RetrievalTrainingArguments):
                                         "Default: 1 when every record has teacher scores, else 0."})
     teacher_temperature: float = field(default=1.0, metadata={"help": "Temperature of the teacher's per-query "
                                                                       "distribution."})
-    grad_cache: Optional[bool] = field(
-        default=None, metadata={"help": "GradCache: embed the batch without a graph, take the loss and its "
-                                        "gradient w.r.t. the embeddings, then re-embed chunk by chunk "
-                                        "(--micro_batch_tokens) and back-propagate. Memory of one chunk, "
-                                        "gradients of the whole batch, one more forward pass. Default: on for "
-                                        "the steps whose queries or passages take more than one micro-batch "
-                                        "(on CPU, where micro-batches are the default), off otherwise."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -320,7 +314,7 @@ class ContrastiveLossArguments(RetrievalTrainingArguments):
 @dataclass
 class EmbeddingTrainingArguments(ContrastiveLossArguments):
     """The arguments of :class:`~hf_ragtrain.ContrastiveTrainer` (bi-encoders): the shared contrastive
-    loss and GradCache, Matryoshka and embedding distillation."""
+    loss, Matryoshka and embedding distillation."""
 
     matryoshka_dims: Optional[list[int]] = field(
         default=None, metadata={"help": "Matryoshka (MRL) dimensions, e.g. 384 256 128 64; the loss is averaged "
