@@ -60,8 +60,10 @@ def report(timer: StepTimer, history: list[dict], samples_per_step: int, steps: 
     }))
 
 
-def run_workers(script: str, argv: list[str], groups: list[dict], names: list[str]) -> dict[str, dict]:
-    """Run ``script --worker NAME --groups FILE`` for each name, one after the other; collect their results."""
+def run_workers(script: str, argv: list[str], groups: list[dict], names: list[str],
+                python: dict[str, str] | None = None) -> dict[str, dict]:
+    """Run ``script --worker NAME --groups FILE`` for each name, one after the other, with this Python or
+    the one ``python`` gives for that name; collect their results."""
     argv = strip_options(argv, ("--write", "--json"))
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,7 +72,7 @@ def run_workers(script: str, argv: list[str], groups: list[dict], names: list[st
             json.dump(groups, fh)
         for name in names:
             env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-            proc = subprocess.run([sys.executable, script, *argv, "--worker", name, "--groups", path],
+            proc = subprocess.run([(python or {}).get(name, sys.executable), script, *argv, "--worker", name, "--groups", path],
                                   capture_output=True, text=True, env=env)
             lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
             if proc.returncode or not lines:

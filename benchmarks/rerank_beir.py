@@ -44,6 +44,28 @@ def first_stage(beir_dir: str, split: str, embedder: str, top_k: int, cache: str
     return run
 
 
+def compare(reranked: dict, path: str, qrels: dict) -> str:
+    """How ``reranked`` differs from the run kept in ``path`` (same queries and candidates)."""
+    import numpy as np
+
+    from hf_ragtrain.evaluation.metrics import ranking_metrics
+
+    with open(path) as fh:
+        other = json.load(fh)
+    if set(other) != set(reranked) or any(set(other[q]) != set(reranked[q]) for q in reranked):
+        raise SystemExit(f"{path} does not hold the same queries and candidates as this run")
+    diff = max(abs(reranked[q][d] - other[q][d]) for q in reranked for d in reranked[q])
+
+    def top10(run: dict, q: str) -> list:
+        return sorted(run[q], key=lambda d: -run[q][d])[:10]
+
+    same_set = np.mean([set(top10(reranked, q)) == set(top10(other, q)) for q in reranked])
+    same_order = np.mean([top10(reranked, q) == top10(other, q) for q in reranked])
+    delta = ranking_metrics(reranked, qrels)["ndcg@10"] - ranking_metrics(other, qrels)["ndcg@10"]
+    return (f"against {os.path.basename(path)}: largest score difference {diff:.1e}; the same ten best documents "
+            f"for {same_set:.1%} of queries, in the same order for {same_order:.1%}; nDCG@10 {delta:+.4f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--beir_dir", required=True)
@@ -56,8 +78,11 @@ def main() -> None:
     p.add_argument("--long_doc", choices=["truncate", "max_chunk"], default="truncate")
     p.add_argument("--overlap", type=int, default=32, help="tokens shared by neighbouring windows (max_chunk)")
     p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--bf16", action="store_true", help="score under bf16 autocast")
+    p.add_argument("--bf16", action="store_true", help="score in bf16 (torch autocast, or OpenVINO's precision hint)")
+    p.add_argument("--backend", choices=["torch", "openvino"], default="torch", help="what computes the scores")
     p.add_argument("--scores_out", help="JSON file for the reranked run {qid: {doc_id: score}}")
+    p.add_argument("--compare_scores", help="a --scores_out file of an earlier run (e.g. torch fp32) to compare with: "
+                                            "largest score difference, top-10 agreement, nDCG@10 change")
     p.add_argument("--queries_from", help="evaluate only the queries of this records file (its query_id fields), "
                                           "e.g. the dev file of build_beir_data.py --dev_output")
     args = p.parse_args()
@@ -79,7 +104,7 @@ def main() -> None:
     for folder in args.reranker:
         reranker = Reranker.from_pretrained(folder, max_length=args.max_length, long_doc=args.long_doc,
                                             overlap=args.overlap, dtype="bf16" if args.bf16 else "fp32",
-                                            show_progress=True)
+                                            backend=args.backend, show_progress=True)
         pairs = [(data.queries[q], texts[d]) for q in qids for d in run[q]]
         start = time.perf_counter()
         scores = iter(reranker.compute_score(pairs, batch_size=args.batch_size))
@@ -87,13 +112,16 @@ def main() -> None:
         reranked = {q: {d: next(scores) for d in run[q]} for q in qids}
         note = (f"{len(pairs)} pairs in {seconds:.0f} s; {reranker.last.truncated} cut"
                 + (f", {reranker.last.windows} windows" if args.long_doc == "max_chunk" else ""))
+        if args.compare_scores:
+            note += "; " + compare(reranked, args.compare_scores, data.qrels)
         rows.append((folder, ranking_metrics(reranked, data.qrels), note))
         if args.scores_out:
             with open(args.scores_out, "w") as fh:
                 json.dump(reranked, fh)
     subset = f" ({args.queries_from})" if args.queries_from else ""
     print(f"{args.beir_dir} {args.split}{subset}: {len(qids)} queries, {args.embedder} top {args.top_k}, "
-          f"max_length {args.max_length or 'default'}, long_doc {args.long_doc}, {'bf16' if args.bf16 else 'fp32'}")
+          f"max_length {args.max_length or 'default'}, long_doc {args.long_doc}, {'bf16' if args.bf16 else 'fp32'}, "
+          f"backend {args.backend}")
     print("| run | nDCG@10 | MAP@10 | MRR@10 | Recall@10 | Recall@100 |")
     print("|---|---|---|---|---|---|")
     for name, m, note in rows:

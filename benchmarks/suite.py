@@ -7,7 +7,7 @@ data and settings):
     rerank      RerankTrainer vs CrossEncoderTrainer, plus the hardware-efficiency row
     embedding   ContrastiveTrainer vs SentenceTransformerTrainer (InfoNCE, and InfoNCE + MRL)
     colbert     ColbertTrainer vs MultiVectorEncoderTrainer
-    inference   Reranker.compute_score vs CrossEncoder.predict
+    inference   Reranker.compute_score vs CrossEncoder.predict (torch; and OpenVINO with --reference_python)
     scaling     RerankTrainer on N and 10 N records
 
 then prints one table (ours vs sentence-transformers 6: speed, peak memory, ratios) and, with
@@ -47,13 +47,15 @@ def plan(args) -> dict[str, list[str]]:
     quick = args.quick
     cache = ["--candidates_cache", args.candidates_cache] if args.candidates_cache else []
     model = ["--model", args.inference_model] if args.inference_model else []
+    openvino = (["--backends", "torch", "openvino", "--reference_python", args.reference_python]
+                if args.reference_python else [])
     return {
         "rerank": ["bench_rerank_training.py", *beir, "--max_length", "256", *bf16,
                    *(["--steps", "2", "--warmup", "1"] if quick else ["--steps", "8", "--warmup", "2"])],
         "embedding": ["bench_embedding_training.py", *beir, *bf16,
                       *(["--steps", "2", "--warmup", "1"] if quick else [])],
         "colbert": ["bench_colbert_training.py", *beir, *bf16, *(["--steps", "2", "--warmup", "1"] if quick else [])],
-        "inference": ["bench_rerank_inference.py", *beir, *cache, *model,
+        "inference": ["bench_rerank_inference.py", *beir, *cache, *model, *openvino,
                       *(["--queries", "1"] if quick else [])],
         "scaling": ["bench_scaling.py", *beir, *bf16, *(["--records", "8", "--max_length", "64"] if quick else [])],
     }
@@ -134,7 +136,8 @@ def render(results: dict[str, dict]) -> str:
         "## Speed and memory: the benchmark suite",
         "",
         f"`python benchmarks/suite.py --beir_dir ../shared/data/scifact --bf16 --write BENCHMARKS.md` "
-        "(the inference row with `--inference_model DIR --candidates_cache FILE`, as its own command below shows; "
+        "(the inference rows with `--inference_model DIR --candidates_cache FILE --reference_python PY`, as their "
+        "own command below shows; "
         f"{minutes:.0f} min; {where}; torch {torch.__version__}). Speed ratio = ours / theirs (higher is better); "
         "memory ratio = ours / theirs (lower is better). Each benchmark's own table, command and settings follow.",
         "",
@@ -171,6 +174,9 @@ def main() -> None:
     p.add_argument("--inference_model", default=None,
                    help="a trained cross-encoder folder for bench_rerank_inference.py (default: MiniLM with a seeded "
                         "fresh head, whose near-tied scores make the top-10 agreement meaningless)")
+    p.add_argument("--reference_python", default=None,
+                   help="a Python with sentence-transformers' OpenVINO backend (benchmarks/reference_env.sh): the "
+                        "inference benchmark then compares the openvino backends too")
     p.add_argument("--quick", action="store_true", help="tiny settings, to check the suite runs (numbers are noise)")
     p.add_argument("--write", default=None, help="refresh the suite's section of this markdown file")
     p.add_argument("--results_dir", default=os.path.join(HERE, "results"),

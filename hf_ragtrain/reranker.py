@@ -20,6 +20,9 @@ Kinds (``Reranker.from_pretrained(path, kind=...)`` picks one explicitly):
 Detection reads only saved files (``hf_ragtrain_*.json``, ``config_sentence_transformers.json``,
 the architectures in ``config.json``, a chat template), never the model's name.
 
+Fast CPU scoring: ``backend="openvino"`` compiles a cross-encoder with OpenVINO (the ``openvino``
+extra) at the reranker's dtype; the scores and every option are the same as with torch.
+
 Long documents: ``long_doc="truncate"`` cuts the document to fit (the query keeps its own budget)
 and reports how many were cut; ``long_doc="max_chunk"`` scores overlapping windows of the document
 that fit next to the query and keeps the best. A new kind subclasses :class:`BaseReranker` and
@@ -43,6 +46,8 @@ from .modeling.backbone import read_json
 logger = logging.getLogger(__name__)
 
 LONG_DOC_MODES = ("truncate", "max_chunk")
+#: what computes a cross-encoder's scores (``Reranker.from_pretrained(..., backend=...)``)
+BACKENDS = ("torch", "openvino")
 ZERO_SHOT_INSTRUCTION = ("Decide whether the document answers the query.\n"
                          "Query: {query}\nDocument: {document}\n"
                          "Reply with Yes if it does and No if it does not.")
@@ -230,6 +235,9 @@ class Reranker(BaseReranker):
             kind = kind or reranker_kind(path)
             if kind not in cls._kinds:
                 raise ValueError(f"unknown reranker kind {kind!r}; choose one of {sorted(cls._kinds)}")
+            if options.get("backend", "torch") != "torch" and kind != "cross-encoder":
+                raise ValueError(f"backend={options['backend']!r} is for cross-encoders; {path} holds a {kind} "
+                                 "reranker, which scores with torch (leave backend out)")
             reranker = cls._kinds[kind]._load(path, **options)
         reranker.fusion = FirstStageFusion.from_folder(path) if first_stage else None
         return reranker
@@ -349,11 +357,20 @@ class CrossEncoderReranker(_PairModelReranker):
 
     kind = "cross-encoder"
 
+    def __init__(self, model: Any, tokenizer: Any, max_length: int, graph: Any = None, **options: Any):
+        super().__init__(model, tokenizer, max_length, **options)
+        #: the compiled graph that scores in place of ``model`` (``backend="openvino"``), else None
+        self.graph = graph
+
     @classmethod
     def _load(cls, path: str, max_length: int | None = None, attn_implementation: str | None = None,
-              **options: Any) -> "CrossEncoderReranker":
+              backend: str = "torch", **options: Any) -> "CrossEncoderReranker":
+        """``backend``: ``"torch"``, or ``"openvino"`` (CPU only; the model compiled by OpenVINO at the
+        reranker's dtype, fp32 or bf16: :mod:`hf_ragtrain.modeling.openvino_graph`)."""
         from .modeling.cross_encoder import load_cross_encoder
 
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if attn_implementation:
             model, tokenizer = load_cross_encoder(path, attn_implementation=attn_implementation)
         else:  # sdpa: for inference on CPU it measured 1.5x eager on SciFact pairs (bench_rerank_inference.py)
@@ -364,7 +381,19 @@ class CrossEncoderReranker(_PairModelReranker):
         # the length it was trained at when its folder says so (our recipes and sentence-transformers save it
         # as the tokenizer's model_max_length), never more than its positions or 512
         limit = min(getattr(model.config, "max_position_embeddings", 512), 512, tokenizer.model_max_length or 512)
-        return cls(model, tokenizer, max_length or limit, **options)
+        graph = None
+        if backend == "openvino":
+            from .modeling.openvino_graph import OpenVinoCrossEncoder
+
+            device, dtype = _device_and_dtype(options.get("device"), options.get("dtype"))
+            if device.type != "cpu":
+                raise ValueError(f"backend='openvino' scores on the CPU; got device {device}. Use backend='torch' "
+                                 "on a GPU")
+            graph = OpenVinoCrossEncoder(model, tokenizer, dtype)
+        return cls(model, tokenizer, max_length or limit, graph=graph, **options)
+
+    def _scorer(self, **options: Any) -> Any:
+        return self.graph if self.graph is not None else self.model
 
     def _doc_budget(self, query: str, max_length: int) -> int:
         specials = self.tokenizer.num_special_tokens_to_add(pair=True)

@@ -90,6 +90,9 @@ def test_top10_agreement_compares_the_order_of_each_querys_best_ten():
     assert bench_rerank_inference.top10_agreement(a, b, top_k=12) == 1.0
     b[[22, 23]] = b[[23, 22]]  # the second query's two best swap
     assert bench_rerank_inference.top10_agreement(a, b, top_k=12) == 0.5
+    assert bench_rerank_inference.top10_agreement(a, b, top_k=12, ordered=False) == 1.0  # the same ten, though
+    b[[12, 23]] = b[[23, 12]]  # the second query's worst candidate comes first: another ten
+    assert bench_rerank_inference.top10_agreement(a, b, top_k=12, ordered=False) == 0.5
 
 
 def test_pseudo_queries_cut_a_later_sentence_out_of_its_document(tmp_path):
