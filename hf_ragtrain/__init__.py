@@ -15,8 +15,9 @@ from .evaluation.metrics import ranking_metrics
 from .evaluation.reranking import RerankingEvaluator
 from .evaluation.retrieval import RetrievalEvaluator
 from .losses import (cosine_embedding_loss, distill_bce, distill_mse, distill_soft_ce, group_scores, info_nce,
-                     info_nce_from_scores, listwise_ce, matryoshka, own_group, pairwise_ranknet, pointwise_bce,
-                     relative_similarity_loss, score_distillation_kl, similarity_mse_loss)
+                     info_nce_from_scores, lambda_loss, listnet, listwise_ce, margin_mse, matryoshka, own_group,
+                     pairwise_ranknet, pointwise_bce, relative_similarity_loss, score_distillation_kl,
+                     similarity_mse_loss)
 from .modeling.backbone import LoraSettings
 from .modeling.bi_encoder import BiEncoder, EncoderSettings
 from .modeling.colbert import ColbertEncoder, ColbertSettings, maxsim
@@ -43,8 +44,8 @@ __all__ = [
     "FirstStage", "RerankingEvaluator", "RetrievalEvaluator", "ranking_metrics",
     # losses
     "cosine_embedding_loss", "distill_bce", "distill_mse", "distill_soft_ce", "group_scores", "info_nce",
-    "info_nce_from_scores", "listwise_ce", "matryoshka", "own_group", "pairwise_ranknet", "pointwise_bce",
-    "relative_similarity_loss", "score_distillation_kl", "similarity_mse_loss",
+    "info_nce_from_scores", "lambda_loss", "listnet", "listwise_ce", "margin_mse", "matryoshka", "own_group",
+    "pairwise_ranknet", "pointwise_bce", "relative_similarity_loss", "score_distillation_kl", "similarity_mse_loss",
     # models
     "BiEncoder", "ColbertEncoder", "ColbertSettings", "EncoderSettings", "LlmReranker", "LlmRerankerSettings",
     "LoraSettings", "load_cross_encoder", "maxsim", "score_pairs",

@@ -154,10 +154,13 @@ class RetrievalTrainingArguments(TrainingArguments):
 class RerankerTrainingArguments(RetrievalTrainingArguments):
     """The arguments of :class:`~hf_ragtrain.RerankTrainer`: the ranking loss over each query's group."""
 
-    rerank_loss: Literal["listwise", "pointwise", "pairwise"] = field(
-        default="listwise", metadata={"help": "listwise: softmax cross-entropy over each group; pointwise: BCE "
-                                              "per pair (label/max_label); pairwise: RankNet over graded pairs."})
-    loss_temperature: float = field(default=1.0, metadata={"help": "Divides the scores in the listwise loss."})
+    rerank_loss: Literal["listwise", "pointwise", "pairwise", "listnet", "lambdaloss"] = field(
+        default="listwise", metadata={"help": "listwise: softmax cross-entropy over each group, the positive in "
+                                              "column 0; pointwise: BCE per pair (label/max_label); pairwise: RankNet "
+                                              "over graded pairs; listnet: cross-entropy to the softmax of the grades; "
+                                              "lambdaloss: RankNet weighted by NDCG change (NDCG-Loss2++)."})
+    loss_temperature: float = field(default=1.0, metadata={"help": "Divides the scores in the listwise and listnet "
+                                                                   "losses."})
     max_label: Optional[int] = field(
         default=None, metadata={"help": "Grade that maps to target 1.0 in the pointwise loss. Default: 3 when the "
                                         "data has grades above 1, else 1."})
@@ -236,10 +239,11 @@ class DistillArguments:
 class DistillTrainingArguments(RerankerTrainingArguments):
     """:class:`RerankerTrainingArguments` for :class:`~hf_ragtrain.DistillTrainer`."""
 
-    distill_loss: Literal["mse", "soft_ce", "bce"] = field(
+    distill_loss: Literal["mse", "soft_ce", "bce", "margin_mse"] = field(
         default="soft_ce", metadata={"help": "mse: squared error of raw scores (logits, no activation); soft_ce: "
                                              "cross-entropy to the teacher's softmax over each query's group; bce: "
-                                             "pointwise BCE with the teacher's sigmoid probability as target."})
+                                             "pointwise BCE with the teacher's sigmoid probability as target; "
+                                             "margin_mse: squared error of positive-minus-negative margins."})
     distill_temperature: float = field(default=1.0, metadata={"help": "Divides teacher and student scores in "
                                                                       "soft_ce and bce."})
     distill_weight: float = field(default=1.0, metadata={"help": "Weight of the distillation loss."})
@@ -301,6 +305,10 @@ class ContrastiveLossArguments(RetrievalTrainingArguments):
                                         "Default: 1 when every record has teacher scores, else 0."})
     teacher_temperature: float = field(default=1.0, metadata={"help": "Temperature of the teacher's per-query "
                                                                       "distribution."})
+    score_distill_loss: Literal["kl", "margin_mse"] = field(
+        default="kl", metadata={"help": "kl: KL from the teacher's softmax over each group to the student's; "
+                                        "margin_mse: squared error of positive-minus-negative margins (the student's "
+                                        "similarities divided by --temperature, the teacher's scores as they are)."})
 
     def __post_init__(self):
         super().__post_init__()

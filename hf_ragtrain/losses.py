@@ -10,6 +10,7 @@ and the mean of per-process losses equals the loss of the global batch (DDP aver
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -54,6 +55,51 @@ def listwise_ce(scores: Tensor, labels: Tensor | None = None, temperature: float
     return F.cross_entropy(scores / temperature, target)
 
 
+def listnet(scores: Tensor, labels: Tensor, temperature: float = 1.0) -> Tensor:
+    """ListNet (top-one probabilities): cross-entropy from ``softmax(labels)`` to ``softmax(scores / T)``
+    within each group, averaged over queries. Unlike :func:`listwise_ce`, graded labels shape the target
+    (a grade-2 document is wanted more than a grade-1 one) and several positives share it."""
+    target = F.softmax(labels.float(), dim=-1)
+    return -(target * F.log_softmax(scores.float() / temperature, dim=-1)).sum(-1).mean()
+
+
+def lambda_loss(scores: Tensor, labels: Tensor, mu: float = 10.0, sigma: float = 1.0) -> Tensor:
+    """LambdaLoss, NDCG-Loss2++ (Wang et al., 2018): RankNet's ``log2(1 + exp(-sigma (s_i - s_j)))`` over
+    the pairs of a group with ``y_i > y_j``, each weighted by ``(rho_ij + mu * delta_ij) * |G_i - G_j|``.
+
+    Ranks ``r`` come from the current scores (1 = best); ``D(r) = log2(1 + r)``; ``G = (2^y - 1) / maxDCG``
+    (the group's ideal DCG, so the weights are NDCG changes); ``rho_ij = |1/D(r_i) - 1/D(r_j)|`` (LambdaRank's
+    swap weight) and ``delta_ij = |1/D(|r_i - r_j|) - 1/D(|r_i - r_j| + 1)|``. Weights carry no gradient.
+    Summed over each query's pairs, averaged over the queries that have one.
+    """
+    s, y = scores.float(), labels.float()
+    ranks = s.argsort(dim=-1, descending=True).argsort(dim=-1).float() + 1  # (B, G), 1 = best
+    gains = 2 ** y - 1
+    ideal = (gains.sort(dim=-1, descending=True).values / torch.log2(torch.arange(
+        2, y.size(-1) + 2, device=s.device, dtype=s.dtype))).sum(-1, keepdim=True)
+    g = gains / ideal.clamp(min=1e-12)
+    inv_d = 1 / torch.log2(1 + ranks)
+    rho = (inv_d.unsqueeze(2) - inv_d.unsqueeze(1)).abs()
+    gap = (ranks.unsqueeze(2) - ranks.unsqueeze(1)).abs()
+    delta = (1 / torch.log2(1 + gap.clamp(min=1)) - 1 / torch.log2(2 + gap)).abs()
+    weights = ((rho + mu * delta) * (g.unsqueeze(2) - g.unsqueeze(1)).abs()).detach()
+    better = (y.unsqueeze(2) > y.unsqueeze(1)).to(s.dtype)
+    per_pair = F.softplus(-sigma * (s.unsqueeze(2) - s.unsqueeze(1))) / math.log(2) * weights * better
+    has_pairs = better.sum(dim=(1, 2)) > 0
+    if not has_pairs.any():
+        raise ValueError("lambda_loss needs groups with documents of different labels")
+    return per_pair.sum(dim=(1, 2))[has_pairs].mean()
+
+
+def margin_mse(student: Tensor, teacher: Tensor) -> Tensor:
+    """MarginMSE (Hofstätter et al., 2020): squared error between the student's and the teacher's margins
+    ``score(positive) - score(negative_k)`` over each ``(B, G)`` group (positive in column 0), averaged over
+    all negatives. Only differences are matched: an offset between the student's scores and the teacher's
+    (a bi-encoder's similarities against a cross-encoder's logits) costs nothing."""
+    s, t = student.float(), teacher.float()
+    return F.mse_loss(s[:, :1] - s[:, 1:], t[:, :1] - t[:, 1:])
+
+
 # ------------------------------------------------------------------ reranker distillation
 # Student and teacher scores are (B, G) raw scores: logits for cross-encoders, the yes-token logit
 # for LLM rerankers (what score_with_teacher writes). None of these losses applies a sigmoid or a
@@ -84,6 +130,7 @@ DISTILL_LOSSES: dict[str, Callable[..., Tensor]] = {
     "mse": lambda s, t, temperature=1.0: distill_mse(s, t),
     "soft_ce": distill_soft_ce,
     "bce": distill_bce,
+    "margin_mse": lambda s, t, temperature=1.0: margin_mse(s, t),
 }
 
 
@@ -91,6 +138,8 @@ RERANK_LOSSES: dict[str, Callable[..., Tensor]] = {
     "pointwise": pointwise_bce,
     "pairwise": pairwise_ranknet,
     "listwise": listwise_ce,
+    "listnet": listnet,
+    "lambdaloss": lambda_loss,
 }
 
 

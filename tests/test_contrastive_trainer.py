@@ -37,6 +37,7 @@ def make_trainer(path, out, records=None, teacher=None, group_size=4, micro_batc
     dict(),
     dict(matryoshka_dims=[32, 16, 8], matryoshka_weights=[1.0, 0.5, 0.25]),
     dict(in_batch_negatives=False, distill_weight=0.5),
+    dict(in_batch_negatives=False, distill_weight=0.5, score_distill_loss="margin_mse"),
 ])
 def test_grad_cache_gives_the_plain_gradients(tmp_path, settings):
     path = build_tiny_encoder(tmp_path / "m", dropout=0.1)  # dropout on: GradCache must replay its masks
@@ -90,6 +91,20 @@ def test_score_distillation_alone_pulls_the_student_towards_the_teacher(tiny_enc
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_margin_mse_score_distillation_matches_margins_of_cosines_at_the_temperature(tiny_encoder_path, tmp_path):
+    trainer = make_trainer(tiny_encoder_path, tmp_path, records=scored_records(), contrastive_weight=0.0,
+                           score_distill_loss="margin_mse", temperature=0.1)
+    assert trainer.accelerator.unwrap_model(trainer.model).settings.normalize
+    torch.manual_seed(0)
+    q, p, teacher = torch.randn(2, 8), torch.randn(6, 8), torch.randn(2, 3) * 4
+    cos = [[float(torch.nn.functional.cosine_similarity(q[i], p[3 * i + j], dim=0)) / 0.1 for j in range(3)]
+           for i in range(2)]
+    t = teacher.tolist()
+    errors = [((cos[i][0] - cos[i][k]) - (t[i][0] - t[i][k])) ** 2 for i in range(2) for k in (1, 2)]
+    assert trainer.loss_from_embeddings(q, p, teacher).item() == pytest.approx(sum(errors) / 4, rel=1e-5)
+    assert "MarginMSE" in trainer.loss_description()[0]
 
 
 def test_embedding_distillation_from_a_model_or_precomputed_vectors_is_the_same(tmp_path):

@@ -9,7 +9,7 @@ import torch
 
 from conftest import tiny_records
 from hf_ragtrain import DistillTrainer, DistillTrainingArguments, GroupDataset, RerankCollator, load_records
-from hf_ragtrain.losses import distill_bce, distill_mse, distill_soft_ce
+from hf_ragtrain.losses import distill_bce, distill_mse, distill_soft_ce, margin_mse
 from hf_ragtrain.modeling.cross_encoder import load_cross_encoder, score_pairs
 from hf_ragtrain.scoring import FunctionTeacher
 
@@ -63,7 +63,7 @@ def make_trainer(tiny_ce_path, tmp_path, records, teacher=None, **args):
                           data_collator=RerankCollator(tok, max_length=32), teacher=teacher), model, tok
 
 
-@pytest.mark.parametrize("loss", ["mse", "soft_ce", "bce"])
+@pytest.mark.parametrize("loss", ["mse", "soft_ce", "bce", "margin_mse"])
 def test_distill_trainer_loss_is_the_chosen_loss_on_student_scores(tiny_ce_path, tmp_path, loss):
     records = scored_records()
     trainer, model, tok = make_trainer(tiny_ce_path, tmp_path, records, distill_loss=loss, distill_temperature=2.0,
@@ -76,7 +76,7 @@ def test_distill_trainer_loss_is_the_chosen_loss_on_student_scores(tiny_ce_path,
                                      for it in items]))
     teacher = torch.tensor([it["scores"] for it in items])
     fn = {"mse": lambda s, t: distill_mse(s, t), "soft_ce": lambda s, t: distill_soft_ce(s, t, 2.0),
-          "bce": lambda s, t: distill_bce(s, t, 2.0)}[loss]
+          "bce": lambda s, t: distill_bce(s, t, 2.0), "margin_mse": margin_mse}[loss]
     hard = torch.nn.functional.cross_entropy(student, torch.zeros(4, dtype=torch.long))
     assert got == pytest.approx((fn(student, teacher) + 0.3 * hard).item(), rel=1e-4)
 

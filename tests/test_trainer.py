@@ -27,7 +27,7 @@ def make_trainer(path, out, loss="listwise", epochs=8, **kw):
                          data_collator=RerankCollator(tok, max_length=32), processing_class=tok), records
 
 
-@pytest.mark.parametrize("loss", ["listwise", "pointwise", "pairwise"])
+@pytest.mark.parametrize("loss", ["listwise", "pointwise", "pairwise", "listnet", "lambdaloss"])
 def test_each_loss_trains_the_ranking(tiny_ce_path, tmp_path, loss):
     trainer, _ = make_trainer(tiny_ce_path, tmp_path, loss=loss)
     before = trainer.evaluate()["eval_mrr@10"]

@@ -12,10 +12,10 @@ from torch import Tensor
 
 from ..arguments import ColbertTrainingArguments
 from ..distributed import gather_with_local_grad, scale_gradient, world_size
-from ..losses import info_nce_from_scores, own_group, score_distillation_kl
+from ..losses import info_nce_from_scores, own_group
 from ..modeling.colbert import maxsim
 from .grad_cache import grad_cache_step
-from .in_batch import InBatchTrainer
+from .in_batch import SCORE_DISTILL_NAMES, InBatchTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +77,7 @@ class ColbertTrainer(InBatchTrainer):
             loss = loss + self.contrastive_weight * info_nce_from_scores(candidates, self.temperature,
                                                                          self.in_batch_negatives)
         if self.distill_weight and teacher_scores is not None:
-            loss = loss + self.distill_weight * score_distillation_kl(own_group(scores), teacher_scores,
-                                                                      self.temperature, self.teacher_temperature)
+            loss = loss + self.distill_weight * self.score_distillation(own_group(scores), teacher_scores)
         return scale_gradient(loss, world)
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
@@ -126,5 +125,5 @@ class ColbertTrainer(InBatchTrainer):
     def loss_description(self) -> tuple[str, dict[str, Any]]:
         name = "InfoNCE over MaxSim" + (" with in-batch negatives" if self.in_batch_negatives else "")
         if self.distill_weight:
-            name += " + score distillation (per-query KL)"
+            name += f" + score distillation ({SCORE_DISTILL_NAMES[self.score_distill_loss]})"
         return name, {"temperature": self.temperature, "cross_device_negatives": self.cross_device}

@@ -10,11 +10,10 @@ import torch
 from torch import Tensor
 
 from ..distributed import gather_with_local_grad, scale_gradient, world_size
-from ..losses import (EMBEDDING_DISTILL_LOSSES, group_scores, info_nce, matryoshka, relative_similarity_loss,
-                      score_distillation_kl)
+from ..losses import EMBEDDING_DISTILL_LOSSES, group_scores, info_nce, matryoshka, relative_similarity_loss
 from ..arguments import EmbeddingTrainingArguments
 from .grad_cache import grad_cache_step
-from .in_batch import InBatchTrainer
+from .in_batch import SCORE_DISTILL_NAMES, InBatchTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +27,7 @@ class ContrastiveTrainer(InBatchTrainer):
     the full dimension), on re-normalised prefixes:
 
         contrastive_weight * InfoNCE(q_d, p_d; temperature, in-batch negatives)
-        + distill_weight * KL(teacher || student) per query over its group
+        + distill_weight * score distillation over its group (per-query KL, or MarginMSE)
 
     averaged over the dims, plus embedding distillation against ``teacher`` vectors (cosine at the
     full dimension, through a trained projection where the teacher's dimension differs; similarity-matrix MSE and relative similarity at every dim).
@@ -78,7 +77,7 @@ class ContrastiveTrainer(InBatchTrainer):
         if self.contrastive_weight:
             parts.append("InfoNCE" + (" with in-batch negatives" if self.in_batch_negatives else ""))
         if self.distill_weight:
-            parts.append("score distillation (per-query KL)")
+            parts.append(f"score distillation ({SCORE_DISTILL_NAMES[self.score_distill_loss]})")
         parts += [f"{name} embedding distillation" for name, w in self.embed_weights.items() if w]
         name = " + ".join(parts) + (" under Matryoshka" if self.dims else "")
         params = {"temperature": self.temperature, "cross_device_negatives": self.cross_device,
@@ -90,7 +89,7 @@ class ContrastiveTrainer(InBatchTrainer):
                 params["matryoshka_weights"] = self.dim_weights
         if self.distill_weight:
             params.update(distill_weight=self.distill_weight, teacher_temperature=self.teacher_temperature,
-                          contrastive_weight=self.contrastive_weight)
+                          contrastive_weight=self.contrastive_weight, score_distill_loss=self.score_distill_loss)
         params.update({f"{k}_weight": v for k, v in self.embed_weights.items() if v})
         return name, params
 
@@ -124,8 +123,7 @@ class ContrastiveTrainer(InBatchTrainer):
             if self.contrastive_weight:
                 loss = loss + self.contrastive_weight * info_nce(qd, pd, self.temperature, self.in_batch_negatives)
             if use_scores:
-                loss = loss + self.distill_weight * score_distillation_kl(
-                    group_scores(qd, pd), teacher_scores, self.temperature, self.teacher_temperature)
+                loss = loss + self.distill_weight * self.score_distillation(group_scores(qd, pd), teacher_scores)
             return loss
 
         loss = matryoshka(per_dim, q, p, self.dims or None, self.dim_weights, normalize=normalize)

@@ -58,9 +58,9 @@ class DistillTrainer(RerankTrainer):
     def _check_distill_group_size(self) -> None:
         if self.data_facts.group_size != 1:
             return
-        if self.distill_loss == "soft_ce":
-            raise ValueError(group_of_one("the soft_ce distillation loss", "or distill_loss mse or bce"))
-        if self.hard_label_weight and self.loss_name in ("listwise", "pairwise"):
+        if self.distill_loss in ("soft_ce", "margin_mse"):
+            raise ValueError(group_of_one(f"the {self.distill_loss} distillation loss", "or distill_loss mse or bce"))
+        if self.hard_label_weight and self.loss_name != "pointwise":
             raise ValueError(group_of_one(f"the {self.loss_name} loss on the labels (hard_label_weight)",
                                           "or rerank_loss pointwise"))
 
@@ -95,9 +95,10 @@ class DistillTrainer(RerankTrainer):
 
     def loss_description(self) -> tuple[str, dict[str, Any]]:
         name = {"mse": "MSE of raw scores", "soft_ce": "soft-label cross-entropy over each group",
-                "bce": "pointwise BCE to the teacher's probability"}[self.distill_loss]
+                "bce": "pointwise BCE to the teacher's probability",
+                "margin_mse": "MarginMSE of positive-minus-negative score margins"}[self.distill_loss]
         params: dict[str, Any] = {"distill_weight": self.distill_weight}
-        if self.distill_loss != "mse":
+        if self.distill_loss in ("soft_ce", "bce"):
             params["temperature"] = self.distill_temperature
         if self.hard_label_weight:
             name += f" + {self.loss_name} loss on the labels"

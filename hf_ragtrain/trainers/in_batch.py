@@ -3,14 +3,20 @@ in-batch and cross-device negatives, plus score distillation from teacher scores
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from ..arguments import ContrastiveLossArguments
+from ..losses import margin_mse, score_distillation_kl
 from .base import RetrievalTrainer
+
+#: how the model card names each ``score_distill_loss``
+SCORE_DISTILL_NAMES = {"kl": "per-query KL", "margin_mse": "MarginMSE"}
 
 
 class InBatchTrainer(RetrievalTrainer):
     """Reads :class:`~hf_ragtrain.arguments.ContrastiveLossArguments` into attributes the losses use:
     ``temperature``, ``in_batch_negatives``, ``cross_device``, ``contrastive_weight``,
-    ``distill_weight`` and ``teacher_temperature``.
+    ``distill_weight``, ``teacher_temperature`` and ``score_distill_loss``.
 
     ``distill_weight=None`` (the default) is 1 when the data facts say every record carries teacher
     scores, else 0; a weight above 0 for data known to lack them is an error.
@@ -26,6 +32,7 @@ class InBatchTrainer(RetrievalTrainer):
         self.cross_device = bool(a.cross_device_negatives)
         self.contrastive_weight = float(a.contrastive_weight)
         self.teacher_temperature = float(a.teacher_temperature)
+        self.score_distill_loss = a.score_distill_loss
         self.grad_cache = a.grad_cache  # None: per step, see the trainer's use_grad_cache
         facts = self.data_facts
         self.distill_weight = float(a.distill_weight if a.distill_weight is not None else
@@ -45,3 +52,12 @@ class InBatchTrainer(RetrievalTrainer):
             raise ValueError("score distillation compares the teacher's and the student's scores over each query's "
                              "group, and train_group_size is 1: that term would be 0; use train_group_size 2 or more "
                              "(or distill_weight 0)")
+
+    def score_distillation(self, student: Tensor, teacher: Tensor) -> Tensor:
+        """The score-distillation term from ``(B, G)`` student similarities and teacher scores:
+        ``kl`` (per-query KL, student at ``temperature``, teacher at ``teacher_temperature``) or
+        ``margin_mse`` (the student's similarities divided by ``temperature``, the scale InfoNCE reads
+        them at, against the teacher's raw margins)."""
+        if self.score_distill_loss == "margin_mse":
+            return margin_mse(student / self.temperature, teacher)
+        return score_distillation_kl(student, teacher, self.temperature, self.teacher_temperature)

@@ -11,7 +11,7 @@ from transformers import PreTrainedModel
 
 from ..arguments import RerankerTrainingArguments
 from ..data.records import MAX_LABEL
-from ..losses import RERANK_LOSSES, listwise_ce, pairwise_ranknet, pointwise_bce, score_distillation_kl
+from ..losses import RERANK_LOSSES, pointwise_bce, score_distillation_kl
 from ..modeling.cross_encoder import mark_for_sentence_transformers
 from ..modeling.fusion import FirstStageFusion, score_head_parameters
 from .base import RetrievalTrainer
@@ -39,8 +39,8 @@ class RerankTrainer(RetrievalTrainer):
 
     Use with :class:`~hf_ragtrain.data.GroupDataset` and :class:`~hf_ragtrain.data.RerankCollator`.
     Settings come from :class:`~hf_ragtrain.RerankerTrainingArguments` (other ``TrainingArguments``
-    are converted with its defaults). The loss is ``args.rerank_loss`` (``listwise``, ``pointwise`` or
-    ``pairwise``, see :mod:`hf_ragtrain.losses`), or the ``loss`` argument. For ``pointwise`` the label
+    are converted with its defaults). The loss is ``args.rerank_loss`` (``listwise``, ``pointwise``,
+    ``pairwise``, ``listnet`` or ``lambdaloss``, see :mod:`hf_ragtrain.losses`), or the ``loss`` argument. For ``pointwise`` the label
     scale ``max_label`` is ``args.max_label``, else 3 when the data facts have grades above 1, else 1.
 
     ``first_stage`` (a :class:`~hf_ragtrain.modeling.fusion.FirstStageFusion`) adds the first stage's
@@ -72,7 +72,7 @@ class RerankTrainer(RetrievalTrainer):
 
     def check_group_size(self) -> None:
         """Losses that compare a group's documents need two of them, or the loss is 0 and nothing trains."""
-        if self.data_facts.group_size == 1 and self.loss_name in ("listwise", "pairwise"):
+        if self.data_facts.group_size == 1 and self.loss_name != "pointwise":
             raise ValueError(group_of_one(f"the {self.loss_name} loss", "or the pointwise loss"))
 
     def check_first_stage_scores(self) -> None:
@@ -107,18 +107,18 @@ class RerankTrainer(RetrievalTrainer):
 
     def loss_description(self) -> tuple[str, dict[str, Any]]:
         """The loss's name and the parameters that shape it, for the model card."""
-        if self.loss_name == "listwise":
+        if self.loss_name in ("listwise", "listnet"):
             return self.loss_name, {"temperature": self.temperature}
         if self.loss_name == "pointwise":
             return self.loss_name, {"max_label": self.max_label}
         return self.loss_name, {}
 
     def loss_from_scores(self, scores: Tensor, labels: Tensor) -> Tensor:
-        if self.loss_name == "listwise":
-            return listwise_ce(scores, labels, temperature=self.temperature)
-        if self.loss_name == "pairwise":
-            return pairwise_ranknet(scores, labels)
-        return pointwise_bce(scores, labels, max_label=self.max_label)
+        if self.loss_name in ("listwise", "listnet"):
+            return RERANK_LOSSES[self.loss_name](scores, labels, temperature=self.temperature)
+        if self.loss_name == "pointwise":
+            return pointwise_bce(scores, labels, max_label=self.max_label)
+        return RERANK_LOSSES[self.loss_name](scores, labels)
 
     @staticmethod
     def score_groups(model: torch.nn.Module, inputs: dict[str, Any]) -> Tensor:
