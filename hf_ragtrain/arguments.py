@@ -296,6 +296,10 @@ class ContrastiveLossArguments(RetrievalTrainingArguments):
     temperature: float = field(default=0.02, metadata={"help": "InfoNCE temperature (also the student's in "
                                                                "score distillation)."})
     in_batch_negatives: bool = field(default=True, metadata={"help": "Use other queries' passages as negatives."})
+    batch_sampler: Literal["random", "no_duplicates"] = field(
+        default="random", metadata={"help": "no_duplicates: no text twice in one step's batch over all processes "
+                                            "(a passage two queries share would be a false in-batch negative); "
+                                            "records that cannot be placed so close the epoch and are counted."})
     cross_device_negatives: bool = field(
         default=True, metadata={"help": "Gather queries and passages from all processes, so the loss and the "
                                         "update equal a single-process run over the global batch."})

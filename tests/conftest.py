@@ -61,6 +61,14 @@ def tiny_records(n: int = 6, n_neg: int = 3) -> list[dict]:
     return out
 
 
+def shared_rows(n: int = 24, k: int = 12) -> list[dict]:
+    """Records whose passages repeat: ``k`` answers; record i's positive is answer i % k and its negatives the
+    next two answers, so neighbouring records always share passages (for the no-duplicates batch tests)."""
+    answers = [f"answer {j}: {TEXTS[j % len(TEXTS)]}" for j in range(k)]
+    return [{"query": f"question {i}", "pos": [answers[i % k]], "neg": [answers[(i + 1) % k], answers[(i + 2) % k]]}
+            for i in range(n)]
+
+
 def build_tiny_encoder(path, seed: int = 0, hidden: int = 32, layers: int = 2, dropout: float = 0.0):
     """Save a randomly initialised 2-layer BERT (no head) and a fast tokenizer to ``path`` (a bi-encoder base)."""
     import torch

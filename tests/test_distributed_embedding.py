@@ -69,6 +69,18 @@ def test_two_processes_with_cross_device_negatives_match_one(tiny_encoder_path, 
         assert_resumes_to_the_same_model(tiny_encoder_path, out, tmp_path, extra, embeddings)
 
 
+def test_no_duplicates_batches_are_global_two_processes_see_what_one_does(tiny_encoder_path, single, tmp_path):
+    """The sampler orders records over the global batch (2 x 2 here), so two processes train on the batches one
+    process of batch 4 does (records whose neighbours share passages, conftest.shared_rows)."""
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    run([sys.executable, SCRIPT, tiny_encoder_path, one, "4", "--shared", "--no_duplicates"], cwd=str(tmp_path))
+    run(torchrun(tiny_encoder_path, two, "2", "--shared", "--no_duplicates"), cwd=str(tmp_path))
+    np.testing.assert_allclose(losses(two), losses(one), rtol=1e-4, atol=1e-5)
+    plain = str(tmp_path / "plain")  # the same records in a random order: other batches, other losses
+    run([sys.executable, SCRIPT, tiny_encoder_path, plain, "4", "--shared"], cwd=str(tmp_path))
+    assert not np.allclose(losses(plain), losses(one), atol=1e-3)
+
+
 def test_without_cross_device_negatives_each_process_sees_fewer_negatives(tiny_encoder_path, single, tmp_path):
     out = str(tmp_path)
     run(torchrun(tiny_encoder_path, out, "4", "--no_cross_device"), cwd=out)

@@ -16,7 +16,8 @@ SCORE_DISTILL_NAMES = {"kl": "per-query KL", "margin_mse": "MarginMSE"}
 class InBatchTrainer(RetrievalTrainer):
     """Reads :class:`~hf_ragtrain.arguments.ContrastiveLossArguments` into attributes the losses use:
     ``temperature``, ``in_batch_negatives``, ``cross_device``, ``contrastive_weight``,
-    ``distill_weight``, ``teacher_temperature`` and ``score_distill_loss``.
+    ``distill_weight``, ``teacher_temperature`` and ``score_distill_loss``; ``batch_sampler`` picks the
+    training order (``no_duplicates``: :class:`~hf_ragtrain.data.no_duplicates.NoDuplicatesSampler`).
 
     ``distill_weight=None`` (the default) is 1 when the data facts say every record carries teacher
     scores, else 0; a weight above 0 for data known to lack them is an error.
@@ -61,3 +62,14 @@ class InBatchTrainer(RetrievalTrainer):
         if self.score_distill_loss == "margin_mse":
             return margin_mse(student / self.temperature, teacher)
         return score_distillation_kl(student, teacher, self.temperature, self.teacher_temperature)
+
+    def _get_train_sampler(self, train_dataset=None):
+        """``batch_sampler="no_duplicates"``: a :class:`~hf_ragtrain.data.no_duplicates.NoDuplicatesSampler` over
+        the global batch (per-device batch x processes), seeded as the run."""
+        if self.args.batch_sampler != "no_duplicates":
+            return super()._get_train_sampler(train_dataset)
+        from ..data.no_duplicates import NoDuplicatesSampler
+
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return NoDuplicatesSampler(dataset, self.args.per_device_train_batch_size * self.args.world_size,
+                                   seed=self.args.seed)

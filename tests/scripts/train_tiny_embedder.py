@@ -4,6 +4,7 @@
         [--colbert]   # a ColBERT model (ColbertTrainer) instead of a bi-encoder
         [--save_steps N] [--resume_from CKPT]    # checkpoint every N steps / resume from a checkpoint
         [--perturb_init]                         # start from other weights (a resumed run must not care)
+        [--shared] [--no_duplicates]             # 16 records sharing passages (conftest.shared_rows); batch_sampler no_duplicates
 
 Rank 0 writes OUT_DIR/log_history.json and the final model (sentence-transformers layout) to OUT_DIR/final.
 """
@@ -17,7 +18,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # tests/ (conftest helpers)
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # repo root
 
-from conftest import tiny_records  # noqa: E402
+from conftest import shared_rows, tiny_records  # noqa: E402
 
 from hf_ragtrain import (BiEncoder, ColbertEncoder, ColbertTrainer, ContrastiveTrainer,  # noqa: E402
                          EmbeddingCollator, EmbeddingTrainingArguments, GroupDataset, load_records)
@@ -44,6 +45,8 @@ def main():
     p.add_argument("--colbert", action="store_true")
     p.add_argument("--save_steps", type=int, default=0)
     p.add_argument("--resume_from", default=None)
+    p.add_argument("--shared", action="store_true")
+    p.add_argument("--no_duplicates", action="store_true")
     p.add_argument("--perturb_init", action="store_true", help="start from other weights (a resumed run must not care)")
     a = p.parse_args()
     if a.colbert:
@@ -52,13 +55,14 @@ def main():
         model = BiEncoder.from_pretrained(a.model)
     if a.perturb_init:
         perturb(model)
-    records, _ = load_records(tiny_records(8))
+    records, _ = load_records(shared_rows(16, k=24) if a.shared else tiny_records(8))
     args = EmbeddingTrainingArguments(
         output_dir=a.out, per_device_train_batch_size=a.per_device_bs, num_train_epochs=a.epochs,
         learning_rate=2e-3, logging_steps=1, report_to="none", use_cpu=True, seed=7,
         save_strategy="steps" if a.save_steps else "no", save_steps=a.save_steps or 500,
         deepspeed=a.deepspeed, disable_tqdm=True, grad_cache=a.grad_cache,
         matryoshka_dims=None if a.colbert else [32, 16], cross_device_negatives=not a.no_cross_device,
+        batch_sampler="no_duplicates" if a.no_duplicates else "random",
     )
     trainer = (ColbertTrainer if a.colbert else ContrastiveTrainer)(
         model=model, args=args, train_dataset=GroupDataset(records, group_size=3, seed=7),
