@@ -357,10 +357,8 @@ class CrossEncoderReranker(_PairModelReranker):
 
     kind = "cross-encoder"
 
-    def __init__(self, model: Any, tokenizer: Any, max_length: int, graph: Any = None, **options: Any):
-        super().__init__(model, tokenizer, max_length, **options)
-        #: the compiled graph that scores in place of ``model`` (``backend="openvino"``), else None
-        self.graph = graph
+    #: the compiled graph that scores in place of ``model`` (``backend="openvino"``), else None
+    graph: Any = None
 
     @classmethod
     def _load(cls, path: str, max_length: int | None = None, attn_implementation: str | None = None,
@@ -381,16 +379,15 @@ class CrossEncoderReranker(_PairModelReranker):
         # the length it was trained at when its folder says so (our recipes and sentence-transformers save it
         # as the tokenizer's model_max_length), never more than its positions or 512
         limit = min(getattr(model.config, "max_position_embeddings", 512), 512, tokenizer.model_max_length or 512)
-        graph = None
+        reranker = cls(model, tokenizer, max_length or limit, **options)
         if backend == "openvino":
             from .modeling.openvino_graph import OpenVinoCrossEncoder
 
-            device, dtype = _device_and_dtype(options.get("device"), options.get("dtype"))
-            if device.type != "cpu":
-                raise ValueError(f"backend='openvino' scores on the CPU; got device {device}. Use backend='torch' "
-                                 "on a GPU")
-            graph = OpenVinoCrossEncoder(model, tokenizer, dtype)
-        return cls(model, tokenizer, max_length or limit, graph=graph, **options)
+            if reranker.device.type != "cpu":
+                raise ValueError(f"backend='openvino' scores on the CPU; got device {reranker.device}. Use "
+                                 "backend='torch' on a GPU")
+            reranker.graph = OpenVinoCrossEncoder(model, tokenizer, reranker.dtype)
+        return reranker
 
     def _scorer(self, **options: Any) -> Any:
         return self.graph if self.graph is not None else self.model

@@ -49,17 +49,15 @@ class OpenVinoCrossEncoder:
 
     ``score_batch(batch)`` takes one padded tokenizer batch (the tokenizer's input names, arrays of
     shape ``(B, L)``) and returns the logits as float32 ``(B, C)``; :func:`score_pairs` calls it in
-    place of the torch forward pass. ``config`` is the torch model's (position limit, labels).
+    place of the torch forward pass.
     """
 
     pad_to_multiple_of = PAD_MULTIPLE
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dtype: torch.dtype = torch.float32,
-                 threads: int | None = None):
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dtype: torch.dtype = torch.float32):
         ov = import_openvino()
         if dtype not in PRECISIONS:
             raise ValueError(f"backend='openvino' computes in fp32 or bf16, not {dtype}; pass dtype='fp32' or 'bf16'")
-        self.config, self.dtype = model.config, dtype
         example = tokenizer(["a query", "q"], ["a longer document text", "d"], padding=True, return_tensors="pt")
         self.names = tuple(name for name in tokenizer.model_input_names if name in example)
         model = model.float().eval()
@@ -69,8 +67,6 @@ class OpenVinoCrossEncoder:
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             graph = ov.convert_model(_Logits(model, self.names), example_input=tuple(example[n] for n in self.names))
         settings = {"INFERENCE_PRECISION_HINT": PRECISIONS[dtype], "PERFORMANCE_HINT": "LATENCY"}
-        if threads:
-            settings["INFERENCE_NUM_THREADS"] = threads
         self.compiled = ov.Core().compile_model(graph, "CPU", settings)
 
     def score_batch(self, batch: Mapping[str, Any]) -> np.ndarray:
