@@ -8,6 +8,7 @@ distillation teacher.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
@@ -47,6 +48,23 @@ class DataArguments:
     eval_data: Optional[str] = field(
         default=None, metadata={"help": "Dev records for in-training reranking evaluation (candidates = pos + neg)."})
     train_group_size: int = field(default=8, metadata={"help": "Documents per query: 1 positive + N-1 negatives."})
+    dataset_sampling: Literal["mixed", "proportional", "round_robin"] = field(
+        default="mixed", metadata={"help": "Several --train_data files: mixed pools them into one training set; "
+                                           "proportional (every record once an epoch) and round_robin (one batch "
+                                           "of each in turn) keep every batch within one file, so in-batch "
+                                           "negatives share its domain, and allow the --dataset_* options."})
+    dataset_names: Optional[list[str]] = field(
+        default=None, metadata={"help": "A name per --train_data file (default: the file names), for logs and card."})
+    dataset_prompts: Optional[list[str]] = field(
+        default=None, metadata={"help": "A query prompt per --train_data file ('' for none); a record's own prompt "
+                                        "wins."})
+    dataset_weights: Optional[list[float]] = field(
+        default=None, metadata={"help": "A loss weight per --train_data file (default 1 each)."})
+    dataset_group_sizes: Optional[list[int]] = field(
+        default=None, metadata={"help": "A train group size per --train_data file (default --train_group_size)."})
+    dataset_eval_data: Optional[list[str]] = field(
+        default=None, metadata={"help": "A dev file per --train_data file ('-' for none): evaluated on its own "
+                                        "(eval_<name>_<metric>) besides all of them together."})
     micro_batch_tokens: Optional[int] = field(
         default=None, metadata={"help": "Padded tokens per forward pass: a batch's pairs are sorted by length and "
                                         "split into micro-batches of at most this size (0: one pass). Default: "
@@ -98,6 +116,18 @@ class DataArguments:
                                                                     "unjudged positives) when mining."})
     negatives_rank_end: int = 100
     num_negatives: int = 15
+    negatives_absolute_margin: Optional[float] = field(
+        default=None, metadata={"help": "Drop mined candidates scoring above the query's weakest positive minus this "
+                                        "(likely unjudged positives); scored by --negatives_filter_teacher, else by "
+                                        "--first_stage_model's cosine."})
+    negatives_relative_margin: Optional[float] = field(
+        default=None, metadata={"help": "Drop mined candidates scoring above the weakest positive's score minus this "
+                                        "share of its size, in [0, 1) (0.05: within 5%%)."})
+    negatives_max_score: Optional[float] = field(
+        default=None, metadata={"help": "Drop mined candidates scoring above this."})
+    negatives_filter_teacher: Optional[str] = field(
+        default=None, metadata={"help": "A folder Reranker.from_pretrained loads (cross-encoder, LLM reranker, "
+                                        "embedder) that scores candidates for the three filters above."})
 
     def __post_init__(self):
         _require(self.train_group_size >= 1, f"--train_group_size must be at least 1 (the positive), got "
@@ -112,11 +142,46 @@ class DataArguments:
         _require(not self.first_stage_bm25_weight or self.first_stage_bm25, "--first_stage_bm25_weight needs "
                  "--first_stage_bm25 (the corpus's BM25 statistics)")
         _require(self.rerank_top_k >= 1, f"--rerank_top_k must be at least 1, got {self.rerank_top_k}")
+        self.check_datasets()
         _require(self.beir_dev_queries >= 0, f"--beir_dev_queries must be 0 or more, got {self.beir_dev_queries}")
         _require(self.num_negatives >= 0, f"--num_negatives must be 0 or more, got {self.num_negatives}")
         _require(0 <= self.negatives_rank_start < self.negatives_rank_end,
                  f"--negatives_rank_start and --negatives_rank_end must satisfy 0 <= start < end, got "
                  f"{self.negatives_rank_start} and {self.negatives_rank_end}")
+        try:
+            filters = self.negative_filters()
+        except ValueError as err:
+            raise ValueError(f"--negatives_{err}") from None
+        _require(not self.negatives_filter_teacher or filters.active,
+                 "--negatives_filter_teacher scores candidates for the false-negative filters; give "
+                 "--negatives_absolute_margin, --negatives_relative_margin or --negatives_max_score too")
+
+    def check_datasets(self) -> None:
+        """The ``--dataset_*`` options: one entry per --train_data file, with a sampling that keeps files apart."""
+        given = {name: getattr(self, name) for name in ("dataset_names", "dataset_prompts", "dataset_weights",
+                                                         "dataset_group_sizes", "dataset_eval_data")}
+        given = {name: value for name, value in given.items() if value is not None}
+        if self.dataset_sampling == "mixed":
+            _require(not given, f"--{', --'.join(given)} need --dataset_sampling proportional or round_robin (each "
+                                "batch from one --train_data file)")
+            return
+        _require(bool(self.train_data), f"--dataset_sampling {self.dataset_sampling} trains several --train_data "
+                                        "files apart; give them with --train_data")
+        n = len(self.train_data)
+        for name, value in given.items():
+            _require(len(value) == n, f"--{name} needs one entry per --train_data file ({n}), got {len(value)}")
+        names = self.dataset_names or [os.path.basename(p) for p in self.train_data]
+        _require(len(set(names)) == n, f"the --train_data files need distinct names (--dataset_names), got {names}")
+        _require(all(w > 0 for w in self.dataset_weights or [1.0]),
+                 f"--dataset_weights must be above 0, got {self.dataset_weights}")
+        _require(all(g >= 1 for g in self.dataset_group_sizes or [1]),
+                 f"--dataset_group_sizes must be at least 1, got {self.dataset_group_sizes}")
+
+    def negative_filters(self) -> "NegativeFilters":
+        """The false-negative filters of mining (:class:`~hf_ragtrain.data.negative_filters.NegativeFilters`)."""
+        from .data.negative_filters import NegativeFilters
+
+        return NegativeFilters(self.negatives_absolute_margin, self.negatives_relative_margin, self.negatives_max_score)
 
 
 @dataclass
@@ -300,6 +365,12 @@ class ContrastiveLossArguments(RetrievalTrainingArguments):
         default="random", metadata={"help": "no_duplicates: no text twice in one step's batch over all processes "
                                             "(a passage two queries share would be a false in-batch negative); "
                                             "records that cannot be placed so close the epoch and are counted."})
+    guide_model: Optional[str] = field(
+        default=None, metadata={"help": "GISTEmbed: an embedder folder (or 'minilm') whose cosine removes from "
+                                        "InfoNCE every candidate it scores above the query's own positive minus "
+                                        "--guide_margin (likely relevant, so not a negative). Off by default."})
+    guide_margin: float = field(default=0.0, metadata={"help": "How far below the positive's guide score a "
+                                                               "candidate must be to stay a negative."})
     cross_device_negatives: bool = field(
         default=True, metadata={"help": "Gather queries and passages from all processes, so the loss and the "
                                         "update equal a single-process run over the global batch."})
@@ -318,6 +389,7 @@ class ContrastiveLossArguments(RetrievalTrainingArguments):
         super().__post_init__()
         _require(self.temperature > 0 and self.teacher_temperature > 0, "--temperature and --teacher_temperature must "
                  f"be above 0, got {self.temperature} and {self.teacher_temperature}")
+        _require(self.guide_margin >= 0, f"--guide_margin must be 0 or more, got {self.guide_margin}")
         _require(self.contrastive_weight >= 0 and (self.distill_weight or 0) >= 0,
                  f"--contrastive_weight and --distill_weight must be 0 or more, got {self.contrastive_weight} and "
                  f"{self.distill_weight}")

@@ -156,30 +156,54 @@ def group_scores(q: Tensor, p: Tensor) -> Tensor:
     return torch.einsum("bd,bgd->bg", q, p.view(b, -1, p.size(-1)))
 
 
-def info_nce(q: Tensor, p: Tensor, temperature: float = 0.02, in_batch_negatives: bool = True) -> Tensor:
+def info_nce(q: Tensor, p: Tensor, temperature: float = 0.02, in_batch_negatives: bool = True,
+             mask: Tensor | None = None) -> Tensor:
     """InfoNCE over similarities divided by ``temperature``; query i's target is its positive ``p[i*G]``.
 
     With ``in_batch_negatives`` every passage in the batch (other queries' positives and hard
-    negatives too) is a candidate; without, only the query's own group is.
+    negatives too) is a candidate; without, only the query's own group is. ``mask`` (bool, the shape
+    of the score matrix, see :func:`guide_mask`) removes candidates from the softmax.
     """
     b = q.size(0)
     if p.size(0) % b:
         raise ValueError(f"{p.size(0)} passages do not split into groups for {b} queries")
     scores = q @ p.T if in_batch_negatives else group_scores(q, p)
-    return info_nce_from_scores(scores, temperature, in_batch_negatives)
+    return info_nce_from_scores(scores, temperature, in_batch_negatives, mask)
 
 
-def info_nce_from_scores(scores: Tensor, temperature: float = 0.02, in_batch_negatives: bool = True) -> Tensor:
-    """InfoNCE from a score matrix: ``(B, B*G)`` against every passage of the batch (query i's positive in
-    column ``i*G``), or ``(B, G)`` against its own group (positive in column 0)."""
+def positive_columns(scores: Tensor, in_batch_negatives: bool = True) -> Tensor:
+    """Each query's positive column in a score matrix: ``i * G`` in ``(B, B*G)``, 0 in ``(B, G)``."""
     b = scores.size(0)
-    if in_batch_negatives:
-        if scores.size(1) % b:
-            raise ValueError(f"{scores.size(1)} passages do not split into groups for {b} queries")
-        target = torch.arange(b, device=scores.device) * (scores.size(1) // b)
-    else:
-        target = torch.zeros(b, dtype=torch.long, device=scores.device)
-    return F.cross_entropy(scores.float() / temperature, target)
+    if not in_batch_negatives:
+        return torch.zeros(b, dtype=torch.long, device=scores.device)
+    if scores.size(1) % b:
+        raise ValueError(f"{scores.size(1)} passages do not split into groups for {b} queries")
+    return torch.arange(b, device=scores.device) * (scores.size(1) // b)
+
+
+def info_nce_from_scores(scores: Tensor, temperature: float = 0.02, in_batch_negatives: bool = True,
+                         mask: Tensor | None = None) -> Tensor:
+    """InfoNCE from a score matrix: ``(B, B*G)`` against every passage of the batch (query i's positive in
+    column ``i*G``), or ``(B, G)`` against its own group (positive in column 0). Candidates where the
+    bool ``mask`` is True leave the softmax (:func:`guide_mask`; it never masks a positive)."""
+    target = positive_columns(scores, in_batch_negatives)
+    logits = scores.float() / temperature
+    if mask is not None:
+        logits = logits.masked_fill(mask, float("-inf"))
+    return F.cross_entropy(logits, target)
+
+
+def guide_mask(guide_scores: Tensor, in_batch_negatives: bool = True, margin: float = 0.0) -> Tensor:
+    """GISTEmbed's false-negative mask from a guide model's score matrix (the shape InfoNCE reads, see
+    :func:`info_nce_from_scores`): True where a candidate scores above the query's own positive minus
+    ``margin`` in the guide's eyes, so it is likely relevant too and must not be pushed away. The
+    positives themselves are never masked. Bool, the shape of ``guide_scores``."""
+    target = positive_columns(guide_scores, in_batch_negatives)
+    rows = torch.arange(guide_scores.size(0), device=guide_scores.device)
+    positive = guide_scores[rows, target].unsqueeze(1)
+    mask = guide_scores > positive - margin
+    mask[rows, target] = False
+    return mask
 
 
 def own_group(scores: Tensor) -> Tensor:

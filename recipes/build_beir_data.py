@@ -5,6 +5,9 @@ Example (BM25 negatives from ranks 10..99, 15 per query)::
     python recipes/build_beir_data.py --beir_dir data/scifact --split train \
         --output /tmp/scifact_train.jsonl --method bm25
 
+False-negative filters (``--absolute_margin``, ``--relative_margin``, ``--max_score``; scored by the
+encoder's cosine, or by ``--filter_teacher DIR``) drop candidates that score too close to the positive.
+
 Each output line is ``{"query", "pos", "neg", ["pos_labels"], "query_id", "pos_ids", "neg_ids"}``.
 """
 
@@ -27,8 +30,10 @@ from hf_ragtrain.data.errors import DataFormatError
 from hf_ragtrain.data.beir_pipeline import (CachingEncoder, dev_records_from_run, first_stage_run, split_dev_queries,
                                             subset_queries)
 from hf_ragtrain.data.mining import load_encoder, mine_hard_negatives
+from hf_ragtrain.data.negative_filters import NegativeFilters
 from hf_ragtrain.data.records import write_records
 from hf_ragtrain.offline import resolve_model_path
+from hf_ragtrain.scoring import load_teacher
 from hf_ragtrain.runner import EXIT_BAD_INPUT, EXIT_SAVE_FAILED, one_line
 
 
@@ -50,6 +55,20 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--strategy", choices=["random", "top"], default="random",
                         help="sample negatives in the window with --seed, or take the best-ranked")
     parser.add_argument("--seed", type=int, default=42)
+    filters = parser.add_argument_group(
+        "false-negative filters", "drop candidates scored too close to the query's weakest judged positive; scored "
+                                  "by --filter_teacher when given, else by --encoder's cosine")
+    filters.add_argument("--absolute_margin", type=float,
+                         help="drop a candidate scoring above (positive's score - this), e.g. 0.05 for cosines")
+    filters.add_argument("--relative_margin", type=float,
+                         help="drop a candidate scoring above (positive's score - this x |positive's score|), "
+                              "in [0, 1), e.g. 0.05")
+    filters.add_argument("--max_score", type=float, help="drop a candidate scoring above this")
+    filters.add_argument("--filter_teacher",
+                         help="score the candidates with this folder (a cross-encoder, LLM reranker or embedder "
+                              "that Reranker.from_pretrained loads) instead of the encoder")
+    filters.add_argument("--filter_teacher_max_length", type=int, default=512,
+                         help="tokens per (query, document) pair for a cross-encoder --filter_teacher")
     parser.add_argument("--batch_size", type=int, default=64, help="encoding batch size (dense/hybrid)")
     parser.add_argument("--dev_queries", type=int, default=0,
                         help="hold out this many judged queries, chosen with --seed as the recipes' "
@@ -103,16 +122,29 @@ def build(args: argparse.Namespace) -> int:
     negatives = None
     if args.num_negatives > 0:
         mined_at = time.perf_counter()
+        filters = NegativeFilters(args.absolute_margin, args.relative_margin, args.max_score)
+        if args.filter_teacher and not filters.active:
+            print("error: --filter_teacher scores candidates for the filters; give --absolute_margin, "
+                  "--relative_margin or --max_score too", file=sys.stderr)
+            return EXIT_BAD_INPUT
         negatives, mining = mine_hard_negatives(
             data.queries, data.corpus, data.qrels,
             method=args.method, encoder=encoder,
             rank_range=(args.rank_start, args.rank_end), num_negatives=args.num_negatives,
             seed=args.seed, strategy=args.strategy, batch_size=args.batch_size,
+            filters=filters,
+            teacher=load_teacher(args.filter_teacher, max_length=args.filter_teacher_max_length)
+            if args.filter_teacher else None,
         )
         print(f"mined {mining.negatives} negatives with {args.method} for {mining.queries} queries "
               f"({mining.short} got fewer than {args.num_negatives}, {mining.empty} got none; "
               f"removed {mining.dropped_positive} relevant and {mining.dropped_duplicate} duplicate "
               f"docs from the rank window) in {time.perf_counter() - mined_at:.1f}s")
+        if filters.active:
+            print(f"false-negative filters ({mining.scored_pairs} pairs scored by "
+                  f"{args.filter_teacher or args.encoder}): {mining.dropped_max_score} candidates above "
+                  f"--max_score, {mining.dropped_absolute_margin} within --absolute_margin and "
+                  f"{mining.dropped_relative_margin} within --relative_margin of the weakest positive removed")
 
     records, stats = beir_to_records_with_stats(data, negatives)
     output = Path(args.output)

@@ -184,3 +184,69 @@ def test_a_prebuilt_hybrid_index_of_the_task_corpus_is_used_and_scores_the_same(
     encoder.calls = 0
     assert ndcg(encoder, (ids, other_words)) == pytest.approx(expected)
     assert encoder.calls == len(texts) + 4
+
+
+def test_build_beir_data_filters_negatives_with_a_teacher_folder(tmp_path, tiny_ce_path):
+    """--absolute_margin with --filter_teacher: the written negatives are mine_hard_negatives' with the same
+    filter and that folder as the teacher, and the filter's count is printed."""
+    from hf_ragtrain.data.mining import mine_hard_negatives
+    from hf_ragtrain.data.negative_filters import NegativeFilters
+    from hf_ragtrain.scoring import load_teacher
+
+    root = make_beir(tmp_path / "beir")
+    out = tmp_path / "train.jsonl"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "recipes", "build_beir_data.py"), "--beir_dir", root, "--split", "train",
+         "--output", str(out), "--method", "bm25", "--rank_start", "0", "--num_negatives", "5",
+         "--strategy", "top", "--absolute_margin", "0", "--filter_teacher", tiny_ce_path,
+         "--filter_teacher_max_length", "128"],
+        cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = load_beir(root, split="train")
+    expected, stats = mine_hard_negatives(data.queries, data.corpus, data.qrels, method="bm25", rank_range=(0, 100),
+                                          num_negatives=5, strategy="top", filters=NegativeFilters(absolute_margin=0),
+                                          teacher=load_teacher(tiny_ce_path, max_length=128))
+    written = {r["query_id"]: r["neg_ids"] for r in map(json.loads, out.read_text().splitlines())}
+    assert written == expected and any(expected.values())
+    assert stats.scored_pairs > 0 and stats.dropped_absolute_margin > 0  # the filter did remove some
+    assert f"{stats.dropped_absolute_margin} within --absolute_margin" in proc.stdout
+
+
+def test_build_beir_data_refuses_a_teacher_without_a_filter(tmp_path, tiny_ce_path):
+    root = make_beir(tmp_path / "beir")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "recipes", "build_beir_data.py"), "--beir_dir", root,
+         "--output", str(tmp_path / "x.jsonl"), "--method", "bm25", "--filter_teacher", tiny_ce_path],
+        cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "--absolute_margin" in proc.stderr
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_recipes_beir_data_applies_the_false_negative_filters(tmp_path, tiny_ce_path):
+    """--negatives_max_score in a recipe's BEIR data: the negatives are mine_hard_negatives' with that filter and
+    the first-stage encoder's cosine, and the training data's card entry says what the filter removed."""
+    from hf_ragtrain import DataArguments
+    from hf_ragtrain.data.mining import load_encoder, mine_hard_negatives
+    from hf_ragtrain.data.negative_filters import NegativeFilters
+    from hf_ragtrain.data.sources import prepare_beir_rerank_data
+
+    root = make_beir(tmp_path / "beir")
+    data = load_beir(root, split="train")
+    encoder = load_encoder(tiny_ce_path)
+    unfiltered, _ = mine_hard_negatives(data.queries, data.doc_texts(), data.qrels, method="bm25", encoder=encoder,
+                                        rank_range=(0, 100), num_negatives=10, seed=42, show_progress=False)
+    # a threshold inside the candidates' cosines, so the filter has something to remove and something to keep
+    cosines = [float(a @ b) for q, negs in unfiltered.items() for a, b in zip(
+        CachingEncoder(encoder).encode([data.queries[q]] * len(negs)),
+        CachingEncoder(encoder).encode([data.doc_texts()[d] for d in negs]))]
+    threshold = float(np.median(cosines))
+    args = DataArguments(beir_dir=root, beir_dev_queries=0, first_stage_model=tiny_ce_path, negatives_method="bm25",
+                         negatives_rank_start=0, num_negatives=10, negatives_max_score=threshold)
+    prepared = prepare_beir_rerank_data(args, seed=42)
+    expected, stats = mine_hard_negatives(data.queries, data.doc_texts(), data.qrels, method="bm25", encoder=encoder,
+                                          rank_range=(0, 100), num_negatives=10, seed=42, show_progress=False,
+                                          filters=NegativeFilters(max_score=threshold))
+    assert 0 < stats.dropped_max_score < len(cosines)
+    assert prepared.mining["dropped_max_score"] == stats.dropped_max_score
+    assert {r.query_id: r.neg_ids for r in prepared.train} == expected
+    assert f"removed {stats.dropped_max_score} candidates" in prepared.datasets[0]["source"]

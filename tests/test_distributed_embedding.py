@@ -81,6 +81,30 @@ def test_no_duplicates_batches_are_global_two_processes_see_what_one_does(tiny_e
     assert not np.allclose(losses(plain), losses(one), atol=1e-3)
 
 
+def test_guide_masking_over_the_gathered_batch_two_processes_match_one(tiny_encoder_path, single, tmp_path):
+    """GISTEmbed's mask is computed over the global batch: two processes of 2 train as one process of 4."""
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    run([sys.executable, SCRIPT, tiny_encoder_path, one, "4", "--guide"], cwd=str(tmp_path))
+    run(torchrun(tiny_encoder_path, two, "2", "--guide"), cwd=str(tmp_path))
+    np.testing.assert_allclose(losses(two), losses(one), rtol=1e-4, atol=1e-5)
+    plain = str(tmp_path / "plain")  # the same run without the guide: other losses, so the mask did something
+    run([sys.executable, SCRIPT, tiny_encoder_path, plain, "4"], cwd=str(tmp_path))
+    assert not np.allclose(losses(plain), losses(one), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("extra", [[], ["--grad_cache", *ds("ds_zero2.json")]], ids=["ddp", "zero2-gradcache"])
+def test_several_datasets_two_processes_train_as_one(tiny_encoder_path, tmp_path, extra):
+    """Each global batch comes from one dataset (its group size, its loss weight): two processes of 2 see the
+    batches one process of 4 does."""
+    if "--deepspeed" in extra:
+        pytest.importorskip("deepspeed")
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    run([sys.executable, SCRIPT, tiny_encoder_path, one, "4", "--multi"], cwd=str(tmp_path))
+    run(torchrun(tiny_encoder_path, two, "2", "--multi", *extra), cwd=str(tmp_path))
+    assert len(losses(one)) == 16  # 2 + 2 batches of 4 an epoch, 4 epochs
+    np.testing.assert_allclose(losses(two), losses(one), rtol=1e-4, atol=1e-5)
+
+
 def test_without_cross_device_negatives_each_process_sees_fewer_negatives(tiny_encoder_path, single, tmp_path):
     out = str(tmp_path)
     run(torchrun(tiny_encoder_path, out, "4", "--no_cross_device"), cwd=out)

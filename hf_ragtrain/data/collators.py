@@ -103,6 +103,18 @@ def pad_micro_batches(tokenizer: PreTrainedTokenizerBase, enc: dict[str, list[li
     return chunks
 
 
+
+def dataset_of(features: list[dict[str, Any]]) -> dict[str, int]:
+    """``{"dataset": k}`` when the features come from part ``k`` of a
+    :class:`~hf_ragtrain.data.multi_dataset.MultiDataset` (the trainer weighs the batch's loss by it), else
+    ``{}``; a batch mixing parts is an error (its sampler must keep each batch within one part)."""
+    parts = {f["dataset"] for f in features if "dataset" in f}
+    if len(parts) > 1 or (parts and len(features) != sum("dataset" in f for f in features)):
+        raise ValueError(f"a batch mixes records of datasets {sorted(parts)}: train a MultiDataset with its "
+                         "MultiDatasetSampler (the trainers pick it), which keeps each batch within one dataset")
+    return {"dataset": parts.pop()} if parts else {}
+
+
 @dataclass
 class RerankCollator:
     """Collate query groups into length-sorted micro-batches of (query, document) pairs.
@@ -114,7 +126,8 @@ class RerankCollator:
       - ``labels``: ``(B, G)`` float grades; ``teacher_scores`` ``(B, G)`` when the records carry them, and
         ``first_stage_scores`` ``(B, G)`` when they carry their first stage's scores;
       - ``num_truncated``, ``num_pairs``: counts for the truncation report;
-      - ``pair_queries`` / ``pair_docs``: the texts of the pairs in group order (an online teacher scores them).
+      - ``pair_queries`` / ``pair_docs``: the texts of the pairs in group order (an online teacher scores them);
+      - ``dataset``: the records' part of a :class:`~hf_ragtrain.data.multi_dataset.MultiDataset`, if any.
 
     ``micro_batch_tokens`` bounds the padded tokens of one forward pass (``None``: no bound; the
     recipes use :func:`hf_ragtrain.hardware.default_micro_batch_tokens`).
@@ -158,7 +171,7 @@ class RerankCollator:
             "labels": torch.tensor([f["labels"] for f in features], dtype=torch.float32),
             "num_truncated": torch.tensor(n_cut),
             "num_pairs": torch.tensor(len(docs)),
-            "pair_queries": queries, "pair_docs": docs,
+            "pair_queries": queries, "pair_docs": docs, **dataset_of(features),
         }
         if all("scores" in f for f in features):
             batch["teacher_scores"] = torch.tensor([f["scores"] for f in features], dtype=torch.float32)
@@ -184,7 +197,8 @@ class EmbeddingCollator:
       - ``teacher_scores`` ``(B, G)`` when the records carry ``pos_scores``/``neg_scores``;
       - ``query_texts`` / ``passage_texts`` in group order, the order of the restored embeddings
         (embedding distillation looks the teacher's vectors up by text);
-      - ``num_texts``, ``num_truncated_texts``: counts for the truncation report.
+      - ``num_texts``, ``num_truncated_texts``: counts for the truncation report;
+      - ``dataset``: the records' part of a :class:`~hf_ragtrain.data.multi_dataset.MultiDataset`, if any.
     """
 
     encoder: Any
@@ -206,7 +220,7 @@ class EmbeddingCollator:
             "passage_chunks": p_chunks, "passage_restore": p_restore,
             "num_texts": torch.tensor(len(queries) + len(passages)),
             "num_truncated_texts": torch.tensor(q_cut + p_cut),
-            "query_texts": queries, "passage_texts": passages,
+            "query_texts": queries, "passage_texts": passages, **dataset_of(features),
         }
         if all("scores" in f for f in features):
             batch["teacher_scores"] = torch.tensor([f["scores"] for f in features], dtype=torch.float32)

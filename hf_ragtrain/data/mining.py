@@ -7,7 +7,8 @@
 * :func:`dense_search` ranks documents by cosine similarity of normalised
   embeddings from any sentence-transformers style encoder.
 * :func:`mine_hard_negatives` retrieves candidates with either (or both, fused
-  by reciprocal rank) and keeps non-relevant documents from a rank window.
+  by reciprocal rank), keeps non-relevant documents from a rank window and drops those a
+  scorer rates too close to the positive (:mod:`hf_ragtrain.data.negative_filters`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from hf_ragtrain.data.beir import doc_text
+from hf_ragtrain.data.negative_filters import NegativeFilters
 
 __all__ = [
     "tokenize",
@@ -34,6 +36,7 @@ __all__ = [
     "load_encoder",
     "encode_normalized",
     "dense_search",
+    "search_embeddings",
     "MiningStats",
     "mine_hard_negatives",
 ]
@@ -373,23 +376,35 @@ def dense_search(
     reduced with ``torch.topk``, so the full ``Q x N`` matrix is never built.
     Returns ``(scores, indices)``: float32 and int64 arrays of shape ``[Q, min(top_k, N)]``.
     """
+    k = min(int(top_k), len(docs))
+    if not len(queries) or k == 0:
+        return np.zeros((len(queries), k), dtype=np.float32), np.zeros((len(queries), k), dtype=np.int64)
+    model = load_encoder(encoder)
+    doc_emb = encode_normalized(model, docs, batch_size, show_progress, kind="document")
+    query_emb = encode_normalized(model, queries, batch_size, show_progress, kind="query")
+    return search_embeddings(query_emb, doc_emb, k, chunk_size)
+
+
+def search_embeddings(query_emb: np.ndarray, doc_emb: np.ndarray, top_k: int = 100,
+                      chunk_size: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``top_k`` rows of ``doc_emb`` ``[N, D]`` per row of ``query_emb`` ``[Q, D]`` by dot product (the
+    cosine for :func:`encode_normalized`'s vectors), ``chunk_size`` queries at a time; returns float32
+    and int64 ``[Q, min(top_k, N)]``, best first."""
     import torch
 
-    k = min(int(top_k), len(docs))
-    scores = np.zeros((len(queries), k), dtype=np.float32)
-    indices = np.zeros((len(queries), k), dtype=np.int64)
-    if not len(queries) or k == 0:
-        return scores, indices
-    model = load_encoder(encoder)
-    doc_emb = torch.from_numpy(encode_normalized(model, docs, batch_size, show_progress, kind="document"))
-    query_emb = torch.from_numpy(encode_normalized(model, queries, batch_size, show_progress, kind="query"))
     if doc_emb.shape[1] != query_emb.shape[1]:
         raise ValueError(f"query dim {query_emb.shape[1]} != document dim {doc_emb.shape[1]}")
-    chunk = chunk_size or max(1, _MAX_CHUNK_ELEMENTS // len(docs))
+    k = min(int(top_k), len(doc_emb))
+    scores = np.zeros((len(query_emb), k), dtype=np.float32)
+    indices = np.zeros((len(query_emb), k), dtype=np.int64)
+    if not len(query_emb) or k == 0:
+        return scores, indices
+    docs_t = torch.from_numpy(np.ascontiguousarray(doc_emb, dtype=np.float32))
+    queries_t = torch.from_numpy(np.ascontiguousarray(query_emb, dtype=np.float32))
+    chunk = chunk_size or max(1, _MAX_CHUNK_ELEMENTS // len(doc_emb))
     with torch.no_grad():
-        for start in range(0, len(queries), chunk):
-            sims = query_emb[start:start + chunk] @ doc_emb.T
-            values, idx = torch.topk(sims, k, dim=1, largest=True, sorted=True)
+        for start in range(0, len(query_emb), chunk):
+            values, idx = torch.topk(queries_t[start:start + chunk] @ docs_t.T, k, dim=1, largest=True, sorted=True)
             scores[start:start + chunk] = values.numpy()
             indices[start:start + chunk] = idx.numpy()
     return scores, indices
@@ -412,10 +427,19 @@ class MiningStats:
     empty: int = 0  # queries that got none
     dropped_positive: int = 0  # relevant docs found inside the rank window and removed
     dropped_duplicate: int = 0  # docs removed because their text equals a positive's text
+    scored_pairs: int = 0  # (query, document) pairs scored for the filters
+    dropped_max_score: int = 0  # candidates scored above max_score
+    dropped_absolute_margin: int = 0  # candidates within absolute_margin of the weakest positive's score
+    dropped_relative_margin: int = 0  # candidates within relative_margin of it
 
     def as_dict(self) -> dict[str, int]:
         """The counts as a plain dict."""
         return asdict(self)
+
+    @property
+    def dropped_by_filters(self) -> int:
+        """Candidates the score filters removed (all three together)."""
+        return self.dropped_max_score + self.dropped_absolute_margin + self.dropped_relative_margin
 
 
 def _ranked_lists(scores: np.ndarray, indices: np.ndarray, positive_only: bool) -> list[np.ndarray]:
@@ -456,6 +480,8 @@ def mine_hard_negatives(
     rrf_k: int = 60,
     bm25_k1: float = 0.9,
     bm25_b: float = 0.4,
+    filters: Optional[NegativeFilters] = None,
+    teacher: Any = None,
 ) -> tuple[dict[str, list[str]], MiningStats]:
     """Mine hard negatives for every judged query with at least one relevant document.
 
@@ -467,38 +493,104 @@ def mine_hard_negatives(
       **before** positives are removed: ``(10, 100)`` skips the ten best hits (likely unlabelled
       relevant documents) whatever their labels.
     * Candidates drop documents with qrel score > 0 for the query and copies of a positive's text.
-    * ``strategy="random"`` samples ``num_negatives`` candidates without replacement, seeded by
-      ``(seed, crc32(query_id))`` (a query's negatives do not depend on the other queries), kept in
-      rank order; ``strategy="top"`` takes the best-ranked.
+    * ``filters`` (:mod:`~hf_ragtrain.data.negative_filters`) drop likely false negatives, scored by
+      ``teacher`` (``score(queries, docs) -> scores``, e.g. :func:`hf_ragtrain.scoring.load_teacher`'s), else
+      by ``encoder``'s cosine (for ``method="bm25"`` too); ``stats`` counts what each filter removed.
+    * ``strategy="random"`` samples ``num_negatives`` of the remaining candidates, seeded by ``(seed,
+      crc32(query_id))``, kept in rank order; ``strategy="top"`` takes the best-ranked.
 
-    ``corpus`` values may be texts or BEIR docs (``{"title", "text"}``). Returns ``(negatives,
-    stats)``: query id -> doc ids (best rank first), and a :class:`MiningStats`.
+    ``corpus`` values may be texts or BEIR docs (``{"title", "text"}``). Returns ``(negatives, stats)``:
+    query id -> doc ids (best rank first), and a :class:`MiningStats`.
     """
     start, end = _check_mining_options(method, strategy, rank_range, num_negatives)
+    filters = _check_filters(filters, teacher)
     stats = MiningStats(num_negatives=num_negatives)
     qids = _queries_with_a_positive(queries, qrels, stats)
     negatives: dict[str, list[str]] = {}
     if not qids:
         return negatives, stats
-
     doc_ids = list(corpus)
     texts = [_as_text(v) for v in corpus.values()]
-    ranked = _retrieve(method, [queries[qid] for qid in qids], texts, end, encoder, batch_size, show_progress, rrf_k,
-                       bm25_k1, bm25_b)
-    for qid, hits in zip(qids, ranked):
-        positives = {d for d, score in qrels[qid].items() if score > 0}
-        positive_texts = {_as_text(corpus[d]) for d in positives if d in corpus}
-        candidates = _window_candidates(hits.tolist()[start:end], doc_ids, texts, positives, positive_texts, stats)
-        chosen = _choose(candidates, num_negatives, strategy, seed, qid)
-        negatives[qid] = chosen
+    query_texts = [queries[qid] for qid in qids]
+    needs_vectors = method != "bm25" or (filters is not None and teacher is None)
+    embeddings = _embeddings(encoder, query_texts, texts, batch_size, show_progress) if needs_vectors else None
+    ranked = _retrieve(method, query_texts, texts, end, embeddings, rrf_k, bm25_k1, bm25_b)
+    windows = [_window_candidates(hits.tolist()[start:end], doc_ids, texts, qrels[qid], corpus, stats)
+               for qid, hits in zip(qids, ranked)]
+    if filters is not None:
+        windows = _filtered(windows, [qrels[q] for q in qids], query_texts, texts, doc_ids, filters, teacher,
+                            embeddings, stats)
+    for qid, candidates in zip(qids, windows):
+        negatives[qid] = _choose(candidates, num_negatives, strategy, seed, qid)
+    _count_chosen(negatives, num_negatives, stats)
+    return negatives, stats
+
+
+def _embeddings(encoder: Any, query_texts: list[str], texts: list[str], batch_size: int,
+                show_progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The normalised vectors of the queries and of the documents (:func:`encode_normalized`)."""
+    logger.info("encoding %d queries and %d docs", len(query_texts), len(texts))
+    model = load_encoder(encoder)
+    return (encode_normalized(model, query_texts, batch_size, show_progress, kind="query"),
+            encode_normalized(model, texts, batch_size, show_progress, kind="document"))
+
+
+def _count_chosen(negatives: Mapping[str, list[str]], num_negatives: int, stats: MiningStats) -> None:
+    """Count the negatives returned and the queries left short or empty (a warning when any are)."""
+    for chosen in negatives.values():
         stats.negatives += len(chosen)
         stats.short += int(len(chosen) < num_negatives)
         stats.empty += int(not chosen and num_negatives > 0)
-
     if stats.short:
         logger.warning("mine_hard_negatives: %d of %d queries got fewer than %d negatives (%d got none)",
                        stats.short, stats.queries, num_negatives, stats.empty)
-    return negatives, stats
+
+
+def _check_filters(filters: Optional[NegativeFilters], teacher: Any) -> Optional[NegativeFilters]:
+    """``filters`` when any is on, else ``None``; a teacher without a filter is an error."""
+    filters = filters if filters is not None and filters.active else None
+    if teacher is not None and filters is None:
+        raise ValueError("a teacher scores candidates for the score filters; give at least one of absolute_margin, "
+                         "relative_margin, max_score, or leave the teacher out")
+    return filters
+
+
+def _filtered(windows: list[list[str]], judged: list[Mapping[str, int]], query_texts: list[str], texts: list[str],
+              doc_ids: Sequence[str], filters: NegativeFilters, teacher: Any,
+              embeddings: tuple[np.ndarray, np.ndarray] | None, stats: MiningStats) -> list[list[str]]:
+    """Each query's candidates that ``filters`` keep, scored by ``teacher`` or else by the cosine of
+    ``embeddings`` (queries, documents); the weakest judged positive is the reference. A query whose
+    positives are all missing from the corpus keeps its candidates (no reference to compare with)."""
+    position = {d: i for i, d in enumerate(doc_ids)}
+    positive_rows = [[position[d] for d, score in j.items() if score > 0 and d in position] for j in judged]
+    rows = [[position[d] for d in window] for window in windows]
+    if teacher is not None:
+        pair_queries = [q for q, pos, cand in zip(query_texts, positive_rows, rows) for _ in range(len(pos) + len(cand))]
+        pair_docs = [texts[i] for pos, cand in zip(positive_rows, rows) for i in (*pos, *cand)]
+        logger.info("scoring %d (query, document) pairs with the teacher %s for the negative filters",
+                    len(pair_docs), getattr(teacher, "name", type(teacher).__name__))
+        flat = np.asarray(teacher.score(pair_queries, pair_docs), dtype=np.float64)
+        if flat.shape != (len(pair_docs),):
+            raise ValueError(f"the teacher returned {flat.shape} scores for {len(pair_docs)} pairs")
+        bounds = np.cumsum([0] + [len(pos) + len(cand) for pos, cand in zip(positive_rows, rows)])
+        scored = [(flat[a:a + len(pos)], flat[a + len(pos):b]) for a, b, pos in zip(bounds[:-1], bounds[1:],
+                                                                                      positive_rows)]
+    else:
+        query_emb, doc_emb = embeddings
+        scored = [(doc_emb[pos] @ query_emb[i], doc_emb[cand] @ query_emb[i])
+                  for i, (pos, cand) in enumerate(zip(positive_rows, rows))]
+    stats.scored_pairs += sum(len(p) + len(c) for p, c in scored)
+    kept = []
+    for window, (pos_scores, cand_scores) in zip(windows, scored):
+        if not len(pos_scores):
+            kept.append(window)
+            continue
+        reasons = filters.reasons(float(pos_scores.min()), cand_scores)
+        for reason in reasons:
+            if reason is not None:
+                setattr(stats, f"dropped_{reason}", getattr(stats, f"dropped_{reason}") + 1)
+        kept.append([doc for doc, reason in zip(window, reasons) if reason is None])
+    return kept
 
 
 def _queries_with_a_positive(queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]],
@@ -513,10 +605,12 @@ def _queries_with_a_positive(queries: Mapping[str, str], qrels: Mapping[str, Map
     return qids
 
 
-def _retrieve(method: str, queries: list[str], texts: list[str], end: int, encoder: Any, batch_size: int,
-              show_progress: bool, rrf_k: int, bm25_k1: float, bm25_b: float) -> list[np.ndarray]:
+def _retrieve(method: str, queries: list[str], texts: list[str], end: int,
+              embeddings: tuple[np.ndarray, np.ndarray] | None, rrf_k: int, bm25_k1: float,
+              bm25_b: float) -> list[np.ndarray]:
     """Each query's retrieved corpus positions, best first, at least ``end`` deep: BM25 (positive
-    scores only), dense, or both to ``2 * end`` fused by reciprocal rank (``hybrid``)."""
+    scores only), dense (from ``embeddings``: the queries' and the documents' normalised vectors), or
+    both to ``2 * end`` fused by reciprocal rank (``hybrid``)."""
     depth = end if method != "hybrid" else 2 * end
     lists = []
     if method in ("bm25", "hybrid"):
@@ -525,8 +619,7 @@ def _retrieve(method: str, queries: list[str], texts: list[str], end: int, encod
         lists.append(_ranked_lists(*bm25.search(queries, depth), positive_only=True))
     if method in ("dense", "hybrid"):
         logger.info("dense search: %d queries over %d docs", len(queries), len(texts))
-        found = dense_search(load_encoder(encoder), queries, texts, depth, batch_size, show_progress)
-        lists.append(_ranked_lists(*found, positive_only=False))
+        lists.append(_ranked_lists(*search_embeddings(*embeddings, depth), positive_only=False))
     return lists[0] if len(lists) == 1 else _rrf(lists, end, rrf_k)
 
 
@@ -544,10 +637,12 @@ def _check_mining_options(method: str, strategy: str, rank_range: tuple[int, int
     return start, end
 
 
-def _window_candidates(window: Sequence[int], doc_ids: Sequence[str], texts: Sequence[str], positives: set[str],
-                       positive_texts: set[str], stats: MiningStats) -> list[str]:
+def _window_candidates(window: Sequence[int], doc_ids: Sequence[str], texts: Sequence[str],
+                       judged: Mapping[str, int], corpus: Mapping[str, Any], stats: MiningStats) -> list[str]:
     """The ids of the documents in a rank window (corpus positions, best first) that are neither judged
-    relevant nor a copy of a relevant document's text; ``stats`` counts what was dropped."""
+    relevant (``judged`` score > 0) nor a copy of a relevant document's text; ``stats`` counts what was dropped."""
+    positives = {d for d, score in judged.items() if score > 0}
+    positive_texts = {_as_text(corpus[d]) for d in positives if d in corpus}
     candidates = []
     for doc_index in window:
         if doc_ids[doc_index] in positives:

@@ -196,7 +196,7 @@ class Recipe:
         from ..data.errors import DataFormatError
 
         try:
-            data = load_training_data(self.data_args, self.training_args.seed, self.repo)
+            data = load_training_data(self.data_args, self.training_args.seed, self.repo, self.filter_teacher())
         except (DataFormatError, FileNotFoundError) as err:
             raise RecipeError(f"bad training data: {err}") from None
         if self.data_args.mteb_tasks and self.data_args.mteb_eval:  # a typo must not cost a training run
@@ -209,6 +209,18 @@ class Recipe:
         self.check_data(data)
         return data
 
+    def filter_teacher(self) -> Any:
+        """The teacher that scores mined candidates for the false-negative filters (``--negatives_filter_teacher``)."""
+        if not self.data_args.negatives_filter_teacher:
+            return None
+        from ..scoring import load_teacher
+
+        try:
+            return load_teacher(self.data_args.negatives_filter_teacher)
+        except (OSError, ValueError) as err:
+            raise RecipeError(f"--negatives_filter_teacher: cannot load {self.data_args.negatives_filter_teacher} "
+                              f"({one_line(err)})") from None
+
     def make_trainer(self) -> Any:
         """Model, collator, group dataset, evaluator, and the trainer over them. With ``--push_to_hub``
         the Trainer creates the Hub repo here, so a Hub that refuses stops the run before any work."""
@@ -219,9 +231,11 @@ class Recipe:
             raise RecipeError(one_line(err)) from None
         except OSError as err:  # a folder that holds no model, a Hub id that cannot be reached
             raise RecipeError(f"cannot load the model {self.model_args.model_name_or_path}: {one_line(err)}") from None
-        self.train_dataset = GroupDataset(self.data.train, group_size=self.data_args.train_group_size,
-                                          seed=self.training_args.seed)
-        evaluator = self.build_evaluator(self.data.dev) if self.data.dev else None
+        try:
+            self.train_dataset = self.build_train_dataset()
+        except ValueError as err:
+            raise RecipeError(one_line(err)) from None
+        evaluator = self.build_dev_evaluator()
         if evaluator is None:
             self.training_args.eval_strategy = "no"
         try:
@@ -235,6 +249,39 @@ class Recipe:
                 raise
             raise RecipeError(f"cannot create the Hub repo {self.training_args.hub_model_id or self.output_dir} "
                               f"before training ({type(err).__name__}: {err}); nothing was trained", EXIT_HUB) from None
+
+    def build_train_dataset(self) -> Any:
+        """The groups of the training records: one :class:`~hf_ragtrain.data.GroupDataset`, or a
+        :class:`~hf_ragtrain.data.multi_dataset.MultiDataset` of the files kept apart (their card rows then
+        say their sampling, share of steps, prompt, weight and group size)."""
+        seed, group_size = self.training_args.seed, self.data_args.train_group_size
+        if not self.data.parts:
+            return GroupDataset(self.data.train, group_size=group_size, seed=seed)
+        from ..data.multi_dataset import DatasetPart, MultiDataset, step_shares
+
+        parts = [DatasetPart(p.name, GroupDataset(p.records, group_size=p.group_size or group_size, seed=seed),
+                             prompt=p.prompt, weight=p.weight) for p in self.data.parts]
+        global_batch = self.training_args.per_device_train_batch_size * self.training_args.world_size
+        shares = step_shares([len(p.records) for p in self.data.parts], global_batch, self.data.sampling)
+        rows = iter(row for row in self.data.datasets if row["split"] == "train")
+        for part, share, row in zip(parts, shares, rows):
+            row["source"] = (f"{row['source']}; {self.data.sampling} sampling, {share:.0%} of steps, group size "
+                             f"{part.groups.group_size}, loss weight {part.weight:g}"
+                             + (f", prompt {part.prompt!r}" if part.prompt else ""))
+        return MultiDataset(parts, sampling=self.data.sampling)
+
+    def build_dev_evaluator(self) -> Any:
+        """The in-training evaluator: the dev records (all of them), and with dev files per training file
+        each one's too, as ``<name>_<metric>`` (:class:`~hf_ragtrain.evaluation.per_dataset.PerDatasetEvaluator`)."""
+        if not self.data.dev:
+            return None
+        own = {p.name: self.build_evaluator(p.dev) for p in self.data.parts if p.dev}
+        pooled = self.build_evaluator(self.data.dev)  # last: a recipe may keep the evaluator it built
+        if not own:
+            return pooled
+        from ..evaluation.per_dataset import PerDatasetEvaluator
+
+        return PerDatasetEvaluator(pooled, own)
 
     def train_and_evaluate(self) -> tuple[dict[str, float], dict[str, float]]:
         """Evaluate (``before_*``), train, evaluate (``after_*``: the last step's evaluation when

@@ -181,6 +181,26 @@ class RetrievalTrainer(CheckpointSaving, Trainer):
     def _get_collator_with_removed_columns(self, data_collator, description=None):
         return data_collator
 
+    # ------------------------------------------------------------------ several datasets
+    def _get_train_sampler(self, train_dataset=None):
+        """A :class:`~hf_ragtrain.data.multi_dataset.MultiDatasetSampler` over the global batch (per-device
+        batch x processes) for a :class:`~hf_ragtrain.data.multi_dataset.MultiDataset`, seeded as the run;
+        the Trainer's own sampler otherwise."""
+        from ..data.multi_dataset import MultiDataset, MultiDatasetSampler
+
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not isinstance(dataset, MultiDataset):
+            return super()._get_train_sampler(train_dataset)
+        return MultiDatasetSampler(dataset, self.args.per_device_train_batch_size * self.args.world_size,
+                                   seed=self.args.seed)
+
+    def loss_weight(self, inputs: dict[str, Any]) -> float:
+        """The weight of a training batch's loss: its dataset's (:class:`~hf_ragtrain.data.multi_dataset.
+        MultiDataset`), 1 for a single training set and for evaluation batches."""
+        part = inputs.get("dataset")
+        weights = getattr(self.train_dataset, "weights", None)
+        return 1.0 if part is None or weights is None else float(weights[int(part)])
+
     # ------------------------------------------------------------------ evaluation
     @staticmethod
     def _is_evaluator(obj: Any) -> bool:

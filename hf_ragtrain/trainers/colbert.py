@@ -64,7 +64,8 @@ class ColbertTrainer(InBatchTrainer):
         return gather_with_local_grad(vectors), gather_with_local_grad(mask.to(torch.uint8)).bool()
 
     def loss_from_tokens(self, q: Tensor, qm: Tensor, p: Tensor, pm: Tensor,
-                         teacher_scores: Tensor | None = None) -> Tensor:
+                         teacher_scores: Tensor | None = None, guide: Tensor | None = None) -> Tensor:
+        """The loss from this process's token vectors and masks; ``guide``: the GISTEmbed mask (:meth:`guide_mask`)."""
         world = world_size() if self.cross_device else 1
         if world > 1:
             (q, qm), (p, pm) = self._gather_tokens(q, qm), self._gather_tokens(p, pm)
@@ -75,7 +76,7 @@ class ColbertTrainer(InBatchTrainer):
         if self.contrastive_weight:
             candidates = scores if self.in_batch_negatives else own_group(scores)
             loss = loss + self.contrastive_weight * info_nce_from_scores(candidates, self.temperature,
-                                                                         self.in_batch_negatives)
+                                                                         self.in_batch_negatives, guide)
         if self.distill_weight and teacher_scores is not None:
             loss = loss + self.distill_weight * self.score_distillation(own_group(scores), teacher_scores)
         return scale_gradient(loss, world)
@@ -83,7 +84,8 @@ class ColbertTrainer(InBatchTrainer):
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         q, qm = self._encode(model, inputs["query_chunks"], inputs["query_restore"], "query")
         p, pm = self._encode(model, inputs["passage_chunks"], inputs["passage_restore"], "document")
-        loss = self.loss_from_tokens(q, qm, p, pm, inputs.get("teacher_scores"))
+        loss = self.loss_from_tokens(q, qm, p, pm, inputs.get("teacher_scores"),
+                                     self.guide_mask(inputs, q.device)) * self.loss_weight(inputs)
         for chunk in self.padding_chunks([*inputs["query_chunks"], *inputs["passage_chunks"]]):  # ZeRO-3 pass counts
             loss = loss + 0.0 * model(kind="document", **chunk)[0].sum()
         if model.training:
@@ -100,6 +102,7 @@ class ColbertTrainer(InBatchTrainer):
         n_q = len(queries)
         padding = self.padding_chunks([*queries, *passages], every_pass_communicates=True)
         items = [("query", c) for c in queries] + [("document", c) for c in [*passages, *padding]]
+        guide = self.guide_mask(inputs, inputs["query_restore"].device)
 
         def forward(m, item):
             kind, chunk = item
@@ -108,7 +111,7 @@ class ColbertTrainer(InBatchTrainer):
         def loss_of(outputs: list[tuple[Tensor, ...]]) -> Tensor:
             q, qm = self._join(outputs[:n_q], inputs["query_restore"])
             p, pm = self._join(outputs[n_q:], inputs["passage_restore"])
-            return self.loss_from_tokens(q, qm, p, pm, inputs.get("teacher_scores"))
+            return self.loss_from_tokens(q, qm, p, pm, inputs.get("teacher_scores"), guide) * self.loss_weight(inputs)
 
         loss = grad_cache_step(self, model, items, len(queries) + len(passages), forward, loss_of,
                                inputs["query_restore"].device)
@@ -126,4 +129,6 @@ class ColbertTrainer(InBatchTrainer):
         name = "InfoNCE over MaxSim" + (" with in-batch negatives" if self.in_batch_negatives else "")
         if self.distill_weight:
             name += f" + score distillation ({SCORE_DISTILL_NAMES[self.score_distill_loss]})"
-        return name, {"temperature": self.temperature, "cross_device_negatives": self.cross_device}
+        guide_name, guide_params = self.guide_description()
+        return name + guide_name, {"temperature": self.temperature, "cross_device_negatives": self.cross_device,
+                                   **guide_params}

@@ -79,10 +79,11 @@ class ContrastiveTrainer(InBatchTrainer):
         if self.distill_weight:
             parts.append(f"score distillation ({SCORE_DISTILL_NAMES[self.score_distill_loss]})")
         parts += [f"{name} embedding distillation" for name, w in self.embed_weights.items() if w]
-        name = " + ".join(parts) + (" under Matryoshka" if self.dims else "")
+        guide_name, guide_params = self.guide_description()
+        name = " + ".join(parts) + (" under Matryoshka" if self.dims else "") + guide_name
         params = {"temperature": self.temperature, "cross_device_negatives": self.cross_device,
                   "grad_cache": "when a batch takes several micro-batches" if self.grad_cache is None
-                  else self.grad_cache}
+                  else self.grad_cache, **guide_params}
         if self.dims:
             params["matryoshka_dims"] = self.dims
             if self.dim_weights:
@@ -107,8 +108,10 @@ class ContrastiveTrainer(InBatchTrainer):
         return tq, tp
 
     def loss_from_embeddings(self, q: Tensor, p: Tensor, teacher_scores: Tensor | None = None,
-                             teacher_vectors: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """The training loss from this process's raw (unnormalised) embeddings ``q`` ``(B, D)``, ``p`` ``(B*G, D)``."""
+                             teacher_vectors: tuple[Tensor, Tensor] | None = None,
+                             guide: Tensor | None = None) -> Tensor:
+        """The training loss from this process's raw (unnormalised) embeddings ``q`` ``(B, D)``, ``p`` ``(B*G, D)``;
+        ``guide`` is the GISTEmbed mask of InfoNCE's candidates (:meth:`guide_mask`, over the gathered batch)."""
         local_q, local_p = q, p
         world = world_size() if self.cross_device else 1
         if world > 1:
@@ -121,7 +124,8 @@ class ContrastiveTrainer(InBatchTrainer):
         def per_dim(qd: Tensor, pd: Tensor) -> Tensor:
             loss = qd.new_zeros((), dtype=torch.float32)
             if self.contrastive_weight:
-                loss = loss + self.contrastive_weight * info_nce(qd, pd, self.temperature, self.in_batch_negatives)
+                loss = loss + self.contrastive_weight * info_nce(qd, pd, self.temperature, self.in_batch_negatives,
+                                                                 guide)
             if use_scores:
                 loss = loss + self.distill_weight * self.score_distillation(group_scores(qd, pd), teacher_scores)
             return loss
@@ -147,7 +151,8 @@ class ContrastiveTrainer(InBatchTrainer):
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         q = self._embed(model, inputs["query_chunks"], inputs["query_restore"])
         p = self._embed(model, inputs["passage_chunks"], inputs["passage_restore"])
-        loss = self.loss_from_embeddings(q, p, inputs.get("teacher_scores"), self._teacher_vectors(inputs, q.device))
+        loss = self.loss_from_embeddings(q, p, inputs.get("teacher_scores"), self._teacher_vectors(inputs, q.device),
+                                         self.guide_mask(inputs, q.device)) * self.loss_weight(inputs)
         for chunk in self.padding_chunks([*inputs["query_chunks"], *inputs["passage_chunks"]]):  # ZeRO-3 pass counts
             loss = loss + 0.0 * model(**chunk).sum()
         if model.training:
@@ -180,11 +185,13 @@ class ContrastiveTrainer(InBatchTrainer):
         n_real, n_q = len(chunks), len(inputs["query_chunks"])
         chunks += self.padding_chunks(chunks, every_pass_communicates=True)
         device = inputs["query_restore"].device
+        guide = self.guide_mask(inputs, device)  # once per step, not per GradCache pass
 
         def loss_of(outputs: list[tuple[Tensor, ...]]) -> Tensor:
             q = torch.cat([o[0] for o in outputs[:n_q]])[inputs["query_restore"]]
             p = torch.cat([o[0] for o in outputs[n_q:]])[inputs["passage_restore"]]
-            return self.loss_from_embeddings(q, p, inputs.get("teacher_scores"), self._teacher_vectors(inputs, device))
+            return self.loss_from_embeddings(q, p, inputs.get("teacher_scores"), self._teacher_vectors(inputs, device),
+                                             guide) * self.loss_weight(inputs)
 
         loss = grad_cache_step(self, model, chunks, n_real, lambda m, chunk: (m(**chunk),), loss_of, device)
         self.count_texts(inputs)

@@ -3,10 +3,14 @@ in-batch and cross-device negatives, plus score distillation from teacher scores
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 from torch import Tensor
 
 from ..arguments import ContrastiveLossArguments
-from ..losses import margin_mse, score_distillation_kl
+from ..distributed import gather_with_local_grad, world_size
+from ..losses import guide_mask, margin_mse, own_group, score_distillation_kl
 from .base import RetrievalTrainer
 
 #: how the model card names each ``score_distill_loss``
@@ -17,7 +21,8 @@ class InBatchTrainer(RetrievalTrainer):
     """Reads :class:`~hf_ragtrain.arguments.ContrastiveLossArguments` into attributes the losses use:
     ``temperature``, ``in_batch_negatives``, ``cross_device``, ``contrastive_weight``,
     ``distill_weight``, ``teacher_temperature`` and ``score_distill_loss``; ``batch_sampler`` picks the
-    training order (``no_duplicates``: :class:`~hf_ragtrain.data.no_duplicates.NoDuplicatesSampler`).
+    training order (``no_duplicates``: :class:`~hf_ragtrain.data.no_duplicates.NoDuplicatesSampler`);
+    ``guide_model`` loads GISTEmbed's guide (:meth:`guide_mask`).
 
     ``distill_weight=None`` (the default) is 1 when the data facts say every record carries teacher
     scores, else 0; a weight above 0 for data known to lack them is an error.
@@ -49,6 +54,17 @@ class InBatchTrainer(RetrievalTrainer):
             raise ValueError("with in_batch_negatives off and train_group_size 1, each query's only candidate is its "
                              "positive: the loss would be 0 and nothing would train; use train_group_size 2 or "
                              "more, or in-batch negatives")
+        self.guide = None
+        if a.guide_model:
+            from ..data.mining import load_encoder
+
+            self.guide = load_encoder(a.guide_model)
+            self.guide.eval()
+            if not self.contrastive_weight:
+                raise ValueError("--guide_model masks candidates of the InfoNCE loss, whose weight "
+                                 "(--contrastive_weight) is 0; drop --guide_model or give InfoNCE a weight")
+        self.guide_margin = float(a.guide_margin)
+        self.guide_masked = 0  # candidates the guide removed, over the run (in the card)
         if facts.group_size == 1 and self.distill_weight:
             raise ValueError("score distillation compares the teacher's and the student's scores over each query's "
                              "group, and train_group_size is 1: that term would be 0; use train_group_size 2 or more "
@@ -63,13 +79,47 @@ class InBatchTrainer(RetrievalTrainer):
             return margin_mse(student / self.temperature, teacher)
         return score_distillation_kl(student, teacher, self.temperature, self.teacher_temperature)
 
+    def guide_mask(self, inputs: dict[str, Any], device: torch.device) -> Tensor | None:
+        """GISTEmbed's mask for this step (``None`` without a guide): the guide's cosine of every query and
+        passage text of the batch (gathered from all processes with cross-device negatives), masked by
+        :func:`~hf_ragtrain.losses.guide_mask` in the shape InfoNCE reads: ``(B, B*G)`` with in-batch
+        negatives, ``(B, G)`` without."""
+        if self.guide is None:
+            return None
+        from ..data.mining import encode_normalized
+
+        with torch.no_grad():
+            q = torch.from_numpy(encode_normalized(self.guide, inputs["query_texts"], kind="query")).to(device)
+            p = torch.from_numpy(encode_normalized(self.guide, inputs["passage_texts"], kind="document")).to(device)
+            if self.cross_device and world_size() > 1:
+                q, p = gather_with_local_grad(q), gather_with_local_grad(p)
+            scores = q @ p.T
+            if not self.in_batch_negatives:
+                scores = own_group(scores)
+            mask = guide_mask(scores, self.in_batch_negatives, self.guide_margin)
+        if self.model.training:
+            self.guide_masked += int(mask.sum())
+        return mask
+
+    def guide_description(self) -> tuple[str, dict[str, Any]]:
+        """What the card says of the guide: a suffix for the loss name and its settings (empty when off)."""
+        if self.guide is None:
+            return "", {}
+        return (", false negatives masked by a guide model (GISTEmbed)",
+                {"guide_model": self.args.guide_model, "guide_margin": self.guide_margin,
+                 "guide_masked_candidates": self.guide_masked})
+
     def _get_train_sampler(self, train_dataset=None):
         """``batch_sampler="no_duplicates"``: a :class:`~hf_ragtrain.data.no_duplicates.NoDuplicatesSampler` over
         the global batch (per-device batch x processes), seeded as the run."""
         if self.args.batch_sampler != "no_duplicates":
             return super()._get_train_sampler(train_dataset)
+        from ..data.multi_dataset import MultiDataset
         from ..data.no_duplicates import NoDuplicatesSampler
 
         dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if isinstance(dataset, MultiDataset):
+            raise ValueError("--batch_sampler no_duplicates orders one training set; with several datasets each "
+                             "batch already comes from one of them (drop --batch_sampler no_duplicates)")
         return NoDuplicatesSampler(dataset, self.args.per_device_train_batch_size * self.args.world_size,
                                    seed=self.args.seed)

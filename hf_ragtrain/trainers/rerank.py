@@ -192,6 +192,7 @@ class RerankTrainer(RetrievalTrainer):
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         loss, scores = self.group_loss(*self.score_groups_by_layer(model, inputs), inputs)
+        loss = loss * self.loss_weight(inputs)
         for chunk in self.padding_chunks(inputs["chunks"]):  # equal pass counts under ZeRO-3
             loss = loss + 0.0 * model(**chunk).logits.sum()
         if model.training:
@@ -209,7 +210,7 @@ class RerankTrainer(RetrievalTrainer):
         chunks += self.padding_chunks(chunks, every_pass_communicates=True)
 
         def loss_of(outputs: list[tuple[Tensor, ...]]) -> Tensor:
-            return self.group_loss(*self.scores_from_outputs(outputs, inputs), inputs)[0]
+            return self.group_loss(*self.scores_from_outputs(outputs, inputs), inputs)[0] * self.loss_weight(inputs)
 
         loss = grad_cache_step(self, model, chunks, n_real, chunk_scores, loss_of, inputs["restore"].device)
         self.count_pairs(inputs)

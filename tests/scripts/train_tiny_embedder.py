@@ -5,6 +5,8 @@
         [--save_steps N] [--resume_from CKPT]    # checkpoint every N steps / resume from a checkpoint
         [--perturb_init]                         # start from other weights (a resumed run must not care)
         [--shared] [--no_duplicates]             # 16 records sharing passages (conftest.shared_rows); batch_sampler no_duplicates
+        [--guide]                                # GISTEmbed masking with MODEL_DIR itself as the guide
+        [--multi]                                # two datasets (groups of 3 and of 2, loss weights 1 and 2)
 
 Rank 0 writes OUT_DIR/log_history.json and the final model (sentence-transformers layout) to OUT_DIR/final.
 """
@@ -47,6 +49,8 @@ def main():
     p.add_argument("--resume_from", default=None)
     p.add_argument("--shared", action="store_true")
     p.add_argument("--no_duplicates", action="store_true")
+    p.add_argument("--guide", action="store_true")
+    p.add_argument("--multi", action="store_true")
     p.add_argument("--perturb_init", action="store_true", help="start from other weights (a resumed run must not care)")
     a = p.parse_args()
     if a.colbert:
@@ -62,10 +66,17 @@ def main():
         save_strategy="steps" if a.save_steps else "no", save_steps=a.save_steps or 500,
         deepspeed=a.deepspeed, disable_tqdm=True, grad_cache=a.grad_cache,
         matryoshka_dims=None if a.colbert else [32, 16], cross_device_negatives=not a.no_cross_device,
-        batch_sampler="no_duplicates" if a.no_duplicates else "random",
+        batch_sampler="no_duplicates" if a.no_duplicates else "random", guide_model=a.model if a.guide else None,
     )
+    train = GroupDataset(records, group_size=3, seed=7)
+    if a.multi:
+        from hf_ragtrain.data.multi_dataset import DatasetPart, MultiDataset
+
+        records, _ = load_records(tiny_records(16))
+        train = MultiDataset([DatasetPart("a", GroupDataset(records[:8], group_size=3, seed=7)),
+                              DatasetPart("b", GroupDataset(records[8:], group_size=2, seed=7), weight=2.0)])
     trainer = (ColbertTrainer if a.colbert else ContrastiveTrainer)(
-        model=model, args=args, train_dataset=GroupDataset(records, group_size=3, seed=7),
+        model=model, args=args, train_dataset=train,
         data_collator=EmbeddingCollator(model, micro_batch_tokens=24))
     trainer.train(resume_from_checkpoint=a.resume_from)
     trainer.save_model(os.path.join(a.out, "final"))
