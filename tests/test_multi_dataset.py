@@ -131,3 +131,31 @@ def test_bad_dataset_options_are_refused(tmp_path, tiny_ce_path, extra, match):
     proc = run_script(os.path.join(REPO, "recipes", "train_reranker.py"), "--output_dir", str(tmp_path / "o"),
                       "--model_name_or_path", tiny_ce_path, "--train_data", a, b, *extra, cwd=tmp_path)
     assert proc.returncode == 2 and match in proc.stderr, proc.stderr[-2000:]
+
+
+def test_reranker_and_colbert_losses_are_weighted_by_the_batch_dataset(tmp_path, tiny_ce_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hf_ragtrain import (ColbertEncoder, ColbertTrainer, RerankCollator, RerankerTrainingArguments,
+                             RerankTrainer)
+
+    records, _ = load_records(tiny_records(8))
+    data = MultiDataset([DatasetPart("a", GroupDataset(records[:4], group_size=3, seed=1)),
+                         DatasetPart("b", GroupDataset(records[4:], group_size=2, seed=1), weight=0.25)])
+    common = dict(per_device_train_batch_size=2, report_to="none", save_strategy="no", use_cpu=True,
+                  disable_tqdm=True)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_ce_path, num_labels=1)
+    reranker = RerankTrainer(model=model, args=RerankerTrainingArguments(output_dir=str(tmp_path / "r"), **common),
+                             train_dataset=data, data_collator=RerankCollator(AutoTokenizer.from_pretrained(tiny_ce_path),
+                                                                              max_length=32))
+    colbert_model = ColbertEncoder.from_pretrained(build_tiny_encoder(tmp_path / "c"), colbert_dim=8)
+    colbert = ColbertTrainer(model=colbert_model, args=EmbeddingTrainingArguments(output_dir=str(tmp_path / "o"),
+                                                                                  **common),
+                             train_dataset=data, data_collator=EmbeddingCollator(colbert_model))
+    for trainer in (reranker, colbert):
+        trainer.model.eval()
+        batch = trainer.data_collator([data[5], data[6]])
+        assert batch["dataset"] == 1
+        weighted = trainer.compute_loss(trainer.model, batch).item()
+        plain = trainer.compute_loss(trainer.model, {k: v for k, v in batch.items() if k != "dataset"}).item()
+        assert weighted == pytest.approx(0.25 * plain, rel=1e-6) and plain > 0

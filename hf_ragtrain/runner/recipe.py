@@ -257,17 +257,18 @@ class Recipe:
         seed, group_size = self.training_args.seed, self.data_args.train_group_size
         if not self.data.parts:
             return GroupDataset(self.data.train, group_size=group_size, seed=seed)
-        from ..data.multi_dataset import DatasetPart, MultiDataset, step_shares
+        from ..data.multi_dataset import DatasetPart, MultiDataset, plan_steps
 
         parts = [DatasetPart(p.name, GroupDataset(p.records, group_size=p.group_size or group_size, seed=seed),
                              prompt=p.prompt, weight=p.weight) for p in self.data.parts]
         global_batch = self.training_args.per_device_train_batch_size * self.training_args.world_size
-        shares = step_shares([len(p.records) for p in self.data.parts], global_batch, self.data.sampling)
+        steps, _, unused = plan_steps([len(p.records) for p in self.data.parts], global_batch, self.data.sampling)
         rows = iter(row for row in self.data.datasets if row["split"] == "train")
-        for part, share, row in zip(parts, shares, rows):
-            row["source"] = (f"{row['source']}; {self.data.sampling} sampling, {share:.0%} of steps, group size "
-                             f"{part.groups.group_size}, loss weight {part.weight:g}"
-                             + (f", prompt {part.prompt!r}" if part.prompt else ""))
+        for part, n_steps, left, row in zip(parts, steps, unused, rows):
+            row["source"] = (f"{row['source']}; {self.data.sampling} sampling, {n_steps / sum(steps):.0%} of steps, "
+                             f"group size {part.groups.group_size}, loss weight {part.weight:g}"
+                             + (f", prompt {part.prompt!r}" if part.prompt else "")
+                             + (f", {left} records left out of each epoch (drawn anew the next)" if left else ""))
         return MultiDataset(parts, sampling=self.data.sampling)
 
     def build_dev_evaluator(self) -> Any:
