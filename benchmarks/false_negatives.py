@@ -6,7 +6,7 @@ query is mined knowing only its first positive (by corpus id), and every other j
 lands among the mined candidates is a false negative we can count. The whole rank window is kept
 (no sampling), so a row says what the filter leaves for the sampler to draw from.
 
-    python benchmarks/false_negatives.py --beir_dir ../shared/data/scifact --split train \\
+    python benchmarks/false_negatives.py --beir_dir ../shared/data/scifact --split train --bf16 \\
         --teacher mpnet=/path/to/all-mpnet-base-v2 --teacher adapted=runs/sf-adapt/reranker
 
 Columns: candidates kept per query; hidden positives kept (the false negatives) and their share of the
@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--encoder", default="minilm", help="the miner's encoder (dense retrieval and its cosine)")
     parser.add_argument("--teacher", action="append", default=[], metavar="NAME=DIR",
                         help="a label-free scorer for the filters (any folder hf_ragtrain.scoring.load_teacher loads)")
+    parser.add_argument("--bf16", action="store_true", help="teachers score in bf16 (fast on CPUs with bf16 units)")
     parser.add_argument("--rank_end", type=int, default=100)
     parser.add_argument("--output", help="write the rows as JSON here too")
     args = parser.parse_args()
@@ -97,7 +98,7 @@ def main() -> None:
     from hf_ragtrain.scoring import load_teacher
 
     teachers = dict(item.split("=", 1) for item in args.teacher)
-    loaded = {name: CachedTeacher(load_teacher(path)) for name, path in teachers.items()}
+    loaded = {name: CachedTeacher(load_teacher(path, bf16=args.bf16)) for name, path in teachers.items()}
     encoder = CachingEncoder(load_encoder(resolve_model_path(args.encoder)))
     corpus = data.doc_texts()
     rows = []

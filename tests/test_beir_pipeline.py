@@ -249,4 +249,5 @@ def test_recipes_beir_data_applies_the_false_negative_filters(tmp_path, tiny_ce_
     assert 0 < stats.dropped_max_score < len(cosines)
     assert prepared.mining["dropped_max_score"] == stats.dropped_max_score
     assert {r.query_id: r.neg_ids for r in prepared.train} == expected
-    assert f"removed {stats.dropped_max_score} candidates" in prepared.datasets[0]["source"]
+    assert (f"removed {stats.dropped_max_score} candidates; {stats.short} queries got fewer than 10 negatives, "
+            f"{stats.empty} none") in prepared.datasets[0]["source"]

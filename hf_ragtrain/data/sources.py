@@ -107,7 +107,8 @@ def filter_note(filters: Any, teacher: str | None, stats: Any) -> str:
                          (("absolute_margin", filters.absolute_margin), ("relative_margin", filters.relative_margin),
                           ("max_score", filters.max_score)) if value is not None)
     return (f", false-negative filters ({settings}; scored by {teacher or 'the first stage'}) removed "
-            f"{stats.dropped_by_filters} candidates")
+            f"{stats.dropped_by_filters} candidates; {stats.short} queries got fewer than {stats.num_negatives} "
+            f"negatives, {stats.empty} none")
 
 
 def load_training_parts(args: Any, repo: str) -> TrainingData:
