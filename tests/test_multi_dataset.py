@@ -12,7 +12,7 @@ from conftest import build_tiny_encoder, run_script, tiny_records, write_jsonl
 from hf_ragtrain import (BiEncoder, ContrastiveTrainer, EmbeddingCollator, EmbeddingTrainingArguments, GroupDataset,
                          load_records)
 from hf_ragtrain.data.collators import dataset_of
-from hf_ragtrain.data.multi_dataset import DatasetPart, MultiDataset, MultiDatasetSampler, plan_steps, step_shares
+from hf_ragtrain.data.multi_dataset import DatasetPart, MultiDataset, MultiDatasetSampler, plan_steps
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,7 +42,7 @@ def test_proportional_batches_stay_within_a_dataset_and_use_every_record():
     assert list(MultiDatasetSampler(data, batch_size=4, seed=3)) == list(sampler)  # seeded
     sampler.set_epoch(1)
     assert list(sampler) != [i for b in batches for i in b]  # another order next epoch
-    assert step_shares([10, 5, 3], 4, "proportional") == pytest.approx([0.5, 1 / 3, 1 / 6])
+    assert plan_steps([10, 5, 3], 4, "proportional") == ([3, 2, 1], [2, 3, 1], [0, 0, 0])
 
 
 def test_round_robin_takes_one_batch_of_each_in_turn_until_the_smallest_runs_out():

@@ -103,7 +103,6 @@ def pad_micro_batches(tokenizer: PreTrainedTokenizerBase, enc: dict[str, list[li
     return chunks
 
 
-
 def dataset_of(features: list[dict[str, Any]]) -> dict[str, int]:
     """``{"dataset": k}`` when the features come from part ``k`` of a
     :class:`~hf_ragtrain.data.multi_dataset.MultiDataset` (the trainer weighs the batch's loss by it), else

@@ -379,10 +379,8 @@ def dense_search(
     k = min(int(top_k), len(docs))
     if not len(queries) or k == 0:
         return np.zeros((len(queries), k), dtype=np.float32), np.zeros((len(queries), k), dtype=np.int64)
-    model = load_encoder(encoder)
-    doc_emb = encode_normalized(model, docs, batch_size, show_progress, kind="document")
-    query_emb = encode_normalized(model, queries, batch_size, show_progress, kind="query")
-    return search_embeddings(query_emb, doc_emb, k, chunk_size)
+    return search_embeddings(*_embeddings(encoder, list(queries), list(docs), batch_size, show_progress), k,
+                             chunk_size)
 
 
 def search_embeddings(query_emb: np.ndarray, doc_emb: np.ndarray, top_k: int = 100,
@@ -565,7 +563,8 @@ def _filtered(windows: list[list[str]], judged: list[Mapping[str, int]], query_t
     positive_rows = [[position[d] for d, score in j.items() if score > 0 and d in position] for j in judged]
     rows = [[position[d] for d in window] for window in windows]
     if teacher is not None:
-        pair_queries = [q for q, pos, cand in zip(query_texts, positive_rows, rows) for _ in range(len(pos) + len(cand))]
+        pair_queries = [q for q, pos, cand in zip(query_texts, positive_rows, rows)
+                        for _ in range(len(pos) + len(cand))]
         pair_docs = [texts[i] for pos, cand in zip(positive_rows, rows) for i in (*pos, *cand)]
         logger.info("scoring %d (query, document) pairs with the teacher %s for the negative filters",
                     len(pair_docs), getattr(teacher, "name", type(teacher).__name__))

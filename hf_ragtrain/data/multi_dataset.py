@@ -130,12 +130,6 @@ def plan_steps(sizes: Sequence[int], batch_size: int, sampling: str) -> tuple[li
     return steps, repeated, unused
 
 
-def step_shares(sizes: Sequence[int], batch_size: int, sampling: str) -> list[float]:
-    """Each dataset's share of the training steps (:func:`plan_steps`)."""
-    steps = plan_steps(sizes, batch_size, sampling)[0]
-    return [s / sum(steps) for s in steps]
-
-
 class MultiDatasetSampler(Sampler[int]):
     """Indices of a :class:`MultiDataset` where every run of ``batch_size`` consecutive indices (from the
     first) belongs to one dataset, ordered by ``dataset.sampling`` (see the module docstring), seeded by
@@ -149,7 +143,6 @@ class MultiDatasetSampler(Sampler[int]):
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
         self.epoch = 0
         sizes = [len(p.groups) for p in dataset.parts]
-        self.batches_per_part = [-(-n // batch_size) for n in sizes]  # ceil
         self.steps, self.repeated, self.unused = plan_steps(sizes, batch_size, dataset.sampling)
         if any(self.unused):
             logger.info("round-robin sampling: %s records wait for another epoch (the smallest dataset has %d "
@@ -166,7 +159,7 @@ class MultiDatasetSampler(Sampler[int]):
         again from the start of the same order (cycling when the part is smaller than one batch)."""
         n, start = len(self.dataset.parts[k].groups), self.dataset.starts[k]
         order = (torch.randperm(n, generator=generator) + start).tolist()
-        need = self.batches_per_part[k] * self.batch_size
+        need = -(-n // self.batch_size) * self.batch_size  # whole batches (round robin uses the first steps[k])
         order = (order * (-(-need // n)))[:need]
         return [order[i:i + self.batch_size] for i in range(0, need, self.batch_size)]
 

@@ -12,6 +12,7 @@ from ..offline import resolve_model_path
 from .beir import beir_to_records_with_stats, load_beir
 from .beir_pipeline import CachingEncoder, dev_records_from_run, first_stage_run, split_dev_queries, subset_queries
 from .mining import load_encoder, mine_hard_negatives
+from .negative_filters import FILTER_REASONS
 from .records import LoadReport, RetrievalRecord, load_records, parse_record
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class TrainingData:
     ``first_stage`` is the retriever a BEIR folder was mined with, kept so evaluation does not
     encode the corpus again; ``mining`` its counts. ``report`` is what loading counted (for
     ``eval_results.json``) and ``notes`` what the card must say about it (fields that were ignored).
-    ``parts`` are the training sets kept apart (``sampling`` proportional or round_robin, see
+    ``parts`` are the training files kept apart (``--dataset_sampling`` proportional or round_robin, see
     :mod:`hf_ragtrain.data.multi_dataset`); ``train`` then holds all their records.
     """
 
@@ -41,7 +42,6 @@ class TrainingData:
     report: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     parts: list["TrainingPart"] = field(default_factory=list)
-    sampling: str = "mixed"
 
     def add_report(self, split: str, report: LoadReport) -> None:
         self.report[split] = report.as_dict()
@@ -103,9 +103,8 @@ def filter_note(filters: Any, teacher: str | None, stats: Any) -> str:
     """How the false-negative filters were set and what they removed, for the card ("" when off)."""
     if not filters.active:
         return ""
-    settings = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in
-                         (("absolute_margin", filters.absolute_margin), ("relative_margin", filters.relative_margin),
-                          ("max_score", filters.max_score)) if value is not None)
+    settings = ", ".join(f"{name.replace('_', ' ')} {getattr(filters, name)}" for name in FILTER_REASONS
+                         if getattr(filters, name) is not None)
     return (f", false-negative filters ({settings}; scored by {teacher or 'the first stage'}) removed "
             f"{stats.dropped_by_filters} candidates; {stats.short} queries got fewer than {stats.num_negatives} "
             f"negatives, {stats.empty} none")
@@ -116,7 +115,7 @@ def load_training_parts(args: Any, repo: str) -> TrainingData:
     set is ``args.eval_data``, else every part's dev records together."""
     n = len(args.train_data)
     names = args.dataset_names or [os.path.basename(p) for p in args.train_data]
-    data = TrainingData(train=[], sampling=args.dataset_sampling)
+    data = TrainingData(train=[])
     for k, path in enumerate(args.train_data):
         records, report = load_records(path)
         data.add_report(f"train {names[k]}", report)

@@ -254,7 +254,8 @@ class Recipe:
         """The groups of the training records: one :class:`~hf_ragtrain.data.GroupDataset`, or a
         :class:`~hf_ragtrain.data.multi_dataset.MultiDataset` of the files kept apart (their card rows then
         say their sampling, share of steps, prompt, weight and group size)."""
-        seed, group_size = self.training_args.seed, self.data_args.train_group_size
+        seed, group_size, sampling = (self.training_args.seed, self.data_args.train_group_size,
+                                      self.data_args.dataset_sampling)
         if not self.data.parts:
             return GroupDataset(self.data.train, group_size=group_size, seed=seed)
         from ..data.multi_dataset import DatasetPart, MultiDataset, plan_steps
@@ -262,14 +263,14 @@ class Recipe:
         parts = [DatasetPart(p.name, GroupDataset(p.records, group_size=p.group_size or group_size, seed=seed),
                              prompt=p.prompt, weight=p.weight) for p in self.data.parts]
         global_batch = self.training_args.per_device_train_batch_size * self.training_args.world_size
-        steps, _, unused = plan_steps([len(p.records) for p in self.data.parts], global_batch, self.data.sampling)
+        steps, _, unused = plan_steps([len(p.records) for p in self.data.parts], global_batch, sampling)
         rows = iter(row for row in self.data.datasets if row["split"] == "train")
         for part, n_steps, left, row in zip(parts, steps, unused, rows):
-            row["source"] = (f"{row['source']}; {self.data.sampling} sampling, {n_steps / sum(steps):.0%} of steps, "
+            row["source"] = (f"{row['source']}; {sampling} sampling, {n_steps / sum(steps):.0%} of steps, "
                              f"group size {part.groups.group_size}, loss weight {part.weight:g}"
                              + (f", prompt {part.prompt!r}" if part.prompt else "")
                              + (f", {left} records left out of each epoch (drawn anew the next)" if left else ""))
-        return MultiDataset(parts, sampling=self.data.sampling)
+        return MultiDataset(parts, sampling=sampling)
 
     def build_dev_evaluator(self) -> Any:
         """The in-training evaluator: the dev records (all of them), and with dev files per training file
