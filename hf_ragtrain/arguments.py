@@ -450,6 +450,47 @@ class ColbertArguments:
 
 
 @dataclass
+class SparseTrainingArguments(ContrastiveLossArguments):
+    """The arguments of :class:`~hf_ragtrain.SparseTrainer` (SPLADE): the shared contrastive loss over dot
+    products of sparse vectors (temperature 1, as for summed MaxSim), plus the FLOPS regulariser of
+    queries and documents with its own weights, raised quadratically from 0 over the first
+    ``flops_warmup_ratio`` of the steps (SPLADE's warm-up, sentence-transformers' default ratio)."""
+
+    temperature: float = field(default=1.0, metadata={"help": "InfoNCE temperature over sparse dot products "
+                                                              "(also the student's in score distillation)."})
+    query_flops_weight: float = field(default=5e-5, metadata={"help": "Weight of the FLOPS regulariser of query "
+                                                                      "vectors (sparser queries: higher)."})
+    document_flops_weight: float = field(default=3e-5, metadata={"help": "Weight of the FLOPS regulariser of "
+                                                                         "document vectors."})
+    flops_warmup_ratio: float = field(default=1 / 3, metadata={"help": "Share of the training steps over which the "
+                                                                       "FLOPS weights rise from 0 (quadratically)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        _require(self.query_flops_weight >= 0 and self.document_flops_weight >= 0,
+                 f"--query_flops_weight and --document_flops_weight must be 0 or more, got "
+                 f"{self.query_flops_weight} and {self.document_flops_weight}")
+        _require(0 <= self.flops_warmup_ratio <= 1, f"--flops_warmup_ratio must be in [0, 1], got "
+                 f"{self.flops_warmup_ratio}")
+
+
+@dataclass
+class SparseArguments:
+    """The SPLADE model: lengths, prompts, the inference-free variant and document pruning."""
+
+    query_max_length: int = field(default=64, metadata={"help": "Max tokens of a query."})
+    document_max_length: int = field(default=256, metadata={"help": "Max tokens of a document."})
+    query_prompt: Optional[str] = field(default=None, metadata={"help": "Text before every query."})
+    document_prompt: Optional[str] = field(default=None, metadata={"help": "Text before every document."})
+    inference_free: bool = field(
+        default=False, metadata={"help": "Encode queries with no forward pass: each query token weighs its IDF over "
+                                         "the training documents (documents still go through the model)."})
+    document_top_k: Optional[int] = field(
+        default=None, metadata={"help": "Keep each document's top k weights when encoding for search (pruning "
+                                        "shrinks the index; training is not affected). Default: all."})
+
+
+@dataclass
 class PipelineArguments:
     """The two-stage pipeline on a BEIR folder (``recipes/train_pipeline.py``, :mod:`hf_ragtrain.runner.two_stage`)."""
 

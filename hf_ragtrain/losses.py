@@ -206,6 +206,18 @@ def guide_mask(guide_scores: Tensor, in_batch_negatives: bool = True, margin: fl
     return mask
 
 
+def flops(vectors: Tensor) -> Tensor:
+    """The FLOPS regulariser of sparse vectors ``(N, V)`` (Paria et al., 2020): ``sum_v (mean_n |w_nv|)^2``,
+    a smooth stand-in for the expected number of multiplications an inverted index spends per query
+    and document pair; it pushes down the entries many texts share more than the rare ones."""
+    return vectors.abs().float().mean(dim=0).pow(2).sum()
+
+
+def active_dimensions(vectors: Tensor) -> float:
+    """The mean count of non-zero entries per row of ``vectors`` ``(N, V)``."""
+    return float((vectors != 0).sum(dim=1).float().mean()) if vectors.numel() else 0.0
+
+
 def own_group(scores: Tensor) -> Tensor:
     """The ``(B, G)`` block of a ``(B, B*G)`` score matrix where each query meets its own group."""
     b = scores.size(0)

@@ -154,3 +154,38 @@ def test_colbert_two_processes_with_cross_device_negatives_match_one(tiny_encode
     for a, b in zip(token_vectors(os.path.join(out, "final")), token_vectors(os.path.join(single_colbert, "final"))):
         np.testing.assert_allclose(a, b, atol=1e-4)
     assert_resumes_to_the_same_model(tiny_encoder_path, out, tmp_path, ["--colbert", *extra], token_vectors)
+
+
+@pytest.fixture(scope="module")
+def single_sparse(tiny_encoder_path, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("single_sparse"))
+    run([sys.executable, SCRIPT, tiny_encoder_path, out, "8", "--sparse"], cwd=out)
+    return out
+
+
+def sparse_vectors(folder):
+    from sentence_transformers import SparseEncoder
+
+    return [SparseEncoder(folder, device="cpu").encode_document(TEXTS, convert_to_tensor=True).to_dense().numpy()]
+
+
+@pytest.mark.parametrize("extra", [[], ["--grad_cache"]], ids=["ddp", "ddp-gradcache"])
+def test_sparse_two_processes_with_cross_device_negatives_match_one(tiny_encoder_path, single_sparse, tmp_path,
+                                                                     extra):
+    """SPLADE: InfoNCE over the gathered batch plus the FLOPS terms over the gathered vectors give the 1-process
+    losses (the regulariser's warm-up included), the same trained vectors, and the same after a resume."""
+    out = str(tmp_path / "full")
+    run(torchrun(tiny_encoder_path, out, "4", "--sparse", "--save_steps", "2", *extra), cwd=str(tmp_path))
+    ref = losses(single_sparse)
+    assert ref[-1] < ref[0] - 0.1
+    np.testing.assert_allclose(losses(out), ref, rtol=1e-4, atol=1e-5)
+    with open(os.path.join(single_sparse, "log_history.json")) as fh:
+        logged = [e for e in json.load(fh) if "loss" in e]
+    warmup = 0.5 * logged[-1]["step"]  # --flops_warmup_ratio 0.5 of the run's steps
+    for entry in logged:  # the weight of each logged step: 0.02 * ((step - 1) / warm-up steps)^2, then 0.02
+        assert entry["document_flops_weight"] == pytest.approx(0.02 * min(1.0, (entry["step"] - 1) / warmup) ** 2)
+    assert all(e["active_dims_document"] > 0 for e in logged)
+    for a, b in zip(sparse_vectors(os.path.join(out, "final")), sparse_vectors(os.path.join(single_sparse, "final"))):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    if not extra:
+        assert_resumes_to_the_same_model(tiny_encoder_path, out, tmp_path, ["--sparse"], sparse_vectors)

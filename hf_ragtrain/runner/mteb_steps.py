@@ -6,6 +6,7 @@ tasks, with results written in mteb's layout under ``OUTPUT_DIR/mteb``.
   reorders them), next to the first stage's own scores.
 - :func:`embedder_mteb`: a bi-encoder's retrieval, and every ``--matryoshka_dims`` dimension on
   the same vectors.
+- :func:`sparse_mteb`: a SPLADE model's inverted-index retrieval, alone and fused with a dense retriever.
 - :func:`colbert_mteb`: brute-force MaxSim retrieval over the corpus, or MaxSim reranking.
 """
 
@@ -90,3 +91,29 @@ def colbert_mteb(recipe: Any, tasks: list[Any]) -> MtebOutcome:
              for task, scores in results.items() for split, m in scores.metrics.items()]
     return MtebOutcome(results=results, settings=_precision(recipe), notes=notes,
                        json={"mteb": mteb_eval.scores_as_dict(results)}, summary=notes)
+
+
+def sparse_mteb(recipe: Any, tasks: list[Any]) -> MtebOutcome:
+    """The saved SPLADE model on ``tasks`` (inverted-index retrieval, or dot-product reranking), and with
+    ``--hybrid_dense_model`` fused with that dense retriever at each ``--hybrid_sparse_weights``."""
+    from ..data.mining import load_encoder
+    from ..evaluation.mteb_sparse import evaluate_saved_sparse
+
+    hybrid = recipe.hybrid
+    dense = load_encoder(hybrid.hybrid_dense_model) if hybrid.hybrid_dense_model else None
+    out = evaluate_saved_sparse(recipe.output_dir, tasks, output_folder=os.path.join(recipe.output_dir, "mteb"),
+                                name=recipe.mteb_model_name, bf16=recipe.training_args.bf16, dense=dense,
+                                sparse_weights=hybrid.hybrid_sparse_weights)
+    notes = [f"mteb {task}: {a.get('query', 0):.1f} active dimensions per query and {a.get('document', 0):.1f} per "
+             f"document on average (of {recipe.model.vocab_size})." for task, a in out["active_dims"].items()]
+    for weight, results in out["hybrid"].items():
+        for task, scores in results.items():
+            for split, m in scores.metrics.items():
+                alone = out["sparse"][task].metrics[split]["ndcg_at_10"]
+                notes.append(f"mteb {task} ({split}) hybrid, {weight:g} x SPLADE + {1 - weight:g} x "
+                             f"{hybrid.hybrid_dense_model} (min-max normalised): nDCG@10 {m['ndcg_at_10']:.4f} "
+                             f"(SPLADE alone {alone:.4f}).")
+    return MtebOutcome(results=out["sparse"], settings=_precision(recipe), notes=notes,
+                       json={"mteb": mteb_eval.scores_as_dict(out["sparse"]), "mteb_active_dims": out["active_dims"],
+                             "mteb_hybrid": {f"{w:g}": mteb_eval.scores_as_dict(r) for w, r in out["hybrid"].items()}},
+                       summary=[*_score_lines(out["sparse"]), *notes])

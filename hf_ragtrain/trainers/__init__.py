@@ -4,6 +4,7 @@ from .contrastive import ContrastiveTrainer
 from .distill import DistillTrainer
 from .in_batch import InBatchTrainer
 from .rerank import RerankTrainer
+from .sparse import SparseTrainer
 
 __all__ = ["ColbertTrainer", "ContrastiveTrainer", "DistillTrainer", "InBatchTrainer", "RetrievalTrainer",
-           "RerankTrainer"]
+           "RerankTrainer", "SparseTrainer"]
