@@ -485,9 +485,10 @@ class SparseArguments:
     inference_free: bool = field(
         default=False, metadata={"help": "Encode queries with no forward pass: each query token weighs its IDF over "
                                          "the training documents (documents still go through the model)."})
-    document_top_k: Optional[int] = field(
-        default=None, metadata={"help": "Keep each document's top k weights when encoding for search (pruning "
-                                        "shrinks the index; training is not affected). Default: all."})
+    max_active_dims: Optional[int] = field(
+        default=None, metadata={"help": "Keep each vector's top k weights when encoding for search (pruning shrinks "
+                                        "the index; training is not affected; sentence-transformers reads it from "
+                                        "the saved folder). Default: all."})
 
 
 @dataclass

@@ -56,7 +56,7 @@ class TrainSparse(EncoderRecipe):
             self.model_args.model_name_or_path, attn_implementation=self.model_args.attn_implementation,
             inference_free=s.inference_free or None, query_max_length=s.query_max_length,
             document_max_length=s.document_max_length, query_prompt=s.query_prompt,
-            document_prompt=s.document_prompt, document_top_k=s.document_top_k)
+            document_prompt=s.document_prompt, max_active_dims=s.max_active_dims)
         if model.settings.inference_free and s.inference_free:
             records = [*self.data.train, *self.data.dev]
             model.set_query_idf(list(dict.fromkeys(d for r in records for d in (*r.pos, *r.neg))))
@@ -74,8 +74,8 @@ class TrainSparse(EncoderRecipe):
             notes.append("Inference-free: a query's vector is the IDF weight of each of its tokens (no forward pass).")
         if s.head != "loaded":
             notes.append(f"MLM head {s.head}.")
-        if s.document_top_k:
-            notes.append(f"Documents keep their top {s.document_top_k} weights when encoded for search.")
+        if s.max_active_dims:
+            notes.append(f"Vectors keep their top {s.max_active_dims} weights when encoded for search.")
         return notes
 
 

@@ -112,9 +112,15 @@ def test_sentence_transformers_sparse_encoder_loads_the_saved_folder(tiny_encode
     np.testing.assert_allclose(again.encode(docs).toarray(), ours_d, atol=1e-6)
 
 
-def test_document_pruning_keeps_the_top_k_weights(tiny_encoder_path):
+def test_pruning_keeps_the_top_k_weights_and_sentence_transformers_prunes_alike(tiny_encoder_path, tmp_path):
+    from sentence_transformers import SparseEncoder
+
     full = SpladeEncoder.from_pretrained(tiny_encoder_path).encode(TEXTS).toarray()
-    pruned = SpladeEncoder.from_pretrained(tiny_encoder_path, document_top_k=3).encode(TEXTS).toarray()
+    model = SpladeEncoder.from_pretrained(tiny_encoder_path, max_active_dims=3)
+    pruned = model.encode(TEXTS).toarray()
+    model.save_pretrained(str(tmp_path))
+    theirs = SparseEncoder(str(tmp_path), device="cpu").encode_document(TEXTS, convert_to_tensor=True)
+    np.testing.assert_allclose(theirs.to_dense().numpy(), pruned, atol=1e-5)
     for row_full, row_pruned in zip(full, pruned):
         kept = np.flatnonzero(row_pruned)
         assert len(kept) == min(3, np.count_nonzero(row_full))

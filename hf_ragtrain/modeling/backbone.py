@@ -4,8 +4,10 @@ back, and reading the JSON settings files saved beside it."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +80,26 @@ def load_backbone(path: str, auto_class: Any, peft_task: str, lora: LoraSettings
         return get_peft_model(model, LoraConfig(task_type=getattr(TaskType, peft_task), r=lora.r, lora_alpha=lora.alpha,
                                                 lora_dropout=lora.dropout, target_modules=lora.target_modules))
     return model
+
+
+class _LoadReportFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "LOAD REPORT" not in message and "seem corrupted" not in message
+
+
+@contextlib.contextmanager
+def silent_load_report():
+    """Hold back transformers' load report (its table of MISSING and UNEXPECTED weights, and its note on
+    untied head weights) while a wrapper loads a model whose missing weights it expects and reports
+    itself in one line (a new head); errors (size mismatches) still raise."""
+    report = logging.getLogger("transformers.modeling_utils")
+    quiet = _LoadReportFilter()
+    report.addFilter(quiet)
+    try:
+        yield
+    finally:
+        report.removeFilter(quiet)
 
 
 def is_peft(model: nn.Module) -> bool:

@@ -17,6 +17,7 @@ It saves in the layouts sentence-transformers 6 ``SparseEncoder`` loads: Transfo
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
@@ -28,8 +29,10 @@ from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, PreTra
 
 from ..data.collators import pad_micro_batches, tokenize_texts
 from .attention import default_attn_implementation
-from .backbone import load_backbone_weights, read_json
+from .backbone import load_backbone_weights, read_json, silent_load_report
 from .splade_pooling import splade_max_pool
+
+logger = logging.getLogger(__name__)
 
 SPLADE_CONFIG = "hf_ragtrain_splade.json"
 DOCUMENT_DIR, QUERY_DIR = "document_0_Transformer", "query_0_SparseStaticEmbedding"
@@ -42,7 +45,7 @@ class SpladeSettings:
     query_prompt: str = ""
     document_prompt: str = ""
     inference_free: bool = False  # queries: fixed per-token weights, no forward pass
-    document_top_k: int | None = None  # keep each document's top k weights when encoding (None: all)
+    max_active_dims: int | None = None  # keep each vector's top k weights when encoding (None: all)
     head: str = "loaded"  # "loaded", or how a missing MLM head was built (said in the card)
 
 
@@ -105,13 +108,19 @@ class SpladeEncoder(nn.Module):
             merged["inference_free"] = True
         if inference_free is not None:
             merged["inference_free"] = inference_free
-        mlm, missing = AutoModelForMaskedLM.from_pretrained(
-            path, attn_implementation=attn_implementation or default_attn_implementation(AutoConfig.from_pretrained(path)),
-            output_loading_info=True)
+        with silent_load_report():  # a missing head is expected and said below; a missing encoder weight is an error
+            mlm, info = AutoModelForMaskedLM.from_pretrained(
+                path, attn_implementation=attn_implementation or default_attn_implementation(
+                    AutoConfig.from_pretrained(path)), output_loading_info=True)
+        prefix = mlm.base_model_prefix + "."
+        if any(k.startswith(prefix) for k in info["missing_keys"]):
+            raise ValueError(f"{path}: the encoder's own weights are missing from the checkpoint "
+                             f"({[k for k in info['missing_keys'] if k.startswith(prefix)][:5]}); is it a masked-LM "
+                             "or encoder checkpoint?")
         tokenizer = AutoTokenizer.from_pretrained(path)
-        head_missing = [k for k in missing["missing_keys"] if not k.startswith(mlm.base_model_prefix + ".")]
-        if head_missing:
+        if info["missing_keys"]:
             merged["head"] = _identity_head(mlm, tokenizer)
+            logger.warning("%s: MLM head %s", path, merged["head"])
         elif "head" not in recorded:
             merged["head"] = "loaded"
         return cls(mlm, tokenizer, SpladeSettings(**merged), query_weights)
@@ -155,8 +164,8 @@ class SpladeEncoder(nn.Module):
     @torch.no_grad()
     def encode(self, texts: Sequence[str], kind: str = "document", batch_size: int = 32,
                prompts: Sequence[str | None] | None = None, show_progress: bool = False):
-        """The texts' sparse vectors as a ``scipy.sparse.csr_matrix`` ``(N, vocab)`` (float32); documents
-        keep their top ``document_top_k`` weights when that is set."""
+        """The texts' sparse vectors as a ``scipy.sparse.csr_matrix`` ``(N, vocab)`` (float32); each
+        keeps its top ``max_active_dims`` weights when that is set (as sentence-transformers does)."""
         import scipy.sparse as sp
         from tqdm.auto import tqdm
 
@@ -165,7 +174,7 @@ class SpladeEncoder(nn.Module):
         device = next(self.parameters()).device
         enc, _ = self.tokenize(list(texts), kind, prompts)
         order = sorted(range(len(texts)), key=lambda i: len(enc["input_ids"][i]))
-        top_k = self.settings.document_top_k if _kind(kind) == "document" else None
+        top_k = self.settings.max_active_dims
         rows: list[Any] = [None] * len(texts)
         for start in tqdm(range(0, len(order), batch_size), desc=f"SPLADE {_kind(kind)}s", disable=not show_progress):
             idx = order[start:start + batch_size]

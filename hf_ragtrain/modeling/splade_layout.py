@@ -69,4 +69,5 @@ def write_sparse_encoder(path: str, settings: Any, vocab_size: int, tokenizer: A
                         "transformers": transformers.__version__, "pytorch": torch.__version__},
         "model_type": "SparseEncoder", "default_prompt_name": None,
         "prompts": {"query": settings.query_prompt, "document": settings.document_prompt},
-        "similarity_fn_name": "dot"})
+        "similarity_fn_name": "dot", **({"max_active_dims": settings.max_active_dims}
+                                        if settings.max_active_dims else {})})
