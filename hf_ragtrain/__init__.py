@@ -5,7 +5,7 @@ described in ARCHITECTURE.md.
 """
 
 from .arguments import (AdaptArguments, ColbertArguments, ColbertTrainingArguments, ContrastiveLossArguments, DataArguments,
-                        DistillArguments, DistillTrainingArguments, EmbeddingArguments, EmbeddingTrainingArguments,
+                        DistillArguments, DistillTrainingArguments, EmbeddingArguments, EmbeddingTrainingArguments, HybridArguments,
                         LlmRerankerArguments, LoraArguments, ModelArguments, PipelineArguments,
                         RerankerTrainingArguments, RetrievalTrainingArguments, SparseArguments,
                         SparseTrainingArguments)
@@ -37,7 +37,7 @@ from .version import __version__
 __all__ = [
     # arguments
     "AdaptArguments", "ColbertArguments", "ColbertTrainingArguments", "ContrastiveLossArguments", "DataArguments", "DistillArguments",
-    "DistillTrainingArguments", "EmbeddingArguments", "EmbeddingTrainingArguments", "LlmRerankerArguments",
+    "DistillTrainingArguments", "EmbeddingArguments", "EmbeddingTrainingArguments", "HybridArguments", "LlmRerankerArguments",
     "LoraArguments", "ModelArguments", "PipelineArguments", "RerankerTrainingArguments", "RetrievalTrainingArguments",
     "SparseArguments", "SparseTrainingArguments",
     # data

@@ -492,6 +492,23 @@ class SparseArguments:
 
 
 @dataclass
+class HybridArguments:
+    """The hybrid first stage evaluated beside the sparse model."""
+
+    hybrid_dense_model: Optional[str] = field(
+        default=None, metadata={"help": "A dense embedder folder (or 'minilm') fused with the trained sparse model in "
+                                        "the mteb evaluation."})
+    hybrid_sparse_weights: list[float] = field(
+        default_factory=lambda: [0.3, 0.5, 0.7],
+        metadata={"help": "Weights of the sparse model's min-max normalised score in the fusion (the dense "
+                          "cosine's is 1 minus it); each is evaluated."})
+
+    def __post_init__(self):
+        _require(all(0 <= w <= 1 for w in self.hybrid_sparse_weights),
+                 f"--hybrid_sparse_weights must be in [0, 1], got {self.hybrid_sparse_weights}")
+
+
+@dataclass
 class PipelineArguments:
     """The two-stage pipeline on a BEIR folder (``recipes/train_pipeline.py``, :mod:`hf_ragtrain.runner.two_stage`)."""
 

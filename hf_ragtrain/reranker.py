@@ -592,6 +592,7 @@ def find_reranker_kind(path: str) -> str | None:
     from .modeling.bi_encoder import ENCODER_CONFIG
     from .modeling.colbert import COLBERT_CONFIG
     from .modeling.llm_reranker import SETTINGS_FILE
+    from .modeling.splade import SPLADE_CONFIG
 
     if not os.path.isdir(path):
         return None
@@ -605,6 +606,8 @@ def find_reranker_kind(path: str) -> str | None:
     st_type = (read_json(os.path.join(path, "config_sentence_transformers.json")) or {}).get("model_type")
     if has(COLBERT_CONFIG) or st_type == "MultiVectorEncoder":
         return "colbert"
+    if has(SPLADE_CONFIG) or st_type == "SparseEncoder":
+        return "splade"
     if st_type == "CrossEncoder":
         return "cross-encoder"
     if has(ENCODER_CONFIG) or has("modules.json"):
@@ -636,12 +639,34 @@ def reranker_kind(path: str) -> str:
                      f"{architectures or 'missing'}); pass kind= one of {sorted(Reranker._kinds)}")
 
 
-RERANKER_KINDS = ("cross-encoder", "llm", "layerwise-llm", "zero-shot", "colbert", "bi-encoder")
+class SparseReranker(_EncoderReranker):
+    """A SPLADE model (ours or a sentence-transformers ``SparseEncoder`` folder): the dot product of the
+    sparse query and document vectors; ``normalize``: its sigmoid. ``max_length`` is the document's."""
+
+    kind = "splade"
+    _doc_length_field, _doc_prompt_field = "document_max_length", "document_prompt"
+
+    @staticmethod
+    def _encoder_class() -> Any:
+        from .modeling.splade import SpladeEncoder
+
+        return SpladeEncoder
+
+    def _score(self, queries, docs, batch_size, max_length, stats, **options):
+        with self._doc_length(max_length), autocast(self.device, self.dtype):
+            stats.truncated += self.encoder.tokenize(list(dict.fromkeys(docs)), "document")[1]
+            return self.encoder.score_pairs(queries, docs, batch_size).numpy()
+
+    def _normalize(self, scores, queries):
+        return sigmoid(scores)
+
+
+RERANKER_KINDS = ("cross-encoder", "llm", "layerwise-llm", "zero-shot", "colbert", "splade", "bi-encoder")
 #: Kinds that read query and document together (``batch_tokens`` applies to them).
 PAIR_KINDS = ("cross-encoder", "llm", "layerwise-llm", "zero-shot")
 
 
 __all__ = ["BaseReranker", "BiEncoderReranker", "ColbertReranker", "CrossEncoderReranker", "LayerwiseLlmReranker",
-           "LlmPairReranker", "RankedDocument", "Reranker", "ScoreStats", "ZeroShotReranker", "chat_prompt_template",
+           "LlmPairReranker", "RankedDocument", "Reranker", "ScoreStats", "SparseReranker", "ZeroShotReranker", "chat_prompt_template",
            "find_reranker_kind", "reranker_kind", "split_windows", "ZERO_SHOT_INSTRUCTION", "LONG_DOC_MODES",
            "PAIR_KINDS", "RERANKER_KINDS"]

@@ -18,27 +18,12 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
-from typing import Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout without installing
 
-from hf_ragtrain import (EncoderRecipe, SparseArguments, SparseTrainer, SparseTrainingArguments,  # noqa: E402
+from hf_ragtrain import (EncoderRecipe, HybridArguments, SparseArguments, SparseTrainer, SparseTrainingArguments,  # noqa: E402
                          SpladeEncoder, sparse_mteb)
-
-
-@dataclass
-class HybridArguments:
-    """The hybrid first stage evaluated beside the sparse model."""
-
-    hybrid_dense_model: Optional[str] = field(
-        default=None, metadata={"help": "A dense embedder folder (or 'minilm') fused with the trained sparse model in "
-                                        "the mteb evaluation."})
-    hybrid_sparse_weights: list[float] = field(
-        default_factory=lambda: [0.3, 0.5, 0.7],
-        metadata={"help": "Weights of the sparse model's min-max normalised score in the fusion (the dense "
-                          "cosine's is 1 minus it); each is evaluated."})
 
 
 class TrainSparse(EncoderRecipe):

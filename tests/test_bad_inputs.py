@@ -230,6 +230,11 @@ ARGUMENT_CASES = [
      ["--matryoshka_weights", "one weight per dimension"]),
     ("embedding_vectors_without_texts", "train_embedding", ["--teacher_embeddings", "/tmp/x.npy"],
      ["--teacher_texts"]),
+    ("sparse_flops_weight_negative", "train_sparse", ["--document_flops_weight", "-1"],
+     ["--document_flops_weight", "0 or more"]),
+    ("sparse_warmup_ratio_above_one", "train_sparse", ["--flops_warmup_ratio", "2"], ["--flops_warmup_ratio", "[0, 1]"]),
+    ("sparse_hybrid_weight_outside", "train_sparse", ["--hybrid_sparse_weights", "1.5"],
+     ["--hybrid_sparse_weights", "[0, 1]"]),
     ("embedding_no_negatives_anywhere", "train_embedding", ["--train_group_size", "1", "--in_batch_negatives", "False"],
      ["in_batch_negatives off", "train_group_size 1"]),
 ]
@@ -238,7 +243,7 @@ ARGUMENT_CASES = [
 @pytest.mark.parametrize("case", ARGUMENT_CASES, ids=[c[0] for c in ARGUMENT_CASES])
 def test_a_bad_argument_is_a_one_line_error_naming_it(case, tiny_ce_path, tiny_encoder_path, tmp_path, capsys):
     _, name, extra, fragments = case
-    model = tiny_encoder_path if name in ("train_embedding", "train_colbert") else tiny_ce_path
+    model = tiny_encoder_path if name in ("train_embedding", "train_colbert", "train_sparse") else tiny_ce_path
     train = jsonl(tmp_path / "train.jsonl", *tiny_records(8))
     status, err = run(capsys, name, "--output_dir", tmp_path / "out", "--model_name_or_path", model,
                       "--train_data", train, "--bf16", "False", *extra)

@@ -13,7 +13,7 @@ import multiproc
 from conftest import tiny_records, write_jsonl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPES = ["train_reranker", "distill_reranker", "train_embedding", "train_colbert"]
+RECIPES = ["train_reranker", "distill_reranker", "train_embedding", "train_colbert", "train_sparse"]
 ENGINES = ["ds_zero2", "ds_zero3"]
 
 

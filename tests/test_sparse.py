@@ -232,3 +232,20 @@ def test_recipe_trains_saves_and_evaluates(tiny_encoder_path, tmp_path):
     ours = SpladeEncoder.from_pretrained(out).encode(TEXTS[:3]).toarray()
     np.testing.assert_allclose(st.encode_document(TEXTS[:3], convert_to_tensor=True).to_dense().numpy(), ours,
                                atol=1e-5)
+
+
+def test_the_unified_reranker_api_loads_a_splade_folder_and_scores_by_dot_product(tiny_splade, tmp_path):
+    from sentence_transformers import SparseEncoder
+
+    from hf_ragtrain import Reranker, find_reranker_kind
+
+    tiny_splade.save_pretrained(str(tmp_path / "ours"))
+    SparseEncoder(str(tmp_path / "ours"), device="cpu").save(str(tmp_path / "theirs"))  # written by sentence-transformers
+    for folder in ("ours", "theirs"):
+        assert find_reranker_kind(str(tmp_path / folder)) == "splade"  # not a bi-encoder, though it has modules.json
+    reranker = Reranker.from_pretrained(str(tmp_path / "ours"), dtype="fp32")
+    query, docs = TEXTS[0], TEXTS[1::2]
+    expected = tiny_splade.rerank(query, docs).numpy()
+    np.testing.assert_allclose(reranker.compute_score([(query, d) for d in docs]), expected, rtol=1e-5)
+    ranked = reranker.rank(query, docs)
+    assert [r.corpus_id for r in ranked] == list(np.argsort(-expected, kind="stable"))

@@ -102,6 +102,18 @@ def silent_load_report():
         report.removeFilter(quiet)
 
 
+def whole_parameters(module: nn.Module):
+    """A context in which ``module``'s parameters are whole, so code outside a DeepSpeed engine may read and
+    set them: under ZeRO-3 (built sharded inside ``zero.Init``) they are gathered, and what the first
+    process sets is given to every process on exit; otherwise nothing to do."""
+    params = [p for p in module.parameters() if hasattr(p, "ds_id")]
+    if not params:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
+
+
 def is_peft(model: nn.Module) -> bool:
     """Whether ``model`` is a peft wrapper (a LoRA adapter on a base model)."""
     return hasattr(model, "peft_config")

@@ -29,7 +29,7 @@ from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, PreTra
 
 from ..data.collators import pad_micro_batches, tokenize_texts
 from .attention import default_attn_implementation
-from .backbone import load_backbone_weights, read_json, silent_load_report
+from .backbone import load_backbone_weights, read_json, silent_load_report, whole_parameters
 from .splade_pooling import splade_max_pool
 
 logger = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ def _identity_head(mlm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, qua
     hidden = mlm.config.hidden_size
     prefix = mlm.base_model_prefix + "."
     names = []
-    with torch.no_grad():
+    with torch.no_grad(), whole_parameters(mlm):  # built sharded under DeepSpeed ZeRO-3
         for name, module in mlm.named_modules():
             if isinstance(module, nn.Linear) and not name.startswith(prefix) and tuple(module.weight.shape) == (hidden,
                                                                                                                hidden):
