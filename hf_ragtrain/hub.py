@@ -294,6 +294,28 @@ _COLBERT = _CardKind(
     dev_heading="## Evaluation (dev set, MaxSim retrieval over the dev documents)",
 )
 
+_SPARSE = _CardKind(
+    pipeline_tag="feature-extraction",
+    tags=["hf_ragtrain", "sentence-transformers", "sparse-encoder", "sparse", "splade", "retrieval",
+          "generated_from_trainer"],
+    default_name="splade",
+    intro="A SPLADE (learned sparse) retriever fine-tuned from `{base_model}` with "
+          "[hf_ragtrain](https://pypi.org/project/hf_ragtrain/) (`SparseTrainer`). It maps a text to one "
+          "non-negative weight per vocabulary entry, most of them 0; a query scores a document by the dot product, "
+          "which an inverted index computes from the entries they share.\n",
+    usage="## Usage\n\nWith sentence-transformers:\n\n```python\nfrom sentence_transformers import SparseEncoder\n\n"
+          "model = SparseEncoder(\"PATH_OR_REPO_ID\")\n"
+          "queries = model.encode_query([\"how do I sort a dict?\"])\n"
+          "documents = model.encode_document([\"Use sorted() with a key.\"])\n"
+          "scores = model.similarity(queries, documents)\n```\n\nWith hf_ragtrain (an inverted index over "
+          "the corpus):\n\n```python\nfrom hf_ragtrain import SpladeEncoder\n\n"
+          "model = SpladeEncoder.from_pretrained(\"PATH_OR_REPO_ID\")\n"
+          "scores, indices = model.search([\"how do I sort a dict?\"], corpus, top_k=10)\n```\n",
+    dev_heading="## Evaluation (dev set, inverted-index retrieval over the dev documents)",
+)
+
+_EMBEDDING_CARDS = {"embedder": _EMBEDDER, "colbert": _COLBERT, "sparse": _SPARSE}
+
 _LLM_RERANKER = _CardKind(
     pipeline_tag="text-ranking",
     tags=["hf_ragtrain", "llm-reranker", "reranker", "text-ranking", "generated_from_trainer"],
@@ -393,14 +415,19 @@ def render_reranker_card(info: CardInfo, args: TrainingArguments | None = None,
 
 
 def render_embedding_card(info: CardInfo, args: TrainingArguments | None = None,
-                          log_history: Sequence[dict[str, Any]] = (), colbert: bool = False) -> ModelCard:
-    """Build the model card of a bi-encoder (or, with ``colbert``, a late-interaction model); each MTEB
-    task enters the model-index under its own type."""
+                          log_history: Sequence[dict[str, Any]] = (), colbert: bool = False,
+                          family: str | None = None) -> ModelCard:
+    """Build the model card of an encoder: ``family`` ``embedder`` (a bi-encoder, the default), ``colbert``
+    (late interaction; ``colbert=True`` says the same) or ``sparse`` (SPLADE); each MTEB task enters the
+    model-index under its own type."""
     results = []
     for name, scores in info.mteb_results.items():
         task_type, task_name = _MODEL_INDEX_TASKS.get(scores.task_type, ("retrieval", scores.task_type))
         results += mteb_eval_results({name: scores}, task_type=task_type, task_name=task_name)
-    return _render_card(_COLBERT if colbert else _EMBEDDER, info, args, log_history, results)
+    family = family or ("colbert" if colbert else "embedder")
+    if family not in _EMBEDDING_CARDS:
+        raise ValueError(f"unknown encoder card family {family!r}; choose one of {sorted(_EMBEDDING_CARDS)}")
+    return _render_card(_EMBEDDING_CARDS[family], info, args, log_history, results)
 
 
 def add_card_section(folder: str, section: str, eval_results: Sequence[EvalResult] = (),

@@ -33,7 +33,7 @@ class TrainColbert(EncoderRecipe):
     training_arguments = ColbertTrainingArguments
     trainer_class = ColbertTrainer
     defaults = {"learning_rate": 3e-5, "per_device_train_batch_size": 16}
-    colbert_card = True
+    card_family = "colbert"
 
     def build_model(self):
         c = self.colbert

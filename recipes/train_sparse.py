@@ -34,6 +34,7 @@ class TrainSparse(EncoderRecipe):
     training_arguments = SparseTrainingArguments
     trainer_class = SparseTrainer
     defaults = {"learning_rate": 5e-5, "per_device_train_batch_size": 16}
+    card_family = "sparse"
 
     def build_model(self):
         s = self.sparse

@@ -226,6 +226,7 @@ def test_recipe_trains_saves_and_evaluates(tiny_encoder_path, tmp_path):
     assert 0 < active["query"] and 0 < active["document"]
     card = open(os.path.join(out, "README.md")).read()
     assert "SPLADE" in card and "FLOPS" in card and "MLM head built" in card and "active dimensions" in card
+    assert "SparseEncoder(" in card and "SparseTrainer" in card and "BiEncoder" not in card
     from sentence_transformers import SparseEncoder
 
     st = SparseEncoder(out, device="cpu")

@@ -17,7 +17,7 @@ class EncoderRecipe(Recipe):
     card_task = "retrieval"
     metrics_title = "Dev retrieval metrics"
     summary_metrics = ("ndcg@10", "mrr@10", "map@10", "recall@10", "recall@100")
-    colbert_card = False  # the late-interaction card (its usage and tags)
+    card_family = "embedder"  # the card's intro, usage and tags: embedder, colbert or sparse
 
     def build_collator(self) -> Any:
         return EmbeddingCollator(self.model, **self.batching())
@@ -36,4 +36,4 @@ class EncoderRecipe(Recipe):
         from ..hub import render_embedding_card
 
         return render_embedding_card(info, self.training_args, self.trainer.state.log_history,
-                                     colbert=self.colbert_card)
+                                     family=self.card_family)
