@@ -7,6 +7,7 @@ data and settings):
     rerank      RerankTrainer vs CrossEncoderTrainer, plus the hardware-efficiency row
     embedding   ContrastiveTrainer vs SentenceTransformerTrainer (InfoNCE, and InfoNCE + MRL)
     colbert     ColbertTrainer vs MultiVectorEncoderTrainer
+    sparse      SparseTrainer vs SparseEncoderTrainer (SPLADE)
     inference   Reranker.compute_score vs CrossEncoder.predict (torch; and OpenVINO with --reference_python)
     scaling     RerankTrainer on N and 10 N records
 
@@ -37,7 +38,7 @@ from _common import cpu_description  # noqa: E402
 
 START = "<!-- benchmark-suite:start (written by benchmarks/suite.py; edits here are overwritten) -->"
 END = "<!-- benchmark-suite:end -->"
-BENCHMARKS = ("rerank", "embedding", "colbert", "inference", "scaling")
+BENCHMARKS = ("rerank", "embedding", "colbert", "sparse", "inference", "scaling")
 
 
 def plan(args) -> dict[str, list[str]]:
@@ -55,6 +56,7 @@ def plan(args) -> dict[str, list[str]]:
         "embedding": ["bench_embedding_training.py", *beir, *bf16,
                       *(["--steps", "2", "--warmup", "1"] if quick else [])],
         "colbert": ["bench_colbert_training.py", *beir, *bf16, *(["--steps", "2", "--warmup", "1"] if quick else [])],
+        "sparse": ["bench_sparse_training.py", *beir, *bf16, *(["--steps", "2", "--warmup", "1"] if quick else [])],
         "inference": ["bench_rerank_inference.py", *beir, *cache, *model, *openvino,
                       *(["--queries", "1"] if quick else [])],
         "scaling": ["bench_scaling.py", *beir, *bf16, *(["--records", "8", "--max_length", "64"] if quick else [])],

@@ -164,8 +164,11 @@ def test_hybrid_fusion_is_a_convex_combination_of_min_max_scores():
     assert fused_scores(sparse, None, 1.0) is sparse
 
 
-def _trainer(model, tmp_path, **overrides):
-    records, _ = load_records(tiny_records(8))
+def _trainer(model, tmp_path, scored: bool = False, **overrides):
+    rows = tiny_records(8)
+    for r in rows if scored else ():
+        r["pos_scores"], r["neg_scores"] = [1.0], [0.0] * len(r["neg"])
+    records, _ = load_records(rows)
     args = SparseTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, report_to="none",
                                    use_cpu=True, query_flops_weight=0.1, document_flops_weight=0.05,
                                    max_steps=10, flops_warmup_ratio=0.5, **overrides)
@@ -197,6 +200,26 @@ def test_the_loss_adds_the_weighted_flops_of_queries_and_documents(tiny_encoder_
     target = torch.tensor([0, 3])
     expected = torch.nn.functional.cross_entropy(scores, target) + 0.1 * flops(q) + 0.05 * flops(p)
     assert trainer.loss_from_vectors(q, p).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["kl", "margin_mse"])
+def test_score_distillation_adds_the_teacher_term_over_each_group(tiny_encoder_path, tmp_path, kind):
+    model = SpladeEncoder.from_pretrained(tiny_encoder_path)
+    trainer, _ = _trainer(model, tmp_path, scored=True, distill_weight=0.5, score_distill_loss=kind,
+                          teacher_temperature=2.0)
+    trainer.state.max_steps, trainer.state.global_step = 10, 10
+    q, p = torch.rand(2, model.vocab_size), torch.rand(6, model.vocab_size)
+    teacher = torch.tensor([[3.0, 1.0, 0.0], [2.0, 2.5, -1.0]])
+    scores = q @ p.T
+    student = torch.stack([scores[0, :3], scores[1, 3:]])  # each query against its own group of 3
+    if kind == "kl":  # KL(teacher || student), teacher at temperature 2, student at 1, averaged over queries
+        target = torch.softmax(teacher / 2.0, dim=1)
+        distill = (target * (target.log() - torch.log_softmax(student, dim=1))).sum(1).mean()
+    else:  # squared error of positive-minus-negative margins
+        distill = (((student[:, :1] - student[:, 1:]) - (teacher[:, :1] - teacher[:, 1:])) ** 2).mean()
+    expected = (torch.nn.functional.cross_entropy(scores, torch.tensor([0, 3])) + 0.5 * distill
+                + 0.1 * flops(q) + 0.05 * flops(p))
+    assert trainer.loss_from_vectors(q, p, teacher).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_inference_free_queries_add_no_query_flops(tiny_encoder_path, tmp_path):
