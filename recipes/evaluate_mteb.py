@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Evaluate an embedder, a reranker over an embedder's top k, or a ColBERT model, with mteb.
+"""Evaluate an embedder, a reranker over an embedder's top k, a ColBERT or a SPLADE model, with mteb.
 
     # the embedder alone on a local BEIR folder
     python recipes/evaluate_mteb.py --embedder minilm --beir_dir ../shared/data/scifact --split test
@@ -8,6 +8,9 @@
     # a ColBERT folder: brute-force MaxSim over the corpus, or reranking the embedder's top 100
     python recipes/evaluate_mteb.py --colbert runs/colbert --beir_dir ../shared/data/scifact
     python recipes/evaluate_mteb.py --colbert runs/colbert --colbert_rerank --beir_dir ../shared/data/scifact
+    # a SPLADE folder through its inverted index, and fused with the embedder at a sparse weight of 0.4
+    python recipes/evaluate_mteb.py --sparse runs/splade --hybrid_sparse_weights 0.4 --embedder runs/embedder \
+        --beir_dir ../shared/data/scifact
     # mteb's own tasks (they download their data from the Hub)
     python recipes/evaluate_mteb.py --embedder minilm --tasks SciFact,NFCorpus
 
@@ -37,6 +40,10 @@ def parse_args(argv=None):
     p.add_argument("--colbert", help="a ColBERT folder: full-corpus MaxSim retrieval (or, with --colbert_rerank, "
                                      "MaxSim reranking of the embedder's top --top_k)")
     p.add_argument("--colbert_rerank", action="store_true")
+    p.add_argument("--sparse", help="a SPLADE folder: inverted-index retrieval over the corpus")
+    p.add_argument("--hybrid_sparse_weights", type=float, nargs="*", default=[],
+                   help="with --sparse: also the hybrid with the embedder, SPLADE's min-max normalised score weighed "
+                        "by each of these (the cosine's by 1 minus it)")
     p.add_argument("--beir_dir", help="a local BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
     p.add_argument("--split", default="test")
     p.add_argument("--tasks", help="comma-separated mteb task names")
@@ -49,26 +56,18 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    from hf_ragtrain.data.mining import load_encoder
-    from hf_ragtrain.offline import resolve_model_path
+def evaluate(args, tasks, embedder, embedder_name: str) -> dict:
+    """The results of each stage the arguments ask for: {stage name: {task: TaskScores}}."""
+    if args.sparse:
+        from hf_ragtrain.evaluation.mteb_sparse import evaluate_saved_sparse
 
-    tasks = []
-    if args.beir_dir:
-        tasks.append(mteb_eval.beir_task(args.beir_dir, split=args.split))
-    if args.tasks:
-        tasks += mteb_eval.get_tasks(args.tasks.split(","))
-    if not tasks:
-        print("error: give --beir_dir or --tasks", file=sys.stderr)
-        return 2
-    start = time.time()
-    embedder = load_encoder(resolve_model_path(args.embedder))
-    embedder_name = f"local/{os.path.basename(os.path.normpath(args.embedder))}"
-    if args.reranker and args.colbert:
-        print("error: give --reranker or --colbert, not both", file=sys.stderr)
-        return 2
-    if args.colbert:
+        out = evaluate_saved_sparse(args.sparse, tasks, output_folder=args.output_folder, bf16=args.bf16,
+                                    name=f"local/{os.path.basename(os.path.normpath(args.sparse))}", dense=embedder,
+                                    sparse_weights=args.hybrid_sparse_weights)
+        stages = {"sparse": out["sparse"], **{f"hybrid {w:g}": r for w, r in out["hybrid"].items()}}
+        for task, active in out["active_dims"].items():
+            print(f"{task}: {active['query']:.1f} active dimensions per query, {active['document']:.1f} per document")
+    elif args.colbert:
         import torch
 
         from hf_ragtrain import ColbertEncoder
@@ -92,6 +91,29 @@ def main(argv=None) -> int:
     else:
         stages = {"embedder": mteb_eval.run_mteb(mteb_eval.MtebEncoder(embedder, name=embedder_name), tasks,
                                                  output_folder=args.output_folder)}
+    return stages
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from hf_ragtrain.data.mining import load_encoder
+    from hf_ragtrain.offline import resolve_model_path
+
+    tasks = []
+    if args.beir_dir:
+        tasks.append(mteb_eval.beir_task(args.beir_dir, split=args.split))
+    if args.tasks:
+        tasks += mteb_eval.get_tasks(args.tasks.split(","))
+    if not tasks:
+        print("error: give --beir_dir or --tasks", file=sys.stderr)
+        return 2
+    start = time.time()
+    embedder = load_encoder(resolve_model_path(args.embedder))
+    embedder_name = f"local/{os.path.basename(os.path.normpath(args.embedder))}"
+    if sum(map(bool, (args.reranker, args.colbert, args.sparse))) > 1:
+        print("error: give one of --reranker, --colbert and --sparse", file=sys.stderr)
+        return 2
+    stages = evaluate(args, tasks, embedder, embedder_name)
     for stage, results in stages.items():
         for task, scores in results.items():
             for split, m in scores.metrics.items():

@@ -273,3 +273,37 @@ def test_the_unified_reranker_api_loads_a_splade_folder_and_scores_by_dot_produc
     np.testing.assert_allclose(reranker.compute_score([(query, d) for d in docs]), expected, rtol=1e-5)
     ranked = reranker.rank(query, docs)
     assert [r.corpus_id for r in ranked] == list(np.argsort(-expected, kind="stable"))
+
+
+def test_mteb_retrieval_and_the_hybrid_match_scores_computed_densely(tiny_splade, tiny_encoder_path, tmp_path):
+    """recipes/evaluate_mteb.py --sparse: mteb's metrics of the inverted-index retrieval and of the hybrid equal
+    ours over the full (query x document) score matrices computed from dense copies of the vectors."""
+    from hf_ragtrain import ranking_metrics
+    from hf_ragtrain.data.beir import load_beir
+    from hf_ragtrain.data.mining import encode_normalized, load_encoder
+    from test_mteb import faq_beir, ours
+
+    from conftest import run_script
+
+    folder = str(tmp_path / "splade")
+    tiny_splade.save_pretrained(folder)
+    root = faq_beir(tmp_path / "faq", n_queries=6)
+    proc = run_script(os.path.join(REPO, "recipes", "evaluate_mteb.py"), "--sparse", folder, "--embedder",
+                      tiny_encoder_path, "--hybrid_sparse_weights", "0.5", "--beir_dir", root, "--output_folder",
+                      str(tmp_path / "res"), "--json", str(tmp_path / "r.json"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "active dimensions per query" in proc.stdout
+    got = json.loads((tmp_path / "r.json").read_text())
+    data = load_beir(root, split="test")
+    doc_ids, texts = list(data.corpus), data.doc_texts()
+    qids = [q for q in data.queries if q in data.qrels]
+    queries, docs = [data.queries[q] for q in qids], [texts[d] for d in doc_ids]
+    sparse = tiny_splade.encode(queries, "query").toarray() @ tiny_splade.encode(docs).toarray().T
+    dense_model = load_encoder(tiny_encoder_path)
+    dense = encode_normalized(dense_model, queries, kind="query") @ encode_normalized(dense_model, docs,
+                                                                                       kind="document").T
+    for stage, scores in (("sparse", sparse), ("hybrid 0.5", fused_scores(sparse, dense, 0.5))):
+        run = {q: {doc_ids[j]: float(scores[i, j]) for j in range(len(doc_ids))} for i, q in enumerate(qids)}
+        (metrics,) = got[stage].values()
+        assert ours(metrics["test"], ks=(1, 3, 5)) == pytest.approx(ranking_metrics(run, data.qrels, (1, 3, 5)),
+                                                                     abs=1e-4), stage

@@ -123,6 +123,12 @@ class SpladeEncoder(nn.Module):
             logger.warning("%s: MLM head %s", path, merged["head"])
         elif "head" not in recorded:
             merged["head"] = "loaded"
+        limit = getattr(mlm.config, "max_position_embeddings", None)
+        for name in ("query_max_length", "document_max_length"):
+            length = merged.get(name, getattr(SpladeSettings, name))
+            if limit and length > limit:  # a longer text could not be encoded at all
+                logger.warning("%s %d is more than the model's %d positions: using %d", name, length, limit, limit)
+                merged[name] = limit
         return cls(mlm, tokenizer, SpladeSettings(**merged), query_weights)
 
     def set_query_idf(self, documents: Sequence[str]) -> None:
