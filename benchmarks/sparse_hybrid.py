@@ -1,11 +1,13 @@
 #!/usr/bin/env python
-"""A SPLADE model, a dense retriever and their hybrid on a BEIR folder, the fusion weight chosen on dev.
+"""A SPLADE model, a dense retriever and their hybrid on a BEIR folder, the fusion weight chosen on dev; BM25
+(stemmed, English) and its hybrid with the same dense retriever beside them, as the baseline SPLADE replaces.
 
 The dev queries are the train queries the recipes hold out (``--beir_dev_queries`` of them, chosen by
 ``split_dev_queries`` with the same seed), so the weight is picked on queries no model trained on;
 the test split is then scored once per model, with that weight. Every query searches the whole
 corpus: SPLADE through the inverted index, the dense model by cosine, the hybrid by the convex
-combination of each query's min-max normalised scores (``hf_ragtrain.evaluation.mteb_sparse``).
+combination of each query's min-max normalised scores (``hf_ragtrain.evaluation.mteb_sparse``);
+BM25's hybrid is fused the same way, its weight chosen on dev too.
 
     python benchmarks/sparse_hybrid.py --beir_dir ../shared/data/scifact --sparse runs/splade_sf \\
         --dense runs/emb_sf --json runs/sparse_hybrid.json
@@ -53,6 +55,7 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args()
 
+    import numpy as np
     import torch
 
     from hf_ragtrain import SpladeEncoder
@@ -60,6 +63,8 @@ def main() -> None:
     from hf_ragtrain.data.beir_pipeline import split_dev_queries
     from hf_ragtrain.data.mining import encode_normalized, load_encoder
     from hf_ragtrain.evaluation.mteb_sparse import fused_scores
+
+    from hf_ragtrain.data.mining import BM25
 
     train, test = load_beir(args.beir_dir, "train"), load_beir(args.beir_dir, "test")
     _, dev_ids = split_dev_queries(sorted(train.qrels), args.beir_dev_queries, args.seed)
@@ -70,21 +75,25 @@ def main() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         doc_vectors = sparse.encode(texts, "document", show_progress=True)
     dense_docs = encode_normalized(dense, texts, 64, True, kind="document")
+    bm25 = BM25(texts, language="english")
     out: dict = {"active_dims_document": float(doc_vectors.getnnz(axis=1).mean())}
     for name, split, qids in (("dev", train, dev_ids), ("test", test, sorted(test.qrels))):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             s, d = full_scores(sparse, dense, [split.queries[q] for q in qids], doc_vectors, dense_docs)
-        rows = {"sparse": metrics(s, qids, doc_ids, split.qrels), "dense": metrics(d, qids, doc_ids, split.qrels)}
-        weights = args.weights if name == "dev" else [out["chosen_weight"]]
-        for w in weights:
-            rows[f"hybrid {w:g}"] = metrics(fused_scores(s, d, w), qids, doc_ids, split.qrels)
-        if name == "dev":
-            out["chosen_weight"] = max(args.weights, key=lambda w: rows[f"hybrid {w:g}"]["ndcg@10"])
+        lexical = np.stack([bm25.get_scores(split.queries[q]) for q in qids])
+        rows = {"sparse": metrics(s, qids, doc_ids, split.qrels), "dense": metrics(d, qids, doc_ids, split.qrels),
+                "bm25": metrics(lexical, qids, doc_ids, split.qrels)}
+        for partner, scores in (("hybrid", s), ("bm25 hybrid", lexical)):
+            weights = args.weights if name == "dev" else [out[f"{partner} weight"]]
+            for w in weights:
+                rows[f"{partner} {w:g}"] = metrics(fused_scores(scores, d, w), qids, doc_ids, split.qrels)
+            if name == "dev":
+                out[f"{partner} weight"] = max(args.weights, key=lambda w: rows[f"{partner} {w:g}"]["ndcg@10"])
         out[name] = rows
         for row, m in rows.items():
-            print(f"{name:5s} {row:12s} nDCG@10 {m['ndcg@10']:.4f}  Recall@100 {m['recall@100']:.4f}")
-    print(f"fusion weight chosen on dev: {out['chosen_weight']:g}; documents hold "
-          f"{out['active_dims_document']:.1f} active dimensions on average")
+            print(f"{name:5s} {row:16s} nDCG@10 {m['ndcg@10']:.4f}  Recall@100 {m['recall@100']:.4f}")
+    print(f"fusion weights chosen on dev: SPLADE {out['hybrid weight']:g}, BM25 {out['bm25 hybrid weight']:g}; "
+          f"documents hold {out['active_dims_document']:.1f} active dimensions on average")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=2)
