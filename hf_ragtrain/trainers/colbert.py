@@ -14,7 +14,6 @@ from ..arguments import ColbertTrainingArguments
 from ..distributed import gather_with_local_grad, scale_gradient, world_size
 from ..losses import info_nce_from_scores, own_group
 from ..modeling.colbert import maxsim
-from .grad_cache import grad_cache_step
 from .in_batch import SCORE_DISTILL_NAMES, InBatchTrainer
 
 logger = logging.getLogger(__name__)
@@ -94,36 +93,16 @@ class ColbertTrainer(InBatchTrainer):
 
     # ------------------------------------------------------------------ GradCache
     def training_step(self, model, inputs, num_items_in_batch=None):
+        """GradCache (:meth:`InBatchTrainer.use_grad_cache`) caches each micro-batch's token vectors and masks."""
         if not self.use_grad_cache(inputs):
             return super().training_step(model, inputs, num_items_in_batch)
-        model.train()
-        inputs = self._prepare_inputs(inputs)
-        queries, passages = inputs["query_chunks"], inputs["passage_chunks"]
-        n_q = len(queries)
-        padding = self.padding_chunks([*queries, *passages], every_pass_communicates=True)
-        items = [("query", c) for c in queries] + [("document", c) for c in [*passages, *padding]]
-        guide = self.guide_mask(inputs, inputs["query_restore"].device)
 
-        def forward(m, item):
-            kind, chunk = item
-            return tuple(m(kind=kind, **chunk))
-
-        def loss_of(outputs: list[tuple[Tensor, ...]]) -> Tensor:
-            q, qm = self._join(outputs[:n_q], inputs["query_restore"])
-            p, pm = self._join(outputs[n_q:], inputs["passage_restore"])
+        def loss_of(query_outputs, passage_outputs, inputs, guide) -> Tensor:
+            q, qm = self._join(query_outputs, inputs["query_restore"])
+            p, pm = self._join(passage_outputs, inputs["passage_restore"])
             return self.loss_from_tokens(q, qm, p, pm, inputs.get("teacher_scores"), guide) * self.loss_weight(inputs)
 
-        loss = grad_cache_step(self, model, items, len(queries) + len(passages), forward, loss_of,
-                               inputs["query_restore"].device)
-        self.count_texts(inputs)
-        return loss
-
-    def use_grad_cache(self, inputs: dict[str, Any]) -> bool:
-        """As :meth:`ContrastiveTrainer.use_grad_cache`: ``--grad_cache`` when given, else when queries or
-        passages take more than one micro-batch on any process; the cache holds the token vectors."""
-        if self.grad_cache is not None:
-            return bool(self.grad_cache)
-        return self.max_over_processes(max(len(inputs["query_chunks"]), len(inputs["passage_chunks"]))) > 1
+        return self.kind_grad_cache_step(model, inputs, loss_of)
 
     def loss_description(self) -> tuple[str, dict[str, Any]]:
         name = "InfoNCE over MaxSim" + (" with in-batch negatives" if self.in_batch_negatives else "")

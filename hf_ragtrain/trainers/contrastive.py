@@ -166,15 +166,12 @@ class ContrastiveTrainer(InBatchTrainer):
         return self._grad_cache_step(model, inputs)
 
     def use_grad_cache(self, inputs: dict[str, Any]) -> bool:
-        """Whether this step runs GradCache: ``--grad_cache`` when given, else when the queries or the
-        passages of the batch take more than one micro-batch on any process. The plain step would keep
-        every micro-batch's activations until its backward; GradCache keeps one micro-batch's, for the
-        same gradients (tests/test_contrastive_trainer.py). Processes decide together, since under
-        DeepSpeed GradCache's backward passes are collective. Off where the loss has parameters of its
-        own (the cosine distillation's projection), which GradCache would not train."""
-        if self.grad_cache is not None or self.loss_has_parameters:
-            return bool(self.grad_cache)
-        return self.max_over_processes(max(len(inputs["query_chunks"]), len(inputs["passage_chunks"]))) > 1
+        """:meth:`InBatchTrainer.use_grad_cache`, but off where the loss has parameters of its own (the
+        cosine distillation's projection), which GradCache would not train (the equality of its gradients
+        with the plain step's: tests/test_contrastive_trainer.py)."""
+        if self.grad_cache is None and self.loss_has_parameters:
+            return False
+        return super().use_grad_cache(inputs)
 
     def _grad_cache_step(self, model, inputs) -> Tensor:
         """One step with GradCache (:mod:`hf_ragtrain.trainers.grad_cache`): each micro-batch's

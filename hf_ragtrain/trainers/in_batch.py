@@ -3,7 +3,7 @@ in-batch and cross-device negatives, plus score distillation from teacher scores
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -12,6 +12,7 @@ from ..arguments import ContrastiveLossArguments
 from ..distributed import gather_with_local_grad, world_size
 from ..losses import guide_mask, margin_mse, own_group, score_distillation_kl
 from .base import RetrievalTrainer
+from .grad_cache import grad_cache_step
 
 #: how the model card names each ``score_distill_loss``
 SCORE_DISTILL_NAMES = {"kl": "per-query KL", "margin_mse": "MarginMSE"}
@@ -108,6 +109,39 @@ class InBatchTrainer(RetrievalTrainer):
         return (", false negatives masked by a guide model (GISTEmbed)",
                 {"guide_model": self.args.guide_model, "guide_margin": self.guide_margin,
                  "guide_masked_candidates": self.guide_masked})
+
+    def use_grad_cache(self, inputs: dict[str, Any]) -> bool:
+        """Whether this step runs GradCache: ``--grad_cache`` when given, else when the queries or the
+        passages of the batch take more than one micro-batch on any process. The plain step would keep
+        every micro-batch's activations until its backward; GradCache keeps one micro-batch's, for the
+        same gradients. Processes decide together, since under DeepSpeed GradCache's backward passes are
+        collective."""
+        if self.grad_cache is not None:
+            return bool(self.grad_cache)
+        return self.max_over_processes(max(len(inputs["query_chunks"]), len(inputs["passage_chunks"]))) > 1
+
+    def kind_grad_cache_step(self, model, inputs, loss_of: Callable[[list, list, dict, Tensor | None], Tensor]
+                             ) -> Tensor:
+        """A GradCache step (:mod:`~hf_ragtrain.trainers.grad_cache`) for a model called with ``kind="query"``
+        or ``"document"``: ``loss_of(query outputs, passage outputs, inputs, guide mask)`` gives the loss from
+        the micro-batches' cached outputs (tuples), in chunk order."""
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        queries, passages = inputs["query_chunks"], inputs["passage_chunks"]
+        n_q = len(queries)
+        padding = self.padding_chunks([*queries, *passages], every_pass_communicates=True)
+        items = [("query", c) for c in queries] + [("document", c) for c in [*passages, *padding]]
+        guide = self.guide_mask(inputs, inputs["query_restore"].device)  # once per step, not per pass
+
+        def forward(m, item):
+            out = m(kind=item[0], **item[1])
+            return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+        loss = grad_cache_step(self, model, items, n_q + len(passages), forward,
+                               lambda outputs: loss_of(outputs[:n_q], outputs[n_q:], inputs, guide),
+                               inputs["query_restore"].device)
+        self.count_texts(inputs)
+        return loss
 
     def _get_train_sampler(self, train_dataset=None):
         """``batch_sampler="no_duplicates"``: a :class:`~hf_ragtrain.data.no_duplicates.NoDuplicatesSampler` over
