@@ -181,20 +181,19 @@ class SpladeEncoder(nn.Module):
         enc, _ = self.tokenize(list(texts), kind, prompts)
         order = sorted(range(len(texts)), key=lambda i: len(enc["input_ids"][i]))
         top_k = self.settings.max_active_dims
-        rows: list[Any] = [None] * len(texts)
+        blocks = []
         for start in tqdm(range(0, len(order), batch_size), desc=f"SPLADE {_kind(kind)}s", disable=not show_progress):
-            idx = order[start:start + batch_size]
-            batch = pad_micro_batches(self.tokenizer, enc, [idx])[0]
+            batch = pad_micro_batches(self.tokenizer, enc, [order[start:start + batch_size]])[0]
             vectors = self(kind=kind, **{k: v.to(device) for k, v in batch.items()}).float()
             if top_k is not None and top_k < vectors.size(1):
                 kept = vectors.topk(top_k, dim=1)
                 vectors = torch.zeros_like(vectors).scatter_(1, kept.indices, kept.values)
-            block = sp.csr_matrix(vectors.cpu().numpy())
-            for row, i in enumerate(idx):
-                rows[i] = block[row]
+            blocks.append(sp.csr_matrix(vectors.cpu().numpy()))
         if was_training:
             self.train()
-        return sp.vstack(rows, format="csr") if rows else sp.csr_matrix((0, self.vocab_size), dtype=np.float32)
+        if not blocks:
+            return sp.csr_matrix((0, self.vocab_size), dtype=np.float32)
+        return sp.vstack(blocks, format="csr")[np.argsort(order)]  # back to the texts' order
 
     # ------------------------------------------------------------------ retrieval and reranking
     def search(self, queries: Sequence[str], documents: Sequence[str], top_k: int = 100, batch_size: int = 32,
