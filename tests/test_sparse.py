@@ -190,6 +190,16 @@ def test_grad_cache_gives_the_plain_step_and_the_flops_weights_warm_up(tiny_enco
     assert plain["mlm.cls.predictions.transform.dense.weight"].abs().sum() > 0  # the new head trains
 
 
+def test_grad_cache_with_inference_free_queries_gives_the_plain_step(tiny_encoder_path, tmp_path):
+    """The queries' micro-batches are IDF bags, constants of the model: GradCache skips their backward pass."""
+    model = SpladeEncoder.from_pretrained(tiny_encoder_path, inference_free=True)
+    model.set_query_idf(TEXTS)
+    trainer, batch = _trainer(model, tmp_path)
+    assert len(batch["query_chunks"]) >= 1 and len(batch["passage_chunks"]) > 1
+    plain = assert_grad_cache_gives_the_plain_step(trainer, batch)
+    assert plain["mlm.cls.predictions.transform.dense.weight"].abs().sum() > 0
+
+
 def test_the_loss_adds_the_weighted_flops_of_queries_and_documents(tiny_encoder_path, tmp_path):
     model = SpladeEncoder.from_pretrained(tiny_encoder_path)
     trainer, _ = _trainer(model, tmp_path)

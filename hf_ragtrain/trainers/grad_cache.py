@@ -85,7 +85,9 @@ def grad_cache_step(trainer: Any, model: torch.nn.Module, chunks: Sequence[Any],
                    else contextlib.nullcontext())
         with no_sync, rng.replay(), trainer.compute_loss_context_manager():
             outputs = forward(model, chunk)
-            surrogate = sum((o * g).sum() for o, g in zip(outputs, grad) if g is not None)
+            surrogate = sum((o * g).sum() for o, g in zip(outputs, grad) if g is not None and o.requires_grad)
+            if not torch.is_tensor(surrogate) and not last:  # outputs that are constants of the model (inference-free
+                continue                                      # SPLADE queries): nothing to back-propagate
             accelerator.backward(surrogate, **kwargs)
     state._set_sync_gradients(sync)
     return loss.detach()
