@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's package
+from hf_ragtrain.hardware import cpu_description  # noqa: E402,F401 - the benchmarks' tables name the CPU
 
 
 def build_groups(beir_dir: str, group_size: int, n: int, cycle: bool = False) -> list[dict]:
@@ -166,21 +168,3 @@ def run_worker(groups_path: str, train, samples_per_step: int, steps: int) -> No
     with tempfile.TemporaryDirectory() as out:
         timer, history = train(groups, out)
     report(timer, history, samples_per_step, steps)
-
-
-def cpu_description() -> str:
-    """The CPU's model name and whether it multiplies bf16 in hardware, e.g. ``Intel Xeon ... (AMX-BF16,
-    AVX512-BF16), 2 cores``: benchmark figures differ between CPUs with and without these units."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and value.strip():
-                    name = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-    except OSError:
-        pass
-    units = [label for flag, label in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16")) if flag in flags]
-    return f"{name} ({', '.join(units) or 'no AMX-BF16 or AVX512-BF16'}), {os.cpu_count()} cores"

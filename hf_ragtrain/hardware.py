@@ -10,6 +10,8 @@ bf16 matmuls on CPU want widths rounded to 64 tokens.
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 from typing import Any, ContextManager
 
 import torch
@@ -25,6 +27,14 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 def has_gpu() -> bool:
     """Whether a CUDA device is present."""
     return torch.cuda.is_available()
+
+
+def name_deepspeed_accelerator() -> None:
+    """On a machine without a GPU, tell DeepSpeed it is the CPU (``DS_ACCELERATOR=cpu``) before it is
+    imported, as it would find itself; otherwise it warns "Setting accelerator to CPU" on every run.
+    A value the user set is kept."""
+    if not has_gpu():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 def default_device() -> torch.device:
@@ -114,3 +124,30 @@ def collator_batching(micro_batch_tokens: int | None, pad_to_multiple_of: int | 
 
     return {"micro_batch_tokens": pick(micro_batch_tokens, default_micro_batch_tokens()),
             "pad_to_multiple_of": pick(pad_to_multiple_of, default_pad_to_multiple_of(bf16))}
+
+
+def cpu_description() -> str:
+    """The CPU's model name and whether it multiplies bf16 in hardware, e.g. ``Intel Xeon ... (AMX-BF16,
+    AVX512-BF16), 2 cores``: benchmark figures differ between CPUs with and without these units."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    units = [label for flag, label in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16")) if flag in flags]
+    return f"{name} ({', '.join(units) or 'no AMX-BF16 or AVX512-BF16'}), {os.cpu_count()} cores"
+
+
+def machine_description() -> str:
+    """What a run's speed depends on, for cards and reports: the GPU(s) when there are any, else the CPU
+    (:func:`cpu_description`)."""
+    if has_gpu():
+        count = torch.cuda.device_count()
+        return f"{count} x {torch.cuda.get_device_name(0)}" if count > 1 else torch.cuda.get_device_name(0)
+    return cpu_description()

@@ -47,6 +47,8 @@ class CardInfo:
     license: str = "apache-2.0"
     model_name: str | None = None
     trainer: str | None = None  # the trainer class named in the card's intro (default: the family's)
+    training_run: str | None = None  # how long it trained, on what: "18 steps (1 epoch) in 1 min 28 s on ..."
+    demo: str | None = None  # why this model is a demonstration, not one to deploy (said under the title)
 
 
 # Always listed, default or not: what a reader needs to reproduce the run.
@@ -170,7 +172,7 @@ def mteb_eval_results(results: dict[str, TaskScores], task_type: str = "text-ran
                     continue
                 out.append(EvalResult(
                     task_type=task_type, task_name=task_name, dataset_type=_dataset_id(scores),
-                    dataset_name=f"MTEB {name}", dataset_config="default", dataset_split=split,
+                    dataset_name=name if scores.local else f"MTEB {name}", dataset_config="default", dataset_split=split,
                     dataset_revision=scores.dataset_revision, metric_type=key, metric_name=pretty,
                     metric_value=round(float(metrics[key]), 5)))
     return out
@@ -212,6 +214,7 @@ class _CardKind:
     pipeline_tag: str
     tags: list[str]
     default_name: str
+    title: str  # what the card's heading calls the model, e.g. "Cross-encoder reranker"
     intro: str  # formatted with base_model and trainer
     usage: str
     dev_heading: str
@@ -223,8 +226,9 @@ _RERANKER = _CardKind(
     pipeline_tag="text-ranking",
     tags=["hf_ragtrain", "cross-encoder", "reranker", "text-ranking", "generated_from_trainer"],
     default_name="reranker",
+    title="Cross-encoder reranker",
     intro="A cross-encoder reranker fine-tuned from `{base_model}` with "
-          "[hf_ragtrain](https://pypi.org/project/hf_ragtrain/) (`{trainer}`). It reads a "
+          "hf_ragtrain (`{trainer}`). It reads a "
           "(query, passage) pair and returns one relevance logit: higher means more relevant.\n",
     usage="## Usage\n\nWith sentence-transformers:\n\n```python\nfrom sentence_transformers import "
           "CrossEncoder\n\nmodel = CrossEncoder(\"PATH_OR_REPO_ID\")\nscores = model.predict([(\"how do I "
@@ -263,8 +267,9 @@ _EMBEDDER = _CardKind(
     tags=["hf_ragtrain", "sentence-transformers", "feature-extraction", "sentence-similarity", "retrieval",
           "generated_from_trainer"],
     default_name="embedder",
+    title="Embedding model",
     intro="An embedding model (bi-encoder) fine-tuned from `{base_model}` with "
-          "[hf_ragtrain](https://pypi.org/project/hf_ragtrain/) (`ContrastiveTrainer`). It maps a query or a "
+          "hf_ragtrain (`ContrastiveTrainer`). It maps a query or a "
           "passage to one vector; relevant passages lie close to their queries.\n",
     usage="## Usage\n\nWith sentence-transformers (the folder is in its layout; `encode_query` and `encode_document` "
           "apply the query and passage prompts and max lengths):\n\n```python\n"
@@ -281,8 +286,9 @@ _COLBERT = _CardKind(
     pipeline_tag="sentence-similarity",
     tags=["hf_ragtrain", "sentence-transformers", "colbert", "late-interaction", "retrieval", "generated_from_trainer"],
     default_name="colbert",
+    title="ColBERT model",
     intro="A ColBERT (late-interaction) model fine-tuned from `{base_model}` with "
-          "[hf_ragtrain](https://pypi.org/project/hf_ragtrain/) (`ColbertTrainer`). It maps a text to one vector "
+          "hf_ragtrain (`ColbertTrainer`). It maps a text to one vector "
           "per token; a query scores a document by MaxSim (each query token's best match, summed).\n",
     usage="## Usage\n\nWith sentence-transformers:\n\n```python\nfrom sentence_transformers import "
           "MultiVectorEncoder\n\nmodel = MultiVectorEncoder(\"PATH_OR_REPO_ID\")\n"
@@ -290,7 +296,8 @@ _COLBERT = _CardKind(
           "documents = model.encode_document([\"Use sorted() with a key.\"])\n"
           "scores = model.similarity(queries, documents)\n```\n\nWith hf_ragtrain:\n\n```python\n"
           "from hf_ragtrain import ColbertEncoder\n\nmodel = ColbertEncoder.from_pretrained(\"PATH_OR_REPO_ID\")\n"
-          "scores, indices = model.search([\"how do I sort a dict?\"], corpus, top_k=10)\n```\n",
+          "corpus = [\"Use sorted() with a key.\", \"Open the file.\"]\n"
+          "scores, indices = model.search([\"how do I sort a dict?\"], corpus, top_k=2)\n```\n",
     dev_heading="## Evaluation (dev set, MaxSim retrieval over the dev documents)",
 )
 
@@ -299,8 +306,9 @@ _SPARSE = _CardKind(
     tags=["hf_ragtrain", "sentence-transformers", "sparse-encoder", "sparse", "splade", "retrieval",
           "generated_from_trainer"],
     default_name="splade",
+    title="SPLADE model",
     intro="A SPLADE (learned sparse) retriever fine-tuned from `{base_model}` with "
-          "[hf_ragtrain](https://pypi.org/project/hf_ragtrain/) (`SparseTrainer`). It maps a text to one "
+          "hf_ragtrain (`SparseTrainer`). It maps a text to one "
           "non-negative weight per vocabulary entry, most of them 0; a query scores a document by the dot product, "
           "which an inverted index computes from the entries they share.\n",
     usage="## Usage\n\nWith sentence-transformers:\n\n```python\nfrom sentence_transformers import SparseEncoder\n\n"
@@ -310,7 +318,8 @@ _SPARSE = _CardKind(
           "scores = model.similarity(queries, documents)\n```\n\nWith hf_ragtrain (an inverted index over "
           "the corpus):\n\n```python\nfrom hf_ragtrain import SpladeEncoder\n\n"
           "model = SpladeEncoder.from_pretrained(\"PATH_OR_REPO_ID\")\n"
-          "scores, indices = model.search([\"how do I sort a dict?\"], corpus, top_k=10)\n```\n",
+          "corpus = [\"Use sorted() with a key.\", \"Open the file.\"]\n"
+          "scores, indices = model.search([\"how do I sort a dict?\"], corpus, top_k=2)\n```\n",
     dev_heading="## Evaluation (dev set, inverted-index retrieval over the dev documents)",
 )
 
@@ -320,8 +329,9 @@ _LLM_RERANKER = _CardKind(
     pipeline_tag="text-ranking",
     tags=["hf_ragtrain", "llm-reranker", "reranker", "text-ranking", "generated_from_trainer"],
     default_name="llm-reranker",
+    title="LLM reranker",
     intro="A decoder-only (LLM) reranker fine-tuned from `{base_model}` with "
-          "[hf_ragtrain](https://pypi.org/project/hf_ragtrain/) (`{trainer}`). A (query, passage) pair is written "
+          "hf_ragtrain (`{trainer}`). A (query, passage) pair is written "
           "into the prompt template recorded in `hf_ragtrain_reranker.json`; the score is read at the prompt's last "
           "token (the logit of the yes token, or a classification head). Higher means more relevant.\n",
     usage="## Usage\n\nWith hf_ragtrain (it applies the recorded template, yes token and any LoRA adapter):"
@@ -355,6 +365,16 @@ def _dev_section(kind: _CardKind, info: CardInfo) -> str:
     return text
 
 
+def card_title(kind: _CardKind, info: CardInfo) -> str:
+    """The card's heading: the Hub id when the model has one, else what it is, from what, on what data."""
+    if info.model_name and "/" in info.model_name:
+        return info.model_name
+    base = info.base_model.rstrip("/").split("/")[-1]
+    data = list(dict.fromkeys(d.get("hub_id") or dataset_slug(d["name"]) for d in info.datasets
+                              if d.get("split", "train").startswith("train")))
+    return f"{kind.title} from {base}" + (f", fine-tuned on {', '.join(data)}" if data else "")
+
+
 def _render_card(kind: _CardKind, info: CardInfo, args: TrainingArguments | None,
                  log_history: Sequence[dict[str, Any]], eval_results: list[EvalResult]) -> ModelCard:
     data = ModelCardData(
@@ -363,14 +383,17 @@ def _render_card(kind: _CardKind, info: CardInfo, args: TrainingArguments | None
         base_model=info.base_model,
         license=info.license,
         tags=list(kind.tags),
-        datasets=list(dict.fromkeys(d.get("hub_id") or dataset_slug(d["name"]) for d in info.datasets)) or None,
+        datasets=list(dict.fromkeys(d["hub_id"] for d in info.datasets if d.get("hub_id"))) or None,  # Hub ids only
         model_name=info.model_name or kind.default_name,
         eval_results=eval_results or None,
     )
-    name = info.model_name or "this model"
-    sections = [f"# {name}\n", kind.intro.format(base_model=info.base_model, trainer=info.trainer or kind.trainer),
+    sections = [f"# {card_title(kind, info)}\n",
+                kind.intro.format(base_model=info.base_model, trainer=info.trainer or kind.trainer),
+                *([f"> **Demo model.** {info.demo}\n"] if info.demo else []),
                 *(f"> **Warning:** {w}\n" for w in info.warnings),
                 fused_usage(**info.fusion) if info.fusion else kind.usage]
+    if info.training_run:
+        sections.append(f"## Training run\n\n{info.training_run}\n")
     if info.datasets:
         lines = ["## Training data\n", "| Name | Split | Size | Source |", "|---|---|---|---|"]
         for d in info.datasets:

@@ -32,7 +32,7 @@ from hf_ragtrain.runner.stages import pipeline_main  # noqa: E402
 
 def main(argv=None) -> int:
     # --split: the name mteb and evaluate_mteb.py give the evaluation split
-    return pipeline_main(AdaptArguments, __doc__.split("\n\n")[0],
+    return pipeline_main(AdaptArguments, __doc__,
                          lambda args: adapt(args, os.path.join(REPO, "recipes")), argv, aliases={"--split": "--eval_split"})
 
 

@@ -39,7 +39,7 @@ from hf_ragtrain.runner import EXIT_BAD_INPUT, EXIT_SAVE_FAILED, one_line
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--beir_dir", required=True, help="folder with corpus.jsonl, queries.jsonl, qrels/")
     parser.add_argument("--split", default="train", help="qrels/<split>.tsv to read (default: train)")
     parser.add_argument("--output", required=True, help="jsonl file to write")
@@ -54,7 +54,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--num_negatives", type=int, default=15, help="negatives per query (0: none)")
     parser.add_argument("--strategy", choices=["random", "top"], default="random",
                         help="sample negatives in the window with --seed, or take the best-ranked")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="seed of the negatives' sampling (default: 42)")
     filters = parser.add_argument_group(
         "false-negative filters", "drop candidates scored too close to the query's weakest judged positive; scored "
                                   "by --filter_teacher when given, else by --encoder's cosine")
@@ -75,7 +75,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                              "--beir_dev_queries chooses them; they are left out of --output")
     parser.add_argument("--dev_output", help="jsonl for the held-out queries: their judged positives, and the "
                                              "--encoder's top --dev_top_k other documents as negatives")
-    parser.add_argument("--dev_top_k", type=int, default=30)
+    parser.add_argument("--dev_top_k", type=int, default=30, help="candidates per dev query (default: 30)")
     return parser.parse_args(argv)
 
 

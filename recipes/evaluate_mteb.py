@@ -39,19 +39,21 @@ def parse_args(argv=None):
     p.add_argument("--reranker", help="a cross-encoder folder: rerank the embedder's top --top_k")
     p.add_argument("--colbert", help="a ColBERT folder: full-corpus MaxSim retrieval (or, with --colbert_rerank, "
                                      "MaxSim reranking of the embedder's top --top_k)")
-    p.add_argument("--colbert_rerank", action="store_true")
+    p.add_argument("--colbert_rerank", action="store_true", help="with --colbert: rerank the embedder's top --top_k "
+                                                                  "by MaxSim instead of retrieving")
     p.add_argument("--sparse", help="a SPLADE folder: inverted-index retrieval over the corpus")
     p.add_argument("--hybrid_sparse_weights", type=float, nargs="*", default=[],
                    help="with --sparse: also the hybrid with the embedder, SPLADE's min-max normalised score weighed "
                         "by each of these (the cosine's by 1 minus it)")
     p.add_argument("--beir_dir", help="a local BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", help="the qrels split of --beir_dir to evaluate (default: test)")
     p.add_argument("--tasks", help="comma-separated mteb task names")
-    p.add_argument("--top_k", type=int, default=100)
+    p.add_argument("--top_k", type=int, default=100, help="candidates per query a reranker reorders (default: 100)")
     p.add_argument("--max_length", type=int, default=None, help="reranker's max tokens per pair (default: the "
                                                                   "folder's; a cross-encoder's positions, at most 512)")
     p.add_argument("--bf16", action="store_true", help="score pairs under bf16 autocast")
-    p.add_argument("--output_folder", default="mteb_results")
+    p.add_argument("--output_folder", default="mteb_results", help="where mteb writes its results (default: "
+                                                                     "mteb_results)")
     p.add_argument("--json", help="also write the metrics to this JSON file")
     return p.parse_args(argv)
 

@@ -28,7 +28,7 @@ from hf_ragtrain.runner.stages import pipeline_main  # noqa: E402
 
 
 def main(argv=None) -> int:
-    return pipeline_main(PipelineArguments, __doc__.split("\n\n")[0],
+    return pipeline_main(PipelineArguments, __doc__,
                          lambda args: TwoStagePipeline(args, os.path.join(REPO, "recipes")).run(), argv)
 
 

@@ -28,8 +28,27 @@ def test_rendered_card_metadata_parses(tmp_path):
     loaded = ModelCard.load(path)
     assert loaded.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
     assert loaded.data.pipeline_tag == "text-ranking" and "reranker" in loaded.data.tags
-    assert loaded.data.datasets == ["python_faq"]  # a data file is named by its folder
+    assert loaded.data.datasets is None  # local files have no Hub id; the card's table names them
+    assert "| data/python_faq/train.jsonl | train | 140 |" in loaded.text
+    assert loaded.text.lstrip().startswith("# Cross-encoder reranker from all-MiniLM-L6-v2, fine-tuned on python_faq\n")
     assert "| ndcg@10 | 0.1000 | 0.5000 |" in loaded.text
+    assert "pypi.org" not in loaded.text and "Demo model" not in loaded.text and "## Training run" not in loaded.text
+
+
+def test_card_title_demo_note_training_run_and_hub_dataset_ids(tmp_path):
+    info = CardInfo(base_model="sentence-transformers/all-MiniLM-L6-v2", model_name="me/faq-reranker",
+                    datasets=[{"name": "BeIR/scifact", "hub_id": "BeIR/scifact", "split": "train", "size": 9},
+                              {"name": "data/python_faq/dev.jsonl", "split": "dev", "size": 3}],
+                    demo="Trained on 140 questions to show the recipe.", training_run="18 optimizer steps in 88 s.")
+    card = render_reranker_card(info)
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")
+    assert loaded.data.datasets == ["BeIR/scifact"]  # Hub ids only
+    lines = loaded.text.strip().splitlines()
+    assert lines[0] == "# me/faq-reranker"  # a model with a Hub id is titled by it
+    demo = lines.index("> **Demo model.** Trained on 140 questions to show the recipe.")
+    assert demo < lines.index("## Usage")  # said before anything else a visitor reads
+    assert lines[lines.index("## Training run") + 2] == "18 optimizer steps in 88 s."
 
 
 def _task_scores():
@@ -113,7 +132,7 @@ def test_embedding_card_puts_each_task_under_its_own_type(tmp_path):
     assert loaded.data.pipeline_tag == "sentence-similarity" and loaded.data.library_name == "sentence-transformers"
     _, evals = model_index_to_eval_results(loaded.data.to_dict()["model-index"])
     types = {(e.dataset_name, e.task_type) for e in evals}
-    assert types == {("MTEB scifact", "retrieval"), ("MTEB faq_dev", "text-ranking")}
+    assert types == {("scifact", "retrieval"), ("faq_dev", "text-ranking")}  # local data: not named as mteb tasks
     assert {e.metric_value for e in evals if e.metric_type == "ndcg_at_10"} == {0.7}
     assert "SentenceTransformer(\"PATH_OR_REPO_ID\")" in card.content
 

@@ -33,11 +33,16 @@ def test_recipe_trains_evaluates_and_writes_model_and_card(tiny_ce_path, tmp_pat
     card = (out / "README.md").read_text()
     assert "base_model:" in card and "pipeline_tag: text-ranking" in card
     assert "| ndcg@10 |" in card and "## Training log" in card and "learning_rate" in card
-    assert "Dev reranking metrics" in proc.stdout
+    assert "Dev, reranking each query's candidates" in proc.stdout
     # the saved model, evaluated through mteb on the dev records, agrees with the in-training evaluator
     (task, by_split), = results["mteb"].items()
     for metric in ("ndcg", "mrr", "map", "recall"):
         assert by_split["dev"][f"{metric}_at_10"] == pytest.approx(results["after"][f"after_{metric}@10"], abs=1e-5)
+    row, = [line for line in proc.stdout.splitlines() if line.startswith(f"  {task} (dev, reranking each query's "
+                                                                            "candidates) reranked")]
+    assert row.split()[-3:-1] == [f"{by_split['dev']['ndcg_at_10']:.4f}", f"{by_split['dev']['mrr_at_10']:.4f}"]
+    for noise in ("LOAD REPORT", "Setting accelerator to CPU", "pin_memory"):  # libraries' noise, said by us or not at all
+        assert noise not in proc.stdout + proc.stderr
     assert (out / "mteb" / "results" / "local__out" / "no_revision_available" / f"{task}.json").exists()
     assert "## MTEB evaluation" in card and "model-index:" in card
     # the folder says the length it was trained at; Reranker and sentence-transformers score at it by default

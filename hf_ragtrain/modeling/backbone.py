@@ -15,6 +15,8 @@ from typing import Any
 from torch import Tensor, nn
 from transformers import AutoConfig, PreTrainedTokenizerBase
 
+logger = logging.getLogger(__name__)
+
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
@@ -69,7 +71,7 @@ def load_backbone(path: str, auto_class: Any, peft_task: str, lora: LoraSettings
         AutoConfig.from_pretrained(base_path))
     if torch_dtype is not None:
         kwargs["dtype"] = torch_dtype
-    model = auto_class.from_pretrained(base_path, **kwargs)
+    model = load_reporting_new_weights(auto_class, base_path, **kwargs)
     if saved_adapter:
         from peft import PeftModel
 
@@ -100,6 +102,40 @@ def silent_load_report():
         yield
     finally:
         report.removeFilter(quiet)
+
+
+def load_reporting_new_weights(auto_class: Any, path: str, **kwargs: Any) -> nn.Module:
+    """``auto_class.from_pretrained(path, **kwargs)`` with transformers' load report table replaced by one
+    line of ours (:func:`report_new_weights`)."""
+    with silent_load_report():
+        model, info = auto_class.from_pretrained(path, output_loading_info=True, **kwargs)
+    report_new_weights(model, info, path)
+    return model
+
+
+def _names(keys: list[str], most: int = 4) -> str:
+    return ", ".join(keys[:most]) + (f" and {len(keys) - most} more" if len(keys) > most else "")
+
+
+def report_new_weights(model: nn.Module, info: dict[str, Any], source: str) -> None:
+    """Say what a load left at random, in one line each: a new head (missing weights outside the base
+    model, such as ``classifier.*`` of a cross-encoder trained from an embedder) is expected and logged
+    at info level; any other missing weight, and checkpoint weights left unused, are warnings naming them."""
+    base_is_model = getattr(model, "base_model", model) is model
+    prefix = getattr(model, "base_model_prefix", "") + "."
+    missing = sorted(info.get("missing_keys") or [])
+    head = [] if base_is_model else [k for k in missing if not k.startswith(prefix)]
+    other = [k for k in missing if k not in head]
+    if head:
+        logger.info("%s has no %s head: a new one starts from random (%s), as expected when training from a "
+                    "checkpoint without it", source, type(model).__name__, _names(head))
+    if other:
+        logger.warning("%s: %d weights of the model are missing from the checkpoint and start from random: %s",
+                       source, len(other), _names(other))
+    unused = sorted(info.get("unexpected_keys") or [])
+    if unused:
+        logger.warning("%s: %d weights of the checkpoint are not used by %s: %s", source, len(unused),
+                       type(model).__name__, _names(unused))
 
 
 def whole_parameters(module: nn.Module):

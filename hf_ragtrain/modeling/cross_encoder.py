@@ -28,9 +28,10 @@ def load_cross_encoder(name_or_path: str, attn_implementation: str | None = None
     (hf_ragtrain's kernel on CPU, sdpa on GPU).
     """
     from .attention import default_attn_implementation
+    from .backbone import load_reporting_new_weights
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        name_or_path, num_labels=1, attn_implementation=attn_implementation or default_attn_implementation(),
+    model = load_reporting_new_weights(
+        AutoModelForSequenceClassification, name_or_path, num_labels=1, attn_implementation=attn_implementation or default_attn_implementation(),
         **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     mark_for_sentence_transformers(model)

@@ -15,7 +15,7 @@ class EncoderRecipe(Recipe):
     their own lengths and prompts); texts are micro-batched by ``--micro_batch_tokens``."""
 
     card_task = "retrieval"
-    metrics_title = "Dev retrieval metrics"
+    metrics_title = "Dev, retrieval over all dev documents"
     summary_metrics = ("ndcg@10", "mrr@10", "map@10", "recall@10", "recall@100")
     card_family = "embedder"  # the card's intro, usage and tags: embedder, colbert or sparse
 

@@ -23,9 +23,23 @@ def _precision(recipe: Any) -> dict[str, str]:
     return {"precision": "bf16 autocast" if recipe.training_args.bf16 else "fp32"}
 
 
-def _score_lines(results: dict[str, Any], label: str = "") -> list[str]:
-    return [f"mteb {task} ({split}){' ' + label if label else ''}: nDCG@10 {m['ndcg_at_10']:.4f}  "
-            f"MRR@10 {m['mrr_at_10']:.4f}" for task, scores in results.items() for split, m in scores.metrics.items()]
+#: how each kind of mteb task is scored, said in the console table (a dev set is a reranking task: its own
+#: candidates, where the in-training dev figures retrieve from all the dev documents)
+HOW = {"Retrieval": "retrieval over the whole corpus", "Reranking": "reranking each query's candidates"}
+
+
+def summary_table(*rows: tuple[str, dict[str, Any]]) -> list[str]:
+    """The console table of the mteb step, the same for every family: a row per (label, task, split) of
+    ``rows`` (``(label, {task: TaskScores})``), with nDCG@10, MRR@10 and Recall@100."""
+    lines = [f"{'mteb, the saved folder':<58} {'nDCG@10':>8} {'MRR@10':>8} {'R@100':>8}"]
+    for label, results in rows:
+        for task, scores in results.items():
+            for split, m in scores.metrics.items():
+                name = f"  {task} ({split}, {HOW.get(scores.task_type, scores.task_type)})" + (f" {label}" if label
+                                                                                              else "")
+                lines.append(f"{name:<58} {m['ndcg_at_10']:>8.4f} {m['mrr_at_10']:>8.4f} "
+                             f"{m.get('recall_at_100', float('nan')):>8.4f}")
+    return ["", *lines] if len(lines) > 1 else []
 
 
 def reranker_mteb(recipe: Any, tasks: list[Any]) -> MtebOutcome:
@@ -55,7 +69,7 @@ def reranker_mteb(recipe: Any, tasks: list[Any]) -> MtebOutcome:
               "mteb_settings": {**settings, "pairs": out["pairs"], "pairs_truncated": out["pairs_truncated"]}},
         notes=[f"mteb evaluation: {out['pairs_truncated']} of {out['pairs']} scored pairs were longer than "
                f"{max_length} tokens and were truncated."],
-        summary=[*_score_lines(out["first_stage"], "first_stage"), *_score_lines(out["reranked"], "reranked")])
+        summary=summary_table(("first stage", out["first_stage"]), ("reranked", out["reranked"])))
 
 
 def embedder_mteb(recipe: Any, tasks: list[Any]) -> MtebOutcome:
@@ -74,7 +88,7 @@ def embedder_mteb(recipe: Any, tasks: list[Any]) -> MtebOutcome:
     return MtebOutcome(results=out["full"], settings=_precision(recipe), notes=notes,
                        json={"mteb": mteb_eval.scores_as_dict(out["full"]),
                              "mteb_matryoshka": {str(d): mteb_eval.scores_as_dict(r) for d, r in out["dims"].items()}},
-                       summary=[*_score_lines(out["full"]), *notes])
+                       summary=[*summary_table(("", out["full"])), *notes])
 
 
 def colbert_mteb(recipe: Any, tasks: list[Any]) -> MtebOutcome:
@@ -90,7 +104,7 @@ def colbert_mteb(recipe: Any, tasks: list[Any]) -> MtebOutcome:
              f"{m['ndcg_at_10']:.4f}, MRR@10 {m['mrr_at_10']:.4f}, Recall@100 {m['recall_at_100']:.4f}."
              for task, scores in results.items() for split, m in scores.metrics.items()]
     return MtebOutcome(results=results, settings=_precision(recipe), notes=notes,
-                       json={"mteb": mteb_eval.scores_as_dict(results)}, summary=notes)
+                       json={"mteb": mteb_eval.scores_as_dict(results)}, summary=summary_table(("", results)))
 
 
 def sparse_mteb(recipe: Any, tasks: list[Any]) -> MtebOutcome:
@@ -116,4 +130,4 @@ def sparse_mteb(recipe: Any, tasks: list[Any]) -> MtebOutcome:
     return MtebOutcome(results=out["sparse"], settings=_precision(recipe), notes=notes,
                        json={"mteb": mteb_eval.scores_as_dict(out["sparse"]), "mteb_active_dims": out["active_dims"],
                              "mteb_hybrid": {f"{w:g}": mteb_eval.scores_as_dict(r) for w, r in out["hybrid"].items()}},
-                       summary=[*_score_lines(out["sparse"]), *notes])
+                       summary=[*summary_table(("", out["sparse"])), *notes])

@@ -65,21 +65,29 @@ class MtebOutcome:
     summary: list[str] = field(default_factory=list)
 
 
+def minutes(seconds: float | None) -> str:
+    """A duration for people: ``"12 min"``, ``"45 s"``."""
+    if seconds is None:
+        return "?"
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
 def one_line(err: BaseException) -> str:
     """An exception as one line: its message's first line (libraries' messages can run to many)."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def parse_arguments(dataclass_types: Sequence[type], defaults: dict[str, Any], argv: Sequence[str] | None = None):
-    """``HfArgumentParser`` over ``dataclass_types`` with recipe ``defaults``; bf16 where the hardware
-    runs it natively unless the command line picks a precision; ``use_cpu`` without a GPU (bf16 on
-    CPU needs it, and without it torchrun's processes would train independently)."""
-    from transformers import HfArgumentParser
-
+def parse_arguments(dataclass_types: Sequence[type], defaults: dict[str, Any], argv: Sequence[str] | None = None,
+                    description: str | None = None):
+    """:class:`~hf_ragtrain.runner.parser.RecipeParser` over ``dataclass_types`` with recipe ``defaults``
+    (``description`` heads ``--help``); bf16 where the hardware runs it natively unless the command line
+    picks a precision; ``use_cpu`` without a GPU (bf16 on CPU needs it, and without it torchrun's
+    processes would train independently)."""
     from ..hardware import bf16_is_fast, has_gpu
+    from .parser import RecipeParser
 
-    parser = HfArgumentParser(tuple(dataclass_types))
+    parser = RecipeParser(dataclass_types, description=description)
     args = list(sys.argv[1:] if argv is None else argv)
     auto_bf16 = bf16_is_fast() and not any(a.split("=")[0] in ("--bf16", "--fp16") for a in args)
     parser.set_defaults(**defaults, use_cpu=not has_gpu(), **({"bf16": True} if auto_bf16 else {}))
@@ -175,7 +183,8 @@ class Recipe:
 
         classes = (ModelArguments, *self.options.values(), DataArguments, self.training_arguments)
         try:
-            parsed = parse_arguments(classes, {**RECIPE_DEFAULTS, **self.defaults}, argv)
+            parsed = parse_arguments(classes, {**RECIPE_DEFAULTS, **self.defaults}, argv,
+                                     description=getattr(sys.modules.get(type(self).__module__), "__doc__", None))
         except ValueError as err:  # an argument class's own check
             raise RecipeError(f"bad arguments: {one_line(err)}") from None
         self.model_args, *values, self.data_args, self.training_args = parsed
@@ -417,7 +426,32 @@ class Recipe:
             mteb_results=self.mteb.results, mteb_first_stage=self.mteb.first_stage, mteb_settings=self.mteb.settings,
             notes=[*self.model_notes(), self.truncation_note(counts), self.train_dataset.stats.summary(),
                    *self.data.notes, *self.mteb.notes, describe_peak(self.peak) + "."],
-            model_name=os.path.basename(os.path.abspath(self.output_dir)))
+            model_name=self.training_args.hub_model_id or os.path.basename(os.path.abspath(self.output_dir)),
+            training_run=self.training_run(), demo=self.demo_note())
+
+    def training_run(self) -> str:
+        """One sentence for the card: how many steps and epochs, how long, on what, in what precision."""
+        from ..hardware import machine_description
+
+        state, args = self.trainer.state, self.training_args
+        seconds = next((e["train_runtime"] for e in reversed(state.log_history) if "train_runtime" in e), None)
+        took = f" in {minutes(seconds)}" if seconds is not None else ""
+        precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+        processes = f", {args.world_size} processes" if args.world_size > 1 else ""
+        return (f"{state.global_step} optimizer steps ({state.epoch or 0:g} epochs){took} on {machine_description()}"
+                f"{processes}, {precision}; batch {args.per_device_train_batch_size * args.world_size} queries x "
+                f"{self.data_args.train_group_size} documents.")
+
+    def demo_note(self) -> str | None:
+        """Said under the card's title when the model was trained on the bundled data only."""
+        from ..data.sources import BUNDLED_SOURCE
+
+        if not self.data.datasets or any(d.get("source") != BUNDLED_SOURCE for d in self.data.datasets
+                                         if d.get("split") == "train"):
+            return None
+        return (f"Trained by the recipe's default job on the {len(self.data.train)} questions of the bundled Python FAQ "
+                "set, to show the recipe end to end; it is not meant for real use. Train on your own data "
+                "(--train_data, --beir_dir) for that.")
 
     def summary_lines(self) -> list[str]:
         """The console summary: the dev metrics before and after, then the mteb step's lines."""

@@ -35,7 +35,7 @@ class RerankerRecipe(Recipe):
     training_arguments = RerankerTrainingArguments
     trainer_class = RerankTrainer
     card_task = "reranking"
-    metrics_title = "Dev reranking metrics"
+    metrics_title = "Dev, reranking each query's candidates"
     llm_card = False  # the LLM reranker's card (its usage and library)
 
     def build_collator(self) -> Any:

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from .recipe import RecipeError
+from .recipe import RecipeError, minutes
 
 MARKERS = ".stages"
 #: Checkpoints of the training stages, so that an interrupted stage resumes.
@@ -55,13 +55,6 @@ def write_json(path: str, obj: Any) -> None:
     with open(path + ".tmp", "w", encoding="utf-8") as fh:
         json.dump(obj, fh, indent=2, ensure_ascii=False)
     os.replace(path + ".tmp", path)
-
-
-def minutes(seconds: float | None) -> str:
-    """A duration for people: ``"12 min"``, ``"45 s"``."""
-    if seconds is None:
-        return "?"
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 class StageRunner:
@@ -190,9 +183,9 @@ def pipeline_main(arguments_class: type, description: str, run: Callable[[Any], 
     renamed first), ``run(args)``, and turn a :class:`RecipeError` into its message and exit status."""
     import logging
 
-    from transformers import HfArgumentParser
+    from .parser import RecipeParser
 
-    parser = HfArgumentParser(arguments_class, description=description)
+    parser = RecipeParser([arguments_class], description=description)
     argv = [(aliases or {}).get(a, a) for a in (sys.argv[1:] if argv is None else argv)]
     try:
         (args,) = parser.parse_args_into_dataclasses(args=argv)
