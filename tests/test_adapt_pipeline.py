@@ -16,6 +16,8 @@ from hf_ragtrain.modeling.question_writer import INSTRUCTION, QuestionWriter
 from conftest import run_script
 from test_two_stage_pipeline import checksums, faq_beir
 
+pytestmark = pytest.mark.long  # several processes or whole recipes: `pytest -m long` (CI runs it)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PASSAGES = ["use sorted with a key function on the items of a dictionary to sort it by value",
             "a lambda is a small anonymous function defined inline",

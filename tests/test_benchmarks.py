@@ -165,6 +165,7 @@ def test_the_cpu_description_names_the_model_and_its_bf16_units(monkeypatch, tmp
     assert _common.cpu_description().startswith("Old CPU (no AMX-BF16 or AVX512-BF16)")
 
 
+@pytest.mark.long  # two recipes and a teacher-scoring run in subprocesses
 def test_the_memory_benchmark_runs_the_jobs_and_reads_each_peak(tiny_encoder_path, tmp_path):
     import json
     import subprocess
@@ -174,7 +175,8 @@ def test_the_memory_benchmark_runs_the_jobs_and_reads_each_peak(tiny_encoder_pat
                            "--output_dir", str(out), "--jobs", "reranker", "distillation", "--json",
                            str(tmp_path / "m.json"), "--score_flags=--max_length 32", "--",
                            "--model_name_or_path", tiny_encoder_path, "--max_steps",
-                           "1", "--no_mteb_eval", "--bf16", "False", "--max_length", "32"],
+                           "1", "--no_mteb_eval", "--bf16", "False", "--max_length", "32", "--first_stage_model", "none",
+                           "--first_stage_weight", "0"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     results = json.loads((tmp_path / "m.json").read_text())["results"]

@@ -11,6 +11,8 @@ import pytest
 import multiproc
 from multiproc import losses, run
 
+pytestmark = pytest.mark.long  # several processes or whole recipes: `pytest -m long` (CI runs it)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 SCRIPT = os.path.join(HERE, "scripts", "train_tiny_reranker.py")

@@ -14,6 +14,8 @@ from multiproc import losses, run
 
 from conftest import TEXTS
 
+pytestmark = pytest.mark.long  # several processes or whole recipes: `pytest -m long` (CI runs it)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 SCRIPT = os.path.join(HERE, "scripts", "train_tiny_embedder.py")

@@ -12,6 +12,8 @@ import pytest
 import multiproc
 from conftest import tiny_records, write_jsonl
 
+pytestmark = pytest.mark.long  # several processes or whole recipes: `pytest -m long` (CI runs it)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = ["train_reranker", "distill_reranker", "train_embedding", "train_colbert", "train_sparse"]
 ENGINES = ["ds_zero2", "ds_zero3"]

@@ -17,6 +17,8 @@ from hf_ragtrain.runner.two_stage_report import build_report, markdown
 from conftest import run_script
 from test_fusion import st_cosine
 
+pytestmark = pytest.mark.long  # several processes or whole recipes: `pytest -m long` (CI runs it)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ["--dev_queries", "2", "--top_k", "8", "--num_negatives", "4",
          "--retriever_args", "--max_steps 2 --train_group_size 2 --per_device_train_batch_size 4 --passage_max_length 64",
