@@ -187,6 +187,7 @@ def test_model_card_usage_snippets_run_on_the_saved_folder(workspace):
         snippets += [(f"{folder}/README.md snippet {i + 1}",
                       code.replace("PATH_OR_REPO_ID", str(work / folder)).replace('"PATH', f'"{work / folder}'))
                      for i, code in enumerate(found)]
+    assert "> **Demo model.**" in (work / "runs" / "reranker" / "README.md").read_text()  # the bundled data's job
     proc = subprocess.run([sys.executable, "-c", SNIPPET_RUNNER], input=json.dumps(snippets), cwd=work, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{proc.stdout[-1000:]}\n{proc.stderr[-4000:]}"

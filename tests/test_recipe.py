@@ -34,13 +34,19 @@ def test_recipe_trains_evaluates_and_writes_model_and_card(tiny_ce_path, tmp_pat
     assert "base_model:" in card and "pipeline_tag: text-ranking" in card
     assert "| ndcg@10 |" in card and "## Training log" in card and "learning_rate" in card
     assert "Dev, reranking each query's candidates" in proc.stdout
+    from hf_ragtrain.hardware import cpu_description
+
+    run = card.split("## Training run\n\n")[1].splitlines()[0]  # steps, epochs, time, machine, precision, batch
+    assert run.startswith("6 optimizer steps (3 epochs) in ") and cpu_description() in run
+    assert run.endswith(", fp32; batch 4 queries x 4 documents.")
+    assert "Demo model" not in card  # trained on the user's files, not the bundled set
     # the saved model, evaluated through mteb on the dev records, agrees with the in-training evaluator
     (task, by_split), = results["mteb"].items()
     for metric in ("ndcg", "mrr", "map", "recall"):
         assert by_split["dev"][f"{metric}_at_10"] == pytest.approx(results["after"][f"after_{metric}@10"], abs=1e-5)
-    row, = [line for line in proc.stdout.splitlines() if line.startswith(f"  {task} (dev, reranking each query's "
-                                                                            "candidates) reranked")]
-    assert row.split()[-3:-1] == [f"{by_split['dev']['ndcg_at_10']:.4f}", f"{by_split['dev']['mrr_at_10']:.4f}"]
+    table = proc.stdout.split(f"mteb {task} (dev): reranking each query's candidates\n")[1].splitlines()
+    row, = [line for line in table[:4] if line.split()[:1] == ["reranked"]]
+    assert row.split()[1:3] == [f"{by_split['dev']['ndcg_at_10']:.4f}", f"{by_split['dev']['mrr_at_10']:.4f}"]
     for noise in ("LOAD REPORT", "Setting accelerator to CPU", "pin_memory"):  # libraries' noise, said by us or not at all
         assert noise not in proc.stdout + proc.stderr
     assert (out / "mteb" / "results" / "local__out" / "no_revision_available" / f"{task}.json").exists()

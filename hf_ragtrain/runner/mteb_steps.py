@@ -29,17 +29,21 @@ HOW = {"Retrieval": "retrieval over the whole corpus", "Reranking": "reranking e
 
 
 def summary_table(*rows: tuple[str, dict[str, Any]]) -> list[str]:
-    """The console table of the mteb step, the same for every family: a row per (label, task, split) of
-    ``rows`` (``(label, {task: TaskScores})``), with nDCG@10, MRR@10 and Recall@100."""
-    lines = [f"{'mteb, the saved folder':<58} {'nDCG@10':>8} {'MRR@10':>8} {'R@100':>8}"]
+    """The console table of the mteb step, the same for every family: for each task and split of ``rows``
+    (``(label, {task: TaskScores})``; label ``""`` is the model itself) a heading that says how it was scored,
+    then one line per label with nDCG@10, MRR@10 and Recall@100."""
+    tasks: dict[tuple[str, str, str], list[tuple[str, dict[str, float]]]] = {}
     for label, results in rows:
         for task, scores in results.items():
             for split, m in scores.metrics.items():
-                name = f"  {task} ({split}, {HOW.get(scores.task_type, scores.task_type)})" + (f" {label}" if label
-                                                                                              else "")
-                lines.append(f"{name:<58} {m['ndcg_at_10']:>8.4f} {m['mrr_at_10']:>8.4f} "
-                             f"{m.get('recall_at_100', float('nan')):>8.4f}")
-    return ["", *lines] if len(lines) > 1 else []
+                how = HOW.get(scores.task_type, scores.task_type)
+                tasks.setdefault((task, split, how), []).append((label or "this model", m))
+    lines = []
+    for (task, split, how), entries in tasks.items():
+        lines += ["", f"mteb {task} ({split}): {how}", f"  {'':<24} {'nDCG@10':>8} {'MRR@10':>8} {'R@100':>8}"]
+        lines += [f"  {label:<24} {m['ndcg_at_10']:>8.4f} {m['mrr_at_10']:>8.4f} "
+                  f"{m.get('recall_at_100', float('nan')):>8.4f}" for label, m in entries]
+    return lines
 
 
 def reranker_mteb(recipe: Any, tasks: list[Any]) -> MtebOutcome:
