@@ -198,7 +198,6 @@ class RetrievalTrainingArguments(TrainingArguments):
     every trainer has; the base of the family classes below."""
     _argument_group_name = "training (hf_ragtrain)"  # its group in --help
 
-
     ddp_find_unused_parameters: Optional[bool] = field(
         default=False, metadata={"help": "Every parameter of our models gets a gradient, so DDP need not search "
                                          "for unused ones (set True for models that skip layers)."})
@@ -233,7 +232,6 @@ class RerankerTrainingArguments(RetrievalTrainingArguments):
     """The arguments of :class:`~hf_ragtrain.RerankTrainer`: the ranking loss over each query's group."""
     _argument_group_name = "ranking loss (RerankTrainer)"  # its group in --help
 
-
     rerank_loss: Literal["listwise", "pointwise", "pairwise", "listnet", "lambdaloss"] = field(
         default="listwise", metadata={"help": "listwise: softmax cross-entropy over each group, the positive in "
                                               "column 0; pointwise: BCE per pair (label/max_label); pairwise: RankNet "
@@ -263,7 +261,6 @@ class LlmRerankerArguments:
     """A decoder-only (LLM) reranker: head, prompt template, layerwise heads, LoRA."""
     _argument_group_name = "LLM reranker (--llm_head)"  # its group in --help
 
-
     llm_head: Optional[Literal["yes_token", "classifier"]] = field(
         default=None, metadata={"help": "Train a decoder as an LLM reranker: yes_token (the logit of --yes_token after "
                                         "the prompt) or classifier (a 1-logit head on the last token). Default: "
@@ -283,7 +280,6 @@ class LlmRerankerArguments:
 class LoraArguments:
     """A LoRA adapter (peft) trained instead of all weights: LLM rerankers and embedders."""
     _argument_group_name = "LoRA adapter"  # its group in --help
-
 
     lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft) instead of all weights."})
     lora_r: int = field(default=16, metadata={"help": "Rank of the LoRA update matrices."})
@@ -307,7 +303,6 @@ class DistillArguments:
     """Where a distillation run's teacher scores come from."""
     _argument_group_name = "distillation teacher"  # its group in --help
 
-
     teacher: Optional[str] = field(
         default=None, metadata={"help": "A teacher folder (LLM reranker, cross-encoder, bi-encoder, ColBERT, or a "
                                         "chat model scored zero-shot). When the training records lack teacher scores "
@@ -326,7 +321,6 @@ class DistillArguments:
 class DistillTrainingArguments(RerankerTrainingArguments):
     """:class:`RerankerTrainingArguments` for :class:`~hf_ragtrain.DistillTrainer`."""
     _argument_group_name = "distillation loss (DistillTrainer)"  # its group in --help
-
 
     distill_loss: Literal["mse", "soft_ce", "bce", "margin_mse"] = field(
         default="soft_ce", metadata={"help": "mse: squared error of raw scores (logits, no activation); soft_ce: "
@@ -352,7 +346,6 @@ class DistillTrainingArguments(RerankerTrainingArguments):
 class EmbeddingArguments:
     """The bi-encoder: pooling, lengths, prompts, and an optional embedding teacher."""
     _argument_group_name = "embedding model"  # its group in --help
-
 
     pooling: Optional[str] = field(
         default=None, metadata={"help": "Pooling of token states: mean, cls or last_token. Default: what the model folder records "
@@ -384,7 +377,6 @@ class ContrastiveLossArguments(RetrievalTrainingArguments):
     """What the two encoder families share: InfoNCE with in-batch and cross-device negatives, and
     score distillation from teacher scores in the records."""
     _argument_group_name = "contrastive loss"  # its group in --help
-
 
     temperature: float = field(default=0.02, metadata={"help": "InfoNCE temperature (also the student's in "
                                                                "score distillation)."})
@@ -429,7 +421,6 @@ class EmbeddingTrainingArguments(ContrastiveLossArguments):
     loss, Matryoshka and embedding distillation."""
     _argument_group_name = "embedding loss (ContrastiveTrainer)"  # its group in --help
 
-
     matryoshka_dims: Optional[list[int]] = field(
         default=None, metadata={"help": "Matryoshka (MRL) dimensions, e.g. 384 256 128 64; the loss is averaged "
                                         "over these prefixes, each re-normalised."})
@@ -458,7 +449,6 @@ class ColbertTrainingArguments(ContrastiveLossArguments):
     defaults to 1 (ColBERTv2 applies its cross-entropy to the raw sums)."""
     _argument_group_name = "ColBERT loss (ColbertTrainer)"  # its group in --help
 
-
     temperature: float = field(default=1.0, metadata={"help": "InfoNCE temperature over summed MaxSim scores "
                                                               "(also the student's in score distillation)."})
 
@@ -467,7 +457,6 @@ class ColbertTrainingArguments(ContrastiveLossArguments):
 class ColbertArguments:
     """The ColBERT model: projection size, lengths, prompts (markers), skip-list and query expansion."""
     _argument_group_name = "ColBERT model"  # its group in --help
-
 
     colbert_dim: Optional[int] = field(default=None, metadata={"help": "Token vector size. Default: the loaded "
                                                                        "projection's, else 128."})
@@ -492,7 +481,6 @@ class SparseTrainingArguments(ContrastiveLossArguments):
     ``flops_warmup_ratio`` of the steps (SPLADE's warm-up, sentence-transformers' default ratio)."""
     _argument_group_name = "SPLADE loss (SparseTrainer)"  # its group in --help
 
-
     temperature: float = field(default=1.0, metadata={"help": "InfoNCE temperature over sparse dot products "
                                                               "(also the student's in score distillation)."})
     query_flops_weight: float = field(default=5e-5, metadata={"help": "Weight of the FLOPS regulariser of query "
@@ -516,7 +504,6 @@ class SparseArguments:
     """The SPLADE model: lengths, prompts, the inference-free variant and document pruning."""
     _argument_group_name = "SPLADE model"  # its group in --help
 
-
     query_max_length: int = field(default=64, metadata={"help": "Max tokens of a query."})
     document_max_length: int = field(default=256, metadata={"help": "Max tokens of a document."})
     query_prompt: Optional[str] = field(default=None, metadata={"help": "Text before every query."})
@@ -535,7 +522,6 @@ class HybridArguments:
     """The hybrid first stage evaluated beside the sparse model."""
     _argument_group_name = "hybrid first stage"  # its group in --help
 
-
     hybrid_dense_model: Optional[str] = field(
         default=None, metadata={"help": "A dense embedder folder (or 'minilm') fused with the trained sparse model in "
                                         "the mteb evaluation."})
@@ -553,7 +539,6 @@ class HybridArguments:
 class PipelineArguments:
     """The two-stage pipeline on a BEIR folder (``recipes/train_pipeline.py``, :mod:`hf_ragtrain.runner.two_stage`)."""
     _argument_group_name = "two-stage pipeline"  # its group in --help
-
 
     beir_dir: str = field(metadata={"help": "A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)."})
     output_dir: str = field(metadata={"help": "Where every stage writes (rerun the same command to resume)."})
@@ -607,7 +592,6 @@ def _check_stemmer(language: str) -> None:
 class AdaptArguments:
     """Domain adaptation from documents alone (``recipes/adapt.py``, :mod:`hf_ragtrain.runner.adaptation`)."""
     _argument_group_name = "domain adaptation"  # its group in --help
-
 
     corpus: str = field(metadata={"help": "The documents: a BEIR folder (only corpus.jsonl is read), a jsonl of "
                                           "{\"_id\", \"title\", \"text\"}, or a folder of .txt/.md/.rst files."})

@@ -172,7 +172,8 @@ def mteb_eval_results(results: dict[str, TaskScores], task_type: str = "text-ran
                     continue
                 out.append(EvalResult(
                     task_type=task_type, task_name=task_name, dataset_type=_dataset_id(scores),
-                    dataset_name=name if scores.local else f"MTEB {name}", dataset_config="default", dataset_split=split,
+                    dataset_name=name if scores.local else f"MTEB {name}",  # only mteb's own tasks are "MTEB"
+                    dataset_config="default", dataset_split=split,
                     dataset_revision=scores.dataset_revision, metric_type=key, metric_name=pretty,
                     metric_value=round(float(metrics[key]), 5)))
     return out
@@ -227,8 +228,7 @@ _RERANKER = _CardKind(
     tags=["hf_ragtrain", "cross-encoder", "reranker", "text-ranking", "generated_from_trainer"],
     default_name="reranker",
     title="Cross-encoder reranker",
-    intro="A cross-encoder reranker fine-tuned from `{base_model}` with "
-          "hf_ragtrain (`{trainer}`). It reads a "
+    intro="A cross-encoder reranker fine-tuned from `{base_model}` with hf_ragtrain (`{trainer}`). It reads a "
           "(query, passage) pair and returns one relevance logit: higher means more relevant.\n",
     usage="## Usage\n\nWith sentence-transformers:\n\n```python\nfrom sentence_transformers import "
           "CrossEncoder\n\nmodel = CrossEncoder(\"PATH_OR_REPO_ID\")\nscores = model.predict([(\"how do I "
@@ -268,9 +268,8 @@ _EMBEDDER = _CardKind(
           "generated_from_trainer"],
     default_name="embedder",
     title="Embedding model",
-    intro="An embedding model (bi-encoder) fine-tuned from `{base_model}` with "
-          "hf_ragtrain (`ContrastiveTrainer`). It maps a query or a "
-          "passage to one vector; relevant passages lie close to their queries.\n",
+    intro="An embedding model (bi-encoder) fine-tuned from `{base_model}` with hf_ragtrain (`ContrastiveTrainer`). "
+          "It maps a query or a passage to one vector; relevant passages lie close to their queries.\n",
     usage="## Usage\n\nWith sentence-transformers (the folder is in its layout; `encode_query` and `encode_document` "
           "apply the query and passage prompts and max lengths):\n\n```python\n"
           "from sentence_transformers import SentenceTransformer\n\nmodel = SentenceTransformer(\"PATH_OR_REPO_ID\")\n"
@@ -287,9 +286,9 @@ _COLBERT = _CardKind(
     tags=["hf_ragtrain", "sentence-transformers", "colbert", "late-interaction", "retrieval", "generated_from_trainer"],
     default_name="colbert",
     title="ColBERT model",
-    intro="A ColBERT (late-interaction) model fine-tuned from `{base_model}` with "
-          "hf_ragtrain (`ColbertTrainer`). It maps a text to one vector "
-          "per token; a query scores a document by MaxSim (each query token's best match, summed).\n",
+    intro="A ColBERT (late-interaction) model fine-tuned from `{base_model}` with hf_ragtrain (`ColbertTrainer`). "
+          "It maps a text to one vector per token; a query scores a document by MaxSim (each query token's best "
+          "match, summed).\n",
     usage="## Usage\n\nWith sentence-transformers:\n\n```python\nfrom sentence_transformers import "
           "MultiVectorEncoder\n\nmodel = MultiVectorEncoder(\"PATH_OR_REPO_ID\")\n"
           "queries = model.encode_query([\"how do I sort a dict?\"])\n"

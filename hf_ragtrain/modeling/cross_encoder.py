@@ -31,8 +31,8 @@ def load_cross_encoder(name_or_path: str, attn_implementation: str | None = None
     from .backbone import load_reporting_new_weights
 
     model = load_reporting_new_weights(
-        AutoModelForSequenceClassification, name_or_path, num_labels=1, attn_implementation=attn_implementation or default_attn_implementation(),
-        **kwargs)
+        AutoModelForSequenceClassification, name_or_path, num_labels=1,
+        attn_implementation=attn_implementation or default_attn_implementation(), **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     mark_for_sentence_transformers(model)
     return model, tokenizer

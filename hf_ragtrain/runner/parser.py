@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Sequence, get_type_hints
 
 from transformers import HfArgumentParser, TrainingArguments
 
@@ -36,7 +36,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         return f"{action.option_strings[0]} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is argparse.SUPPRESS or action.option_strings[0].startswith("--no_"):
+        no_twin = any(s.startswith("--no_") for s in action.option_strings[:1])  # its default is said at the flag
+        if action.default is None or action.default is argparse.SUPPRESS or no_twin:
             return action.help or ""
         return super()._get_help_string(action)
 
@@ -67,8 +68,6 @@ class RecipeParser(HfArgumentParser):
         return self._groups[title]
 
     def _add_dataclass_arguments(self, dtype: type) -> None:
-        from typing import get_type_hints
-
         hints = get_type_hints(dtype)
         trainer = issubclass(dtype, TrainingArguments)
         for field in dataclasses.fields(dtype):

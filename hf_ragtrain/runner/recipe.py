@@ -438,10 +438,9 @@ class Recipe:
         took = f" in {minutes(seconds)}" if seconds is not None else ""
         precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
         processes = f", {args.world_size} processes" if args.world_size > 1 else ""
-        epochs = state.epoch or 0
+        epochs, batch = state.epoch or 0, args.per_device_train_batch_size * args.world_size
         return (f"{state.global_step} optimizer steps ({epochs:g} epoch{'' if epochs == 1 else 's'}){took} on "
-                f"{machine_description()}"
-                f"{processes}, {precision}; batch {args.per_device_train_batch_size * args.world_size} queries x "
+                f"{machine_description()}{processes}, {precision}; batch {batch} queries x "
                 f"{self.data_args.train_group_size} documents.")
 
     def demo_note(self) -> str | None:
