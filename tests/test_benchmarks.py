@@ -185,3 +185,32 @@ def test_the_memory_benchmark_runs_the_jobs_and_reads_each_peak(tiny_encoder_pat
         recorded = json.loads((out / name / "eval_results.json").read_text())["peak_memory"]["resident_mb"]
         assert r["training_mb"] == recorded and 100 < recorded <= r["process_mb"]
     assert "--distill_loss soft_ce" in results["distillation"]["command"] and "{out}" not in proc.stdout
+
+
+def test_git_docs_corpus_queries_are_name_lines_and_relevant_passages_their_description(tmp_path):
+    import json
+
+    import git_docs_beir
+
+    pages = tmp_path / "git-doc"
+    pages.mkdir()
+    (pages / "git-add.txt").write_text(
+        "git-add(1)\n==========\n\nNAME\n----\ngit-add - Add file contents to the index\n\n"
+        "SYNOPSIS\n--------\n'git add' [--verbose]\n\nDESCRIPTION\n-----------\nThis command updates the index.\n\n"
+        "It adds content.\n\nOPTIONS\n-------\n-n::\n\tDry run.\n")
+    (pages / "MyFirstContribution.txt").write_text(  # an example page inside a tutorial: not a query
+        "NAME\n----\ngit-psuh - Delight users\n\nDESCRIPTION\n-----------\nAn example.\n")
+    (pages / "howto.txt").write_text("Title\n=====\n\nNo NAME section here.\n")
+    corpus, queries, qrels, counts = git_docs_beir.build(pages)
+    assert queries == {"git-add": "Add file contents to the index"}
+    assert not any("Add file contents" in doc["text"] for doc in corpus.values())  # the NAME line left out
+    relevant = [corpus[d]["text"] for d in qrels["git-add"]]
+    assert relevant == ["This command updates the index. It adds content."]
+    assert counts["pages without their own NAME line"] == 2
+    sizes = git_docs_beir.write_beir(tmp_path / "beir", corpus, queries, qrels, seed=0)
+    assert sizes == {"dev": 0, "test": 1}
+    from hf_ragtrain.data.beir import load_beir
+
+    data = load_beir(str(tmp_path / "beir"), split="test")
+    assert list(data.qrels) == ["git-add"] and len(data.corpus) == len(corpus)
+    assert json.loads((tmp_path / "beir" / "queries.jsonl").read_text())["text"] == queries["git-add"]
