@@ -7,7 +7,7 @@ Every manual page of git (``git-add.txt``, ``gitglossary.txt``, ...) starts with
 the same page's DESCRIPTION section are its relevant documents. The corpus is every passage of every
 page (cut at headings and blank lines by :func:`hf_ragtrain.data.documents.split_passages`) except the
 NAME sections, so no query appears word for word in it. The queries are split in two by a seeded
-shuffle: ``qrels/dev.tsv`` for choosing settings, ``qrels/test.tsv`` for final figures. Pages without a
+shuffle: ``qrels/dev.tsv`` for choosing settings, ``qrels/test.tsv`` for final figures. Pages without their own
 NAME line or a DESCRIPTION section give no query (counted).
 
     apt-get download git-doc && dpkg -x git-doc_*.deb /tmp/git-doc
@@ -17,7 +17,6 @@ NAME line or a DESCRIPTION section give no query (counted).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import re
@@ -27,6 +26,7 @@ from pathlib import Path
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from hf_ragtrain.data.beir import write_beir  # noqa: E402
 from hf_ragtrain.data.documents import split_passages  # noqa: E402
 
 _NAME_LINE = re.compile(r"^(git[\w.-]*)\s+-\s+(.+)$")
@@ -69,25 +69,11 @@ def build(git_doc: Path) -> tuple[dict, dict, dict, dict]:
     return corpus, queries, qrels, counts
 
 
-def write_beir(out: Path, corpus: dict, queries: dict, qrels: dict, seed: int) -> dict[str, int]:
-    """Write the folder; the queries are split half dev, half test. Returns the size of each split."""
-    (out / "qrels").mkdir(parents=True, exist_ok=True)
-    with open(out / "corpus.jsonl", "w", encoding="utf-8") as f:
-        for doc_id, doc in corpus.items():
-            f.write(json.dumps({"_id": doc_id, **doc}) + "\n")
-    with open(out / "queries.jsonl", "w", encoding="utf-8") as f:
-        for qid, text in queries.items():
-            f.write(json.dumps({"_id": qid, "text": text}) + "\n")
+def split_queries(queries: dict, seed: int) -> dict[str, list[str]]:
+    """The query ids, shuffled by ``seed`` and cut in two: ``{"dev": [...], "test": [...]}``, each sorted."""
     qids = sorted(queries)
     random.Random(seed).shuffle(qids)
-    splits = {"dev": sorted(qids[: len(qids) // 2]), "test": sorted(qids[len(qids) // 2:])}
-    for split, members in splits.items():
-        with open(out / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as f:
-            f.write("query-id\tcorpus-id\tscore\n")
-            for qid in members:
-                for doc_id, score in qrels[qid].items():
-                    f.write(f"{qid}\t{doc_id}\t{score}\n")
-    return {split: len(members) for split, members in splits.items()}
+    return {"dev": sorted(qids[: len(qids) // 2]), "test": sorted(qids[len(qids) // 2:])}
 
 
 def main() -> None:
@@ -99,7 +85,9 @@ def main() -> None:
     corpus, queries, qrels, counts = build(Path(args.git_doc))
     if not queries:
         raise SystemExit(f"{args.git_doc}: no page with a NAME line and a DESCRIPTION section; is it git-doc's folder?")
-    sizes = write_beir(Path(args.output_dir), corpus, queries, qrels, args.seed)
+    splits = split_queries(queries, args.seed)
+    write_beir(args.output_dir, corpus, queries, {s: {q: qrels[q] for q in ids} for s, ids in splits.items()})
+    sizes = {s: len(ids) for s, ids in splits.items()}
     relevant = sum(len(r) for r in qrels.values())
     print(f"{len(corpus)} passages, {len(queries)} queries ({sizes['dev']} dev, {sizes['test']} test), "
           f"{relevant} relevant passages; " + ", ".join(f"{v} {k}" for k, v in counts.items()))

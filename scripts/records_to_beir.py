@@ -12,13 +12,13 @@ queries to evaluate the adapted models on (--eval_beir ... --split dev).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hf_ragtrain.data import load_records  # noqa: E402
+from hf_ragtrain.data.beir import write_beir  # noqa: E402
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     passages: dict[str, str] = {}
     queries: dict[str, str] = {}
-    qrels: dict[str, list[tuple[str, str, int]]] = {}
+    qrels: dict[str, dict[str, dict[str, int]]] = {}
     for path in args.records:
         split = os.path.basename(path).split(".")[0]
         records, _ = load_records(path)
@@ -37,18 +37,11 @@ def main() -> None:
             for text in [*record.pos, *record.neg]:
                 passages.setdefault(text, f"p{len(passages)}")
             for text, grade in zip(record.pos, record.labels_of_pos()):
-                qrels.setdefault(split, []).append((qid, passages[text], grade))
-    os.makedirs(os.path.join(args.output_dir, "qrels"), exist_ok=True)
-    with open(os.path.join(args.output_dir, "corpus.jsonl"), "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps({"_id": i, "title": "", "text": t}) + "\n" for t, i in passages.items())
-    with open(os.path.join(args.output_dir, "queries.jsonl"), "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps({"_id": i, "text": q}) + "\n" for q, i in queries.items())
-    for split, rows in qrels.items():
-        with open(os.path.join(args.output_dir, "qrels", f"{split}.tsv"), "w", encoding="utf-8") as fh:
-            fh.write("query-id\tcorpus-id\tscore\n")
-            fh.writelines(f"{q}\t{d}\t{g}\n" for q, d, g in rows)
+                qrels.setdefault(split, {}).setdefault(qid, {})[passages[text]] = grade
+    write_beir(args.output_dir, {i: {"title": "", "text": t} for t, i in passages.items()},
+               {i: q for q, i in queries.items()}, qrels)
     print(f"{args.output_dir}: {len(passages)} passages, {len(queries)} queries, qrels "
-          + ", ".join(f"{s} {len(r)}" for s, r in qrels.items()))
+          + ", ".join(f"{s} {sum(map(len, r.values()))}" for s, r in qrels.items()))
 
 
 if __name__ == "__main__":

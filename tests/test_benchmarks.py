@@ -188,8 +188,6 @@ def test_the_memory_benchmark_runs_the_jobs_and_reads_each_peak(tiny_encoder_pat
 
 
 def test_git_docs_corpus_queries_are_name_lines_and_relevant_passages_their_description(tmp_path):
-    import json
-
     import git_docs_beir
 
     pages = tmp_path / "git-doc"
@@ -207,10 +205,16 @@ def test_git_docs_corpus_queries_are_name_lines_and_relevant_passages_their_desc
     relevant = [corpus[d]["text"] for d in qrels["git-add"]]
     assert relevant == ["This command updates the index. It adds content."]
     assert counts["pages without their own NAME line"] == 2
-    sizes = git_docs_beir.write_beir(tmp_path / "beir", corpus, queries, qrels, seed=0)
-    assert sizes == {"dev": 0, "test": 1}
-    from hf_ragtrain.data.beir import load_beir
+    assert git_docs_beir.split_queries(queries, seed=0) == {"dev": [], "test": ["git-add"]}
 
-    data = load_beir(str(tmp_path / "beir"), split="test")
-    assert list(data.qrels) == ["git-add"] and len(data.corpus) == len(corpus)
-    assert json.loads((tmp_path / "beir" / "queries.jsonl").read_text())["text"] == queries["git-add"]
+
+def test_write_beir_is_read_back_by_load_beir(tmp_path):
+    from hf_ragtrain.data.beir import load_beir, write_beir
+
+    corpus = {"d1": {"title": "T", "text": "first"}, "d0": {"title": "", "text": "second"}}
+    queries = {"q1": "a query", "q2": "another"}
+    write_beir(tmp_path, corpus, queries, {"test": {"q1": {"d0": 2, "d1": 1}}, "dev": {"q2": {"d1": 1}}})
+    test, dev = load_beir(str(tmp_path), split="test"), load_beir(str(tmp_path), split="dev")
+    assert test.corpus == corpus and list(test.corpus) == ["d1", "d0"]
+    assert test.qrels == {"q1": {"d0": 2, "d1": 1}} and dev.qrels == {"q2": {"d1": 1}}
+    assert test.queries == {"q1": "a query"} and dev.queries == {"q2": "another"}

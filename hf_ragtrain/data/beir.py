@@ -1,4 +1,4 @@
-"""Read BEIR-format retrieval data sets and turn them into training/eval records.
+"""Read (and write) BEIR-format retrieval data sets and turn them into training/eval records.
 
 A BEIR folder looks like::
 
@@ -28,6 +28,7 @@ __all__ = [
     "load_beir_corpus",
     "load_beir_queries",
     "load_beir_qrels",
+    "write_beir",
     "doc_text",
     "beir_to_records",
     "beir_to_records_with_stats",
@@ -192,6 +193,24 @@ def load_beir_qrels(path: PathLike) -> dict[str, dict[str, int]]:
             )
         judged[doc_id] = score
     return qrels
+
+
+def write_beir(path: PathLike, corpus: Mapping[str, Mapping[str, str]], queries: Mapping[str, str],
+               qrels: Mapping[str, Mapping[str, Mapping[str, int]]]) -> None:
+    """Write a BEIR folder that :func:`load_beir` reads back: ``corpus`` ``{doc id: {"title", "text"}}``,
+    ``queries`` ``{query id: text}`` and ``qrels`` ``{split: {query id: {doc id: grade}}}`` (one
+    ``qrels/<split>.tsv`` per split), each in the order given."""
+    path = Path(path)
+    (path / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(path / "corpus.jsonl", "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps({"_id": i, "title": d.get("title", ""), "text": d["text"]}) + "\n"
+                      for i, d in corpus.items())
+    with open(path / "queries.jsonl", "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps({"_id": i, "text": q}) + "\n" for i, q in queries.items())
+    for split, judged in qrels.items():
+        with open(path / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as fh:
+            fh.write("\t".join(QRELS_HEADER) + "\n")
+            fh.writelines(f"{q}\t{d}\t{g}\n" for q, docs in judged.items() for d, g in docs.items())
 
 
 def _qrels_grade(text: str, path: Path, line_no: int) -> int:
