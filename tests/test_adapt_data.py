@@ -241,7 +241,7 @@ def test_round_trip_keeps_more_as_k_grows(tmp_path):
     assert kept == sorted(kept) and kept[-1] == 5 and kept == [int((ranks <= k).sum()) for k in (1, 2, 3, 5)]
 
 
-def test_the_report_warns_for_each_adapted_system_behind_what_it_replaces():
+def test_the_report_warns_for_each_adapted_system_behind_what_it_replaces_and_when_the_output_is_not_best():
     from hf_ragtrain.runner.adapt_report import warnings_of
 
     def table(**ndcg):
@@ -255,8 +255,15 @@ def test_the_report_warns_for_each_adapted_system_behind_what_it_replaces():
     bad = table(base_embedder=0.645, base_hybrid=0.737, adapted=0.647, adapted_hybrid=0.728, reranked=0.730)
     (first, best) = warnings_of({"heldout": bad})
     assert "adapted hybrid (first stage) is behind the base hybrid: nDCG@10 0.7280 against 0.7370" in first
-    assert best.endswith("the best system is the base hybrid (nDCG@10 0.7370)")
+    assert best.endswith("the best system is the base hybrid (nDCG@10 0.7370), not the pipeline's output, the "
+                         "reranker (0.7300): ship the base hybrid")
     worst = table(base_embedder=0.645, base_hybrid=0.6, adapted=0.64, adapted_hybrid=0.7, reranked=0.69)
     assert [w.split(" is behind")[0] for w in warnings_of({"heldout": worst})] == [
         "on held-out generated queries the adapted embedder", "on held-out generated queries the reranker",
-        "on held-out generated queries the best system is the adapted hybrid (first stage) (nDCG@10 0.7000)"]
+        "on held-out generated queries the best system is the adapted hybrid (first stage) (nDCG@10 0.7000), not the "
+        "pipeline's output, the reranker (0.6900): ship the adapted hybrid (first stage)"]
+    # the bundled FAQ's pattern: each stage beats what it replaces, yet the embedder alone beats the pipeline
+    level = table(base_embedder=0.8466, base_hybrid=0.7877, adapted=0.8471, adapted_hybrid=0.8340, reranked=0.8374)
+    assert warnings_of({"heldout": level, "beir": {}}) == [
+        "on held-out generated queries the best system is the adapted embedder (nDCG@10 0.8471), not the pipeline's "
+        "output, the reranker (0.8374): ship the adapted embedder"]
