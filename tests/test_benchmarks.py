@@ -218,3 +218,35 @@ def test_write_beir_is_read_back_by_load_beir(tmp_path):
     assert test.corpus == corpus and list(test.corpus) == ["d1", "d0"]
     assert test.qrels == {"q1": {"d0": 2, "d1": 1}} and dev.qrels == {"q2": {"d1": 1}}
     assert test.queries == {"q1": "a query"} and dev.queries == {"q2": "another"}
+
+
+def test_adapt_ablation_rows_leave_out_held_out_sources_and_read_the_run_settings(tmp_path):
+    """The unfiltered rows keep every generated query of their generators except those on a held-out
+    query's source passage; the run's arguments come back from its stage markers."""
+    import json
+
+    import adapt_ablation
+    from hf_ragtrain.data.generated import GeneratedQuery, write_generated
+
+    def q(i, doc, generator):
+        return GeneratedQuery(f"q{i}", f"text {i}", doc, f"passage {doc}", generator)
+
+    generated = [q(0, "a", "inverse-cloze"), q(1, "a", "llm"), q(2, "b", "inverse-cloze"), q(3, "c", "llm"),
+                 q(4, "d", "inverse-cloze"), q(5, "d", "llm")]
+    write_generated(generated, str(tmp_path / "queries" / "generated.jsonl"))
+    write_generated([generated[2]], str(tmp_path / "filter" / "dev.jsonl"))  # source b held out
+    write_generated([generated[5]], str(tmp_path / "filter" / "eval.jsonl"))  # source d held out
+    ids = [x.query_id for x in adapt_ablation.unfiltered_queries(str(tmp_path), ("inverse-cloze",))]
+    assert ids == ["q0"]
+    ids = [x.query_id for x in adapt_ablation.unfiltered_queries(str(tmp_path), ("inverse-cloze", "llm"))]
+    assert ids == ["q0", "q1", "q3"]
+
+    (tmp_path / ".stages").mkdir()
+    for name, settings in (("queries", {"corpus": "docs.jsonl", "ict_queries": 7, "queries": None, "seed": 3}),
+                           ("negatives", {"num_negatives": 5, "train_data": None})):
+        (tmp_path / ".stages" / f"{name}.json").write_text(json.dumps({"stage": name, "settings": settings}))
+    args = adapt_ablation.run_arguments(str(tmp_path))
+    assert (args.corpus, args.ict_queries, args.seed, args.num_negatives, args.output_dir, args.queries) == (
+        "docs.jsonl", 7, 3, 5, str(tmp_path), None)
+    with pytest.raises(SystemExit, match="no finished stage"):
+        adapt_ablation.run_arguments(str(tmp_path / "filter"))

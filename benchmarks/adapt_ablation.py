@@ -1,0 +1,151 @@
+#!/usr/bin/env python
+"""What each stage of domain adaptation adds to the embedder: an ablation over a finished adaptation.
+
+Given a folder that ``recipes/adapt.py`` finished, the embedder is trained again with the pipeline's
+own settings (``EMBEDDER_FLAGS``, the same seed) on the records of each row, built from that run's
+stage outputs, and every row is evaluated alone (cosine over the whole corpus, through mteb) on the
+labelled queries of ``--eval_beir``:
+
+    zero-shot                the base embedder, untrained
+    inverse-cloze only       every inverse-cloze query, hard negatives mined from the base hybrid, InfoNCE
+    + LLM questions          and every question the chat model wrote
+    + round-trip filter      the filter's training queries (``negatives/train.jsonl``), InfoNCE
+    + teacher labels         the full pipeline: ``teacher/train.jsonl`` (InfoNCE + KL to the teacher), the
+                             run's own ``embedder/``
+
+Rows 2-3 mine their negatives the way the ``negatives`` stage does (likely false negatives skipped). The
+held-out generated queries, and every query on their source passages, are left out of each row.
+
+    python benchmarks/adapt_ablation.py --adapt_dir runs/git-adapt --eval_beir runs/git_docs --split dev \\
+        --output_dir runs/git-ablation
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+#: (row name, generators of its queries or None for the filtered training records, teacher scores kept)
+ROWS = (("inverse-cloze only", ("inverse-cloze",), False),
+        ("+ LLM questions", ("inverse-cloze", "llm"), False),
+        ("+ round-trip filter", None, False),
+        ("+ teacher labels (the pipeline)", None, True))
+
+
+def unfiltered_queries(adapt_dir: str, generators: Sequence[str]) -> list:
+    """The run's generated queries of ``generators``, before the round-trip filter, less the held-out
+    queries and every query on a held-out query's source passage."""
+    from hf_ragtrain.data.generated import read_generated
+
+    held = [q for name in ("dev", "eval") for q in read_generated(os.path.join(adapt_dir, "filter", f"{name}.jsonl"))]
+    held_sources = {q.doc_id for q in held}
+    return [q for q in read_generated(os.path.join(adapt_dir, "queries", "generated.jsonl"))
+            if q.generator in generators and q.doc_id not in held_sources]
+
+
+def row_records(pipeline: Any, generators: Sequence[str] | None, teacher: bool) -> tuple[list[dict], dict]:
+    """The training records of one row (dicts in the training format) and what went into them."""
+    from hf_ragtrain.data.generated_records import mine_generated
+    from hf_ragtrain.data.records import load_records
+
+    if generators is None:
+        path = pipeline.path("teacher" if teacher else "negatives", "train.jsonl")
+        records, _ = load_records(path)
+        return [r.to_dict() for r in records], {"records": len(records), "from": os.path.relpath(path, pipeline.out)}
+    queries = unfiltered_queries(pipeline.out, generators)
+    corpus, w = pipeline.corpus(), pipeline.base_weights()
+    rows, mined = mine_generated(pipeline.base_index(), queries, corpus.ids, corpus.full_texts(), w["dense_weight"],
+                                 w["bm25_weight"], pipeline.args.top_k, pipeline.args.num_negatives)
+    return rows, {"queries": len(queries), **mined.as_dict()}
+
+
+def train_row(pipeline: Any, records: list[dict], folder: str) -> None:
+    """The embedder trained on ``records`` into ``folder`` with the pipeline's settings (skipped when done)."""
+    from hf_ragtrain.data.records import write_jsonl_atomically
+    from hf_ragtrain.runner.adaptation import EMBEDDER_FLAGS
+    from hf_ragtrain.runner.stages import run_training_recipe
+
+    if os.path.isfile(os.path.join(folder, "model.safetensors")):
+        return
+    data = os.path.join(folder + "-data", "train.jsonl")
+    write_jsonl_atomically(data, records)
+    flags = ["--model_name_or_path", pipeline.args.embedder_model, "--train_data", data,
+             "--eval_data", pipeline.path("negatives", "dev.jsonl"), *EMBEDDER_FLAGS]
+    run_training_recipe(os.path.join(REPO, "recipes", "train_embedding.py"), folder, pipeline.args.seed, flags)
+
+
+def evaluate(model_dir: str, eval_beir: str, split: str, output_folder: str) -> dict[str, float]:
+    """The embedder alone on the labelled queries, through mteb: nDCG@10, MRR@10, Recall@100."""
+    from hf_ragtrain.evaluation.mteb_eval import beir_task, evaluate_saved_embedder
+
+    (scores,) = evaluate_saved_embedder(model_dir, [beir_task(eval_beir, split=split)], output_folder)["full"].values()
+    metrics = next(iter(scores.metrics.values()))
+    return {k: float(metrics[k]) for k in ("ndcg_at_10", "mrr_at_10", "recall_at_100")}
+
+
+def run_arguments(adapt_dir: str) -> Any:
+    """The ``AdaptArguments`` the run in ``adapt_dir`` was made with, from its stage markers."""
+    import dataclasses
+    import glob
+
+    from hf_ragtrain import AdaptArguments
+    from hf_ragtrain.runner.stages import read_json
+
+    names = {f.name for f in dataclasses.fields(AdaptArguments)}
+    settings: dict[str, Any] = {}
+    for marker in sorted(glob.glob(os.path.join(adapt_dir, ".stages", "*.json"))):
+        settings.update({k: v for k, v in read_json(marker)["settings"].items() if k in names and v is not None})
+    if "corpus" not in settings:
+        raise SystemExit(f"{adapt_dir}: no finished stage of recipes/adapt.py found in {adapt_dir}/.stages")
+    return AdaptArguments(**{**settings, "output_dir": adapt_dir})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from hf_ragtrain.offline import resolve_model_path
+    from hf_ragtrain.runner.adaptation import DomainAdaptation
+    from hf_ragtrain.runner.stages import read_json
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--adapt_dir", required=True, help="A folder recipes/adapt.py finished.")
+    parser.add_argument("--eval_beir", required=True, help="A BEIR folder with labelled queries over the same corpus.")
+    parser.add_argument("--split", default="dev")
+    parser.add_argument("--output_dir", required=True)
+    a = parser.parse_args(argv)
+    pipeline = DomainAdaptation(run_arguments(a.adapt_dir), echo=print)
+    out_json = os.path.join(a.output_dir, "ablation.json")
+    results = read_json(out_json) if os.path.isfile(out_json) else {}
+    if "zero-shot" not in results:
+        results["zero-shot"] = {"metrics": evaluate(resolve_model_path(pipeline.args.embedder_model), a.eval_beir,
+                                                    a.split, os.path.join(a.output_dir, "mteb"))}
+    for i, (name, generators, teacher) in enumerate(ROWS):
+        if name in results:
+            continue
+        start = time.time()
+        if teacher:
+            folder, made = pipeline.path("embedder"), {"from": "embedder/ (the run's own)"}
+        else:
+            records, made = row_records(pipeline, generators, teacher)
+            folder = os.path.join(a.output_dir, f"row{i + 1}")
+            train_row(pipeline, records, folder)
+        results[name] = {"made": made, "metrics": evaluate(folder, a.eval_beir, a.split,
+                                                           os.path.join(a.output_dir, "mteb")),
+                         "seconds": round(time.time() - start, 1)}
+        os.makedirs(a.output_dir, exist_ok=True)
+        with open(out_json, "w") as f:
+            json.dump(results, f, indent=2)
+    print(f"| {a.split}, embedder alone | nDCG@10 | MRR@10 | Recall@100 |\n|---|---|---|---|")
+    for name, row in results.items():
+        m = row["metrics"]
+        print(f"| {name} | {m['ndcg_at_10']:.4f} | {m['mrr_at_10']:.4f} | {m['recall_at_100']:.4f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
