@@ -1,13 +1,15 @@
-"""GradCache for rerankers and ColBERT: a step over several micro-batches gives the plain step's gradients,
-and is the default exactly when a batch takes more than one micro-batch."""
+"""GradCache for rerankers and ColBERT, and rerankers' group steps: a step over several micro-batches gives
+the plain step's gradients; which of them runs by default."""
 
 import json
 from pathlib import Path
 
 import pytest
 
+import torch
+
 from conftest import (assert_grad_cache_gives_the_plain_step, build_tiny_cross_encoder, build_tiny_encoder,
-                      build_tiny_llm, tiny_records)
+                      build_tiny_llm, step_gradients, tiny_records)
 from hf_ragtrain import (ColbertEncoder, ColbertTrainer, ColbertTrainingArguments, DistillTrainer,
                          DistillTrainingArguments, EmbeddingCollator, GroupDataset, LlmReranker, RerankCollator,
                          RerankerTrainingArguments, RerankTrainer, load_records)
@@ -76,16 +78,85 @@ def test_grad_cache_gives_the_plain_gradients(tmp_path, make):
 
 
 def test_grad_cache_is_the_default_exactly_for_batches_of_several_micro_batches(tmp_path, monkeypatch):
+    """Micro-batches that cut groups (here: a group is larger than one) step by GradCache."""
     trainer = cross_encoder_trainer(tmp_path)
     assert trainer.args.grad_cache is None and trainer.grad_cache is None
+    assert trainer.data_collator.whole_groups  # the trainer chose it; a set of one group still takes two passes
     features = [trainer.train_dataset[i] for i in range(4)]
     several = trainer.data_collator(features)
     trainer.data_collator.micro_batch_tokens = None
     one = trainer.data_collator(features)
     assert len(several["chunks"]) > 1 and len(one["chunks"]) == 1
-    assert trainer.use_grad_cache(several) and not trainer.use_grad_cache(one)
+    assert trainer.step_mode(several) == "grad_cache" and trainer.step_mode(one) == "plain"
     trainer.grad_cache = False
-    assert not trainer.use_grad_cache(several)
+    assert trainer.step_mode(several) == "plain"
     colbert = colbert_trainer(tmp_path / "colbert")
     several = colbert.data_collator([colbert.train_dataset[i] for i in range(4)])
     assert colbert.args.grad_cache is None and colbert.use_grad_cache(several)
+
+
+def whole_group_batch(trainer, n=4):
+    """A batch of ``n`` groups in micro-batches that each hold one whole group (the budget: the longest group)."""
+    features = [trainer.train_dataset[i] for i in range(n)]
+    collator = trainer.data_collator
+    collator.micro_batch_tokens = None
+    longest = max(c["input_ids"].size(1) for c in collator(features)["chunks"])
+    collator.micro_batch_tokens = len(features[0]["docs"]) * longest
+    return collator(features)
+
+
+@pytest.mark.parametrize("make", [
+    lambda tmp: cross_encoder_trainer(tmp, rerank_loss="listwise"),
+    lambda tmp: cross_encoder_trainer(tmp, rerank_loss="pointwise"),
+    lambda tmp: cross_encoder_trainer(tmp, rerank_loss="pairwise"),
+    lambda tmp: cross_encoder_trainer(tmp, rerank_loss="lambdaloss"),
+    lambda tmp: cross_encoder_trainer(tmp, DistillTrainer, DistillTrainingArguments, distill_loss="soft_ce",
+                                      hard_label_weight=0.5),
+    llm_trainer,
+], ids=["listwise", "pointwise", "pairwise", "lambdaloss", "distill_soft_ce", "llm_layerwise"])
+def test_group_steps_give_the_plain_gradients(tmp_path, make):
+    """One forward and backward per set of whole groups, each set's loss weighted by its share of the
+    groups, equals the plain step over all micro-batches (dropout on: the masks come in the same order)."""
+    trainer = make(tmp_path)
+    batch = whole_group_batch(trainer)
+    assert len(batch["group_sets"]) > 1 and len(batch["chunks"]) == len(batch["group_sets"])
+    trainer.grad_cache = None
+    assert trainer.step_mode(batch) == "groups"
+    loss_plain, plain = step_gradients(trainer, batch, grad_cache=False)
+    loss_groups, grouped = step_gradients(trainer, batch, grad_cache=None)
+    assert loss_groups == pytest.approx(loss_plain, rel=1e-5)
+    assert plain.keys() == grouped.keys() and len(plain) > 5
+    for name in plain:
+        torch.testing.assert_close(grouped[name], plain[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_group_steps_give_way_to_grad_cache_when_a_group_does_not_count_or_cannot_be_one_pass(tmp_path):
+    trainer = cross_encoder_trainer(tmp_path, rerank_loss="pairwise")
+    batch = whole_group_batch(trainer)
+    assert trainer.step_mode(batch) == "groups"
+    batch["labels"][1] = 0.0  # a group without a better document: the pairwise mean leaves it out
+    assert trainer.step_mode(batch) == "grad_cache"
+    trainer.data_collator.micro_batch_tokens = 40  # smaller than a group: sets of several passes
+    several = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    assert any(n > 1 for _, n in several["group_sets"]) and trainer.step_mode(several) == "grad_cache"
+    explicit = cross_encoder_trainer(tmp_path / "explicit", grad_cache=True)
+    assert explicit.data_collator.whole_groups is False  # --grad_cache given: the length-sorted packing as before
+    assert "group_sets" not in explicit.data_collator([explicit.train_dataset[i] for i in range(4)])
+
+
+@pytest.mark.parametrize("budget", [None, 1, 40, 100, 400])
+def test_pack_groups_puts_each_group_whole_in_one_set_within_the_budget(budget):
+    from hf_ragtrain.data.collators import pack_groups
+
+    lengths = [5, 9, 30, 12, 7, 7, 7, 7, 25, 3, 16, 8, 11, 11, 2, 20, 6, 6]  # 6 groups of 3
+    sets = pack_groups(lengths, 3, budget)
+    assert sorted(g for groups, _ in sets for g in groups) == list(range(6))
+    for groups, micro in sets:
+        pairs = sorted(i for b in micro for i in b)
+        assert pairs == sorted(3 * g + j for g in groups for j in range(3))
+        if budget is not None and len(groups) > 1:
+            assert len(pairs) * max(lengths[i] for i in pairs) <= budget
+    if budget is None:
+        assert len(sets) == 1
+    if budget == 1:
+        assert len(sets) == 6

@@ -52,6 +52,33 @@ def pack_by_length(lengths: Sequence[int], max_tokens: int | None, min_run: int 
     return [b for b in batches if b]
 
 
+def pack_groups(lengths: Sequence[int], group_size: int, max_tokens: int | None) -> list[tuple[list[int], list[list[int]]]]:
+    """Sets of whole groups for steps that back-propagate each micro-batch's own loss (a reranker's
+    group steps, :mod:`hf_ragtrain.trainers.group_steps`): ``(groups, micro-batches)`` per set, the
+    pairs of group ``g`` being ``g * group_size ...``. Groups are taken longest-first and a set grows
+    while its padded size (pairs x longest pair) stays within ``max_tokens``; a group larger than that
+    is a set of its own, cut into micro-batches by :func:`pack_by_length`. ``None``: one set."""
+    n_groups = len(lengths) // group_size
+
+    def pairs(groups: list[int]) -> list[int]:
+        return [i for g in groups for i in range(g * group_size, (g + 1) * group_size)]
+
+    order = sorted(range(n_groups), key=lambda g: -max(lengths[i] for i in pairs([g])))
+    sets: list[list[int]] = []
+    for g in order:
+        grown = sets[-1] + [g] if sets else [g]
+        if sets and (max_tokens is None or len(grown) * group_size * max(lengths[i] for i in pairs(grown)) <= max_tokens):
+            sets[-1] = grown
+        else:
+            sets.append([g])
+    out = []
+    for groups in sets:
+        members = pairs(groups)
+        out.append((groups, [[members[j] for j in batch]
+                             for batch in pack_by_length([lengths[i] for i in members], max_tokens)]))
+    return out
+
+
 def tokenize_pairs(tokenizer: PreTrainedTokenizerBase, queries: Sequence[str], docs: Sequence[str],
                    max_length: int) -> tuple[dict[str, list[list[int]]], int]:
     """Tokenise (query, document) pairs without padding, cut to ``max_length`` tokens.
@@ -129,7 +156,10 @@ class RerankCollator:
       - ``dataset``: the records' part of a :class:`~hf_ragtrain.data.multi_dataset.MultiDataset`, if any.
 
     ``micro_batch_tokens`` bounds the padded tokens of one forward pass (``None``: no bound; the
-    recipes use :func:`hf_ragtrain.hardware.default_micro_batch_tokens`).
+    recipes use :func:`hf_ragtrain.hardware.default_micro_batch_tokens`). With ``whole_groups`` the
+    micro-batches hold whole groups (:func:`pack_groups`) and ``group_sets`` lists ``(group indices
+    (n,), micro-batches)`` per set, in the order of ``chunks``; ``None`` lets the trainer choose
+    (:class:`~hf_ragtrain.trainers.rerank.RerankTrainer` turns it on when it can step set by set).
     A ``prompt`` in a record is put before its query. ``encode_pairs(queries, docs, max_length) ->
     (encodings, n_truncated)`` replaces the tokenizer's pair encoding (an LLM reranker writes pairs
     into its prompt template: :meth:`hf_ragtrain.LlmReranker.collator`).
@@ -139,6 +169,7 @@ class RerankCollator:
     max_length: int = 512
     micro_batch_tokens: int | None = 8192
     pad_to_multiple_of: int | None = None
+    whole_groups: bool | None = None
     encode_pairs: Callable[[Sequence[str], Sequence[str], int], tuple[dict[str, list[list[int]]], int]] | None = None
 
     def __post_init__(self):
@@ -162,7 +193,9 @@ class RerankCollator:
             enc, n_cut = self.encode_pairs(queries, docs, self.max_length)
         else:
             enc, n_cut = tokenize_pairs(self.tokenizer, queries, docs, self.max_length)
-        batches = pack_by_length([len(ids) for ids in enc["input_ids"]], self.micro_batch_tokens)
+        lengths = [len(ids) for ids in enc["input_ids"]]
+        sets = pack_groups(lengths, group, self.micro_batch_tokens) if self.whole_groups else []
+        batches = [b for _, micro in sets for b in micro] or pack_by_length(lengths, self.micro_batch_tokens)
         order = torch.tensor([i for b in batches for i in b], dtype=torch.long)
         batch = {
             "chunks": pad_micro_batches(self.tokenizer, enc, batches, self.pad_to_multiple_of),
@@ -172,6 +205,8 @@ class RerankCollator:
             "num_pairs": torch.tensor(len(docs)),
             "pair_queries": queries, "pair_docs": docs, **dataset_of(features),
         }
+        if sets:
+            batch["group_sets"] = [(torch.tensor(groups, dtype=torch.long), len(micro)) for groups, micro in sets]
         if all("scores" in f for f in features):
             batch["teacher_scores"] = torch.tensor([f["scores"] for f in features], dtype=torch.float32)
         if all("first_stage_scores" in f for f in features):

@@ -64,6 +64,11 @@ class DistillTrainer(RerankTrainer):
             raise ValueError(group_of_one(f"the {self.loss_name} loss on the labels (hard_label_weight)",
                                           "or rerank_loss pointwise"))
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.teacher is not None:  # the whole batch scored in one call, before group steps read it set by set
+            self.teacher_scores(inputs)
+        return super().training_step(model, inputs, num_items_in_batch)
+
     def teacher_scores(self, inputs: dict[str, Any]) -> Tensor:
         """``(B, G)`` teacher scores of the batch: from the online teacher if there is one, else the records'."""
         if self.teacher is None:

@@ -16,6 +16,7 @@ from ..modeling.cross_encoder import mark_for_sentence_transformers
 from ..modeling.fusion import FirstStageFusion, score_head_parameters
 from .base import RetrievalTrainer
 from .grad_cache import grad_cache_step
+from .group_steps import group_step
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class RerankTrainer(RetrievalTrainer):
     """
 
     args_class = RerankerTrainingArguments
+    #: the loss is a mean of per-group losses, so a batch can be stepped set of groups by set (see step_mode)
+    steps_by_group = True
 
     def __init__(self, *args, loss: str | None = None, first_stage: FirstStageFusion | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -66,6 +69,8 @@ class RerankTrainer(RetrievalTrainer):
             logger.info("pointwise BCE targets are label / %s", self.max_label)
         self.check_group_size()
         self.check_first_stage_scores()
+        if getattr(self.data_collator, "whole_groups", False) is None:  # a RerankCollator left to the trainer
+            self.data_collator.whole_groups = self.can_step_by_group()
         unwrapped = self.accelerator.unwrap_model(self.model) if self.model is not None else None
         if isinstance(unwrapped, PreTrainedModel):  # a cross-encoder (not an LlmReranker)
             mark_for_sentence_transformers(unwrapped)
@@ -199,28 +204,52 @@ class RerankTrainer(RetrievalTrainer):
             self.count_pairs(inputs)
         return (loss, {"scores": scores}) if return_outputs else loss
 
-    # ------------------------------------------------------------------ GradCache
+    # ------------------------------------------------------------------ group steps and GradCache
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if not self.use_grad_cache(inputs):
+        mode = self.step_mode(inputs)
+        if mode == "plain":
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         inputs = self._prepare_inputs(inputs)
-        chunks = list(inputs["chunks"])
-        n_real = len(chunks)
-        chunks += self.padding_chunks(chunks, every_pass_communicates=True)
+        if mode == "groups":
+            loss = group_step(self, model, inputs, chunk_scores)
+        else:
+            chunks = list(inputs["chunks"])
+            n_real = len(chunks)
+            chunks += self.padding_chunks(chunks, every_pass_communicates=True)
 
-        def loss_of(outputs: list[tuple[Tensor, ...]]) -> Tensor:
-            return self.group_loss(*self.scores_from_outputs(outputs, inputs), inputs)[0] * self.loss_weight(inputs)
+            def loss_of(outputs: list[tuple[Tensor, ...]]) -> Tensor:
+                return self.group_loss(*self.scores_from_outputs(outputs, inputs), inputs)[0] * self.loss_weight(inputs)
 
-        loss = grad_cache_step(self, model, chunks, n_real, chunk_scores, loss_of, inputs["restore"].device)
+            loss = grad_cache_step(self, model, chunks, n_real, chunk_scores, loss_of, inputs["restore"].device)
         self.count_pairs(inputs)
         return loss
 
-    def use_grad_cache(self, inputs: dict[str, Any]) -> bool:
-        """Whether this step runs GradCache (:mod:`hf_ragtrain.trainers.grad_cache`): ``--grad_cache`` when
-        given, else when the batch takes more than one micro-batch on any process. A query's documents
-        fall in several length-sorted micro-batches, so the plain step keeps every micro-batch's
-        activations until its backward; GradCache keeps one micro-batch's and caches only the scores."""
+    def step_mode(self, inputs: dict[str, Any]) -> str:
+        """How this step runs, alike on every process: ``grad_cache`` or ``plain`` as ``--grad_cache`` says
+        when given; else ``plain`` for a batch of one micro-batch, ``groups`` (:mod:`hf_ragtrain.trainers.
+        group_steps`: one forward and backward per micro-batch) when every micro-batch holds whole groups
+        and every group counts in the loss, and ``grad_cache`` (:mod:`hf_ragtrain.trainers.grad_cache`:
+        the memory of one micro-batch for a second forward pass) otherwise. A plain step over several
+        micro-batches would keep all their activations until its backward."""
         if self.grad_cache is not None:
-            return bool(self.grad_cache)
-        return self.max_over_processes(len(inputs["chunks"])) > 1
+            return "grad_cache" if self.grad_cache else "plain"
+        if self.max_over_processes(len(inputs["chunks"])) <= 1:
+            return "plain"
+        sets = inputs.get("group_sets")
+        by_group = bool(sets) and all(n == 1 for _, n in sets) and self.every_group_counts(inputs["labels"])
+        return "groups" if self.max_over_processes(0 if by_group else 1) == 0 else "grad_cache"
+
+    def can_step_by_group(self) -> bool:
+        """Whether this trainer may run group steps: its loss is a mean of per-group losses
+        (``steps_by_group``), ``--grad_cache`` is left to it, and no DeepSpeed or FSDP shards the model
+        (they keep GradCache, whose passes they are tested with)."""
+        return (self.steps_by_group and self.grad_cache is None and not self.is_deepspeed_enabled
+                and not self.is_fsdp_enabled)
+
+    def every_group_counts(self, labels: Tensor) -> bool:
+        """Whether every group of ``labels`` ``(B, G)`` enters the loss's mean: the pairwise losses average
+        over the groups that hold two different labels only."""
+        if self.loss_name in ("pairwise", "lambdaloss"):
+            return bool((labels.max(dim=1).values > labels.min(dim=1).values).all())
+        return True
