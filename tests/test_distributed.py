@@ -2,6 +2,7 @@
 losses of 1 process over the same global batch, a saved model that loads and scores like the single-process one,
 and checkpoints that resume to the uninterrupted run's weights."""
 
+import json
 import os
 import sys
 
@@ -82,3 +83,16 @@ def test_two_processes_match_one_and_resume_to_the_same_weights(tiny_ce_path, si
     np.testing.assert_allclose(losses(resumed), losses(full), atol=1e-6)  # steps 1-2 from the checkpoint's state
     np.testing.assert_allclose(scores_of(os.path.join(resumed, "final")), scores_of(os.path.join(full, "final")),
                                atol=1e-5)
+
+
+def test_group_steps_under_ddp_match_one_process(tiny_ce_path, single, tmp_path):
+    """Micro-batches of whole groups (a budget that fits a group) under DDP run as group steps, each process
+    syncing once per step, and give the losses of 1 process over the same global batch run by GradCache."""
+    out = str(tmp_path / "groups")
+    run(torchrun(tiny_ce_path, out, "4", "--epochs", "4", "--micro_batch_tokens", "128"), cwd=str(tmp_path))
+    for rank in (0, 1):
+        with open(os.path.join(out, f"step_modes_{rank}.json")) as fh:
+            assert set(json.load(fh)) == {"groups"}
+    with open(os.path.join(single("rerank"), "step_modes_0.json")) as fh:
+        assert set(json.load(fh)) == {"grad_cache"}
+    np.testing.assert_allclose(losses(out), losses(single("rerank")), atol=1e-5)

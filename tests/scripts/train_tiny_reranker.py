@@ -59,6 +59,19 @@ def kill_during_save(trainer, step):
     trainer._save = dying_save
 
 
+def record_step_modes(trainer) -> list[str]:
+    """The list that each training step's mode (``RerankTrainer.step_mode``) is appended to."""
+    modes: list[str] = []
+    step_mode = trainer.step_mode
+
+    def recorded(inputs):
+        modes.append(step_mode(inputs))
+        return modes[-1]
+
+    trainer.step_mode = recorded
+    return modes
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("model")
@@ -72,6 +85,7 @@ def main():
     p.add_argument("--resume_from", default=None)
     p.add_argument("--perturb_init", action="store_true", help="start from other weights (a resumed run must not care)")
     p.add_argument("--kill_during_save", type=int, default=0)
+    p.add_argument("--micro_batch_tokens", type=int, default=64, help="64: each group takes two passes (GradCache)")
     a = p.parse_args()
     model, tok = load_cross_encoder(a.model)
     if a.perturb_init:
@@ -91,12 +105,15 @@ def main():
         args = RerankerTrainingArguments(**common)
     trainer = (DistillTrainer if a.distill else RerankTrainer)(
         model=model, args=args, train_dataset=GroupDataset(records, group_size=4, seed=7),
-        data_collator=RerankCollator(tok, max_length=32, micro_batch_tokens=64), processing_class=tok)
+        data_collator=RerankCollator(tok, max_length=32, micro_batch_tokens=a.micro_batch_tokens), processing_class=tok)
+    modes = record_step_modes(trainer)
     if a.kill_during_save:
         kill_during_save(trainer, a.kill_during_save)
     trainer.train(resume_from_checkpoint=a.resume_from)
     trainer.save_model(os.path.join(a.out, "final"))
     counts = trainer.total_counts()
+    with open(os.path.join(a.out, f"step_modes_{trainer.args.process_index}.json"), "w") as fh:
+        json.dump(modes, fh)
     if trainer.is_world_process_zero():
         with open(os.path.join(a.out, "log_history.json"), "w") as fh:
             json.dump(trainer.state.log_history, fh)
