@@ -42,7 +42,8 @@ def run_ours(args, groups, out):
 
     model, tok = load_cross_encoder(resolve_model_path(args.model))
     timer = StepTimer(args.warmup)
-    trainer = RerankTrainer(model=model, args=RerankerTrainingArguments(**common_args(args, out)),
+    grad_cache = {"grad_cache": True} if args.grad_cache else {}
+    trainer = RerankTrainer(model=model, args=RerankerTrainingArguments(**common_args(args, out), **grad_cache),
                             train_dataset=_common.ListDataset(groups), processing_class=tok, callbacks=[timer.callback],
                             data_collator=RerankCollator(tok, max_length=args.max_length,
                                                          micro_batch_tokens=args.micro_batch_tokens or None,
@@ -96,6 +97,7 @@ def main() -> None:
     p.add_argument("--micro_batch_tokens", type=int, default=2048)
     _common.add_padding_option(p)
     p.add_argument("--bf16", action="store_true")
+    p.add_argument("--grad_cache", action="store_true", help="ours steps by GradCache (what it did before group steps)")
     _common.add_output_options(p)
     p.add_argument("--worker", choices=["ours", "st"], help=argparse.SUPPRESS)
     p.add_argument("--groups", help=argparse.SUPPRESS)

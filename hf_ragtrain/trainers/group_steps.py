@@ -9,7 +9,9 @@ GradCache (:mod:`hf_ragtrain.trainers.grad_cache`) has, without its second forwa
 
 The token embeddings of every micro-batch are looked up in one call before the first set and each set
 runs on a detached copy of its rows; the rows' gradients go back through that one lookup with the last
-set's backward, so the embedding matrix gets one dense gradient per step, not one per set. Under DDP
+set's backward, so the embedding matrix gets one dense gradient per step, not one per set. The whole
+step runs in one autocast region, backward passes included, so bf16 autocast casts each weight once per
+step rather than once per set (its cache lives as long as the region). Under DDP
 every set but the last runs in ``no_sync``. The parameter gradients equal the plain step's
 (tests/test_rerank_memory.py).
 """
@@ -59,12 +61,19 @@ def group_step(trainer: Any, model: torch.nn.Module, inputs: dict[str, Any],
     """One training step of ``trainer`` (a :class:`~hf_ragtrain.trainers.rerank.RerankTrainer`) over
     ``inputs["group_sets"]``, ``forward(model, chunk)`` giving a micro-batch's outputs. Returns the
     batch's loss, detached, divided by the gradient-accumulation steps as the Trainer's own step does."""
+    chunks = inputs["chunks"]
+    scale = trainer.loss_weight(inputs) / trainer.current_gradient_accumulation_steps
+    with trainer.compute_loss_context_manager():  # one autocast region: weights cast to bf16 once per step
+        return _sets_forward_backward(trainer, model, inputs, forward, lookup_embeddings(model, chunks), scale)
+
+
+def _sets_forward_backward(trainer: Any, model: torch.nn.Module, inputs: dict[str, Any],
+                           forward: Callable[[torch.nn.Module, dict[str, Any]], tuple[Tensor, ...]],
+                           vectors: list[Tensor] | None, scale: float) -> Tensor:
+    """The sets of :func:`group_step` one by one: forward, loss, backward; returns the summed loss."""
     accelerator = trainer.accelerator
     chunks, sets, labels = inputs["chunks"], inputs["group_sets"], inputs["labels"]
     position = inputs["restore"].view(labels.shape)
-    scale = trainer.loss_weight(inputs) / trainer.current_gradient_accumulation_steps
-    with trainer.compute_loss_context_manager():
-        vectors = lookup_embeddings(model, chunks)
     state = accelerator.gradient_state
     sync = state.sync_gradients
     held: list[tuple[Tensor, Tensor]] = []  # earlier sets' embedding rows and the gradient their copy got
@@ -78,7 +87,7 @@ def group_step(trainer: Any, model: torch.nn.Module, inputs: dict[str, Any],
                    for i, r in zip(part, rows or [None] * n_chunks)]
         state._set_sync_gradients(sync and last)
         no_sync = accelerator.no_sync(model) if not last else contextlib.nullcontext()
-        with no_sync, trainer.compute_loss_context_manager():
+        with no_sync:
             sub = group_inputs(inputs, groups, position[groups.to(position.device)] - first_pair)
             outputs = [forward(model, b) for b in batches]
             loss = trainer.group_loss(*trainer.scores_from_outputs(outputs, sub), sub)[0]
