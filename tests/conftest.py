@@ -152,16 +152,17 @@ def step_gradients(trainer, batch, grad_cache, seed: int = 123):
     return loss.item(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
 
 
-def assert_grad_cache_gives_the_plain_step(trainer, batch) -> dict:
-    """The GradCache step's loss and gradients equal the plain step's on ``batch``; returns the plain
+def assert_grad_cache_gives_the_plain_step(trainer, batch, grad_cache=True) -> dict:
+    """The step with ``trainer.grad_cache = grad_cache`` (True: GradCache; None: the trainer's choice, e.g. a
+    reranker's group steps) gives the plain step's loss and gradients on ``batch``; returns the plain
     step's gradients."""
     import pytest
     import torch
 
     loss_plain, plain = step_gradients(trainer, batch, grad_cache=False)
-    loss_cached, cached = step_gradients(trainer, batch, grad_cache=True)
-    assert loss_cached == pytest.approx(loss_plain, rel=1e-5)
-    assert plain.keys() == cached.keys() and len(plain) > 5
+    loss_other, other = step_gradients(trainer, batch, grad_cache=grad_cache)
+    assert loss_other == pytest.approx(loss_plain, rel=1e-5)
+    assert plain.keys() == other.keys() and len(plain) > 5
     for name in plain:
-        torch.testing.assert_close(cached[name], plain[name], atol=1e-5, rtol=1e-4, msg=name)
+        torch.testing.assert_close(other[name], plain[name], atol=1e-5, rtol=1e-4, msg=name)
     return plain

@@ -52,7 +52,8 @@ def pack_by_length(lengths: Sequence[int], max_tokens: int | None, min_run: int 
     return [b for b in batches if b]
 
 
-def pack_groups(lengths: Sequence[int], group_size: int, max_tokens: int | None) -> list[tuple[list[int], list[list[int]]]]:
+def pack_groups(lengths: Sequence[int], group_size: int,
+                max_tokens: int | None) -> list[tuple[list[int], list[list[int]]]]:
     """Sets of whole groups for steps that back-propagate each micro-batch's own loss (a reranker's
     group steps, :mod:`hf_ragtrain.trainers.group_steps`): ``(groups, micro-batches)`` per set, the
     pairs of group ``g`` being ``g * group_size ...``. Groups are taken longest-first and a set grows
@@ -63,11 +64,14 @@ def pack_groups(lengths: Sequence[int], group_size: int, max_tokens: int | None)
     def pairs(groups: list[int]) -> list[int]:
         return [i for g in groups for i in range(g * group_size, (g + 1) * group_size)]
 
-    order = sorted(range(n_groups), key=lambda g: -max(lengths[i] for i in pairs([g])))
+    def padded(groups: list[int]) -> int:
+        return len(groups) * group_size * max(lengths[i] for i in pairs(groups))
+
+    order = sorted(range(n_groups), key=lambda g: -padded([g]))
     sets: list[list[int]] = []
     for g in order:
         grown = sets[-1] + [g] if sets else [g]
-        if sets and (max_tokens is None or len(grown) * group_size * max(lengths[i] for i in pairs(grown)) <= max_tokens):
+        if sets and (max_tokens is None or padded(grown) <= max_tokens):
             sets[-1] = grown
         else:
             sets.append([g])
