@@ -79,3 +79,33 @@ def test_kernel_matches_eager_for_a_grouped_query_causal_decoder(tiny_llm_path):
                              model(**unpadded).last_hidden_state)
     for ours, eager in zip(outputs[register()], outputs["eager"]):
         torch.testing.assert_close(ours, eager, atol=1e-5, rtol=1e-4)
+
+
+def test_random_int16_is_the_lowbias32_hash_of_its_counters_and_follows_torch_seed():
+    """The bits equal the hash computed in Python's exact integers (so int32 wrap-around is what the
+    kernels do), two halves per 32-bit value, and the same seed gives the same bits."""
+    from hf_ragtrain.modeling.attention import random_int16
+
+    torch.manual_seed(5)
+    a, b = torch.randint(-(2 ** 31), 2 ** 31 - 1, (2,), dtype=torch.int64).tolist()
+
+    def lowbias32(v):
+        v ^= v >> 16
+        v = (v * 0x7FEB352D) & 0xFFFFFFFF
+        v ^= v >> 15
+        v = (v * 0x846CA68B) & 0xFFFFFFFF
+        return v ^ (v >> 16)
+
+    expected = []
+    for i in range(500):
+        v = lowbias32(((a | 1) * i + b) & 0xFFFFFFFF)
+        expected += [v & 0xFFFF, v >> 16]  # little-endian halves
+    expected = [e - 65536 if e >= 32768 else e for e in expected][:999]
+    torch.manual_seed(5)
+    bits = random_int16(999)
+    assert bits.dtype == torch.int16 and bits.tolist() == expected
+    torch.manual_seed(5)
+    assert torch.equal(random_int16(999), bits)
+    many = random_int16(1_000_000).float()
+    assert abs(many.mean().item()) < 0.005 * 32768  # uniform over [-32768, 32767]
+    assert abs((many < -32768 + 6554).float().mean().item() - 0.1) < 0.002
