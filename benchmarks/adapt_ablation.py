@@ -32,7 +32,7 @@ from typing import Any, Sequence
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-#: (row name, generators of its queries or None for the filtered training records, teacher scores kept)
+#: (row name, generators of its queries or None for the filtered training records, the run's own embedder)
 ROWS = (("inverse-cloze only", ("inverse-cloze",), False),
         ("+ LLM questions", ("inverse-cloze", "llm"), False),
         ("+ round-trip filter", None, False),
@@ -50,13 +50,14 @@ def unfiltered_queries(adapt_dir: str, generators: Sequence[str]) -> list:
             if q.generator in generators and q.doc_id not in held_sources]
 
 
-def row_records(pipeline: Any, generators: Sequence[str] | None, teacher: bool) -> tuple[list[dict], dict]:
-    """The training records of one row (dicts in the training format) and what went into them."""
+def row_records(pipeline: Any, generators: Sequence[str] | None) -> tuple[list[dict], dict]:
+    """The training records of one row without teacher scores (dicts in the training format), and what went
+    into them: the filtered ones the ``negatives`` stage wrote (``generators`` None), else mined here."""
     from hf_ragtrain.data.generated_records import mine_generated
     from hf_ragtrain.data.records import load_records
 
     if generators is None:
-        path = pipeline.path("teacher" if teacher else "negatives", "train.jsonl")
+        path = pipeline.path("negatives", "train.jsonl")
         records, _ = load_records(path)
         return [r.to_dict() for r in records], {"records": len(records), "from": os.path.relpath(path, pipeline.out)}
     queries = unfiltered_queries(pipeline.out, generators)
@@ -131,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if teacher:
             folder, made = pipeline.path("embedder"), {"from": "embedder/ (the run's own)"}
         else:
-            records, made = row_records(pipeline, generators, teacher)
+            records, made = row_records(pipeline, generators)
             folder = os.path.join(a.output_dir, f"row{i + 1}")
             train_row(pipeline, records, folder)
         results[name] = {"made": made, "metrics": evaluate(folder, a.eval_beir, a.split,

@@ -56,6 +56,11 @@ def lookup_embeddings(model: torch.nn.Module, chunks: list[dict[str, Any]]) -> l
     return [v.view(*i.shape, -1) for v, i in zip(vectors, ids)]
 
 
+def with_embeddings(chunk: dict[str, Any], vectors: Tensor) -> dict[str, Any]:
+    """The micro-batch ``chunk`` with its token embeddings ``vectors`` ``(b, L, d)`` in place of its ``input_ids``."""
+    return {**{k: v for k, v in chunk.items() if k != "input_ids"}, "inputs_embeds": vectors}
+
+
 def group_step(trainer: Any, model: torch.nn.Module, inputs: dict[str, Any],
                forward: Callable[[torch.nn.Module, dict[str, Any]], tuple[Tensor, ...]]) -> Tensor:
     """One training step of ``trainer`` (a :class:`~hf_ragtrain.trainers.rerank.RerankTrainer`) over
@@ -82,9 +87,8 @@ def _sets_forward_backward(trainer: Any, model: torch.nn.Module, inputs: dict[st
         last = k == len(sets) - 1
         part = list(range(first_chunk, first_chunk + n_chunks))
         rows = None if vectors is None else [vectors[i] if last else vectors[i].detach().requires_grad_() for i in part]
-        batches = [chunks[i] if rows is None else
-                   {**{key: v for key, v in chunks[i].items() if key != "input_ids"}, "inputs_embeds": r}
-                   for i, r in zip(part, rows or [None] * n_chunks)]
+        batches = [chunks[i] for i in part] if rows is None else [with_embeddings(chunks[i], r)
+                                                                  for i, r in zip(part, rows)]
         state._set_sync_gradients(sync and last)
         no_sync = accelerator.no_sync(model) if not last else contextlib.nullcontext()
         with no_sync:

@@ -16,7 +16,7 @@ from ..modeling.cross_encoder import mark_for_sentence_transformers
 from ..modeling.fusion import FirstStageFusion, score_head_parameters
 from .base import RetrievalTrainer
 from .grad_cache import grad_cache_step
-from .group_steps import group_step
+from .group_steps import group_step, lookup_embeddings, with_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -141,13 +141,9 @@ class RerankTrainer(RetrievalTrainer):
         instead of one per micro-batch (measured ~10% of a MiniLM step on CPU).
         """
         chunks = inputs["chunks"]
-        if len(chunks) > 1:
-            embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-            if embed is not None:
-                ids = [c["input_ids"] for c in chunks]
-                vectors = embed(torch.cat([i.reshape(-1) for i in ids])).split([i.numel() for i in ids])
-                chunks = [{**{k: v for k, v in c.items() if k != "input_ids"},
-                           "inputs_embeds": vec.view(*c["input_ids"].shape, -1)} for c, vec in zip(chunks, vectors)]
+        vectors = lookup_embeddings(model, chunks) if len(chunks) > 1 else None
+        if vectors is not None:
+            chunks = [with_embeddings(c, v) for c, v in zip(chunks, vectors)]
         return RerankTrainer.scores_from_outputs([chunk_scores(model, chunk) for chunk in chunks], inputs)
 
     @staticmethod
