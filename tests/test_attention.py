@@ -109,3 +109,57 @@ def test_random_int16_is_the_lowbias32_hash_of_its_counters_and_follows_torch_se
     many = random_int16(1_000_000).float()
     assert abs(many.mean().item()) < 0.005 * 32768  # uniform over [-32768, 32767]
     assert abs((many < -32768 + 6554).float().mean().item() - 0.1) < 0.002
+
+
+def test_random_int16_in_pieces_joins_into_one_draw():
+    from hf_ragtrain.modeling.attention import draw_hash_keys, random_int16
+
+    keys = draw_hash_keys()
+    whole = random_int16(1000, keys=keys)
+    pieces = torch.cat([random_int16(n, keys=keys, start=s) for s, n in ((0, 300), (300, 500), (800, 200))])
+    assert torch.equal(pieces, whole)
+    with pytest.raises(ValueError, match="even"):
+        random_int16(10, keys=keys, start=3)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_keep_mask_is_bits_at_or_above_the_threshold(dtype):
+    from hf_ragtrain.modeling.attention import keep_mask
+
+    bits = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16)  # every 16-bit value once
+    keep, scale = keep_mask(bits.clone(), 0.1, dtype)
+    n_drop = round(0.1 * 65536)
+    assert keep.dtype == dtype and sorted(torch.unique(keep).tolist()) == [0.0, 1.0]
+    assert torch.equal(keep == 1, bits >= -32768 + n_drop)  # exactly n_drop of the 65536 values dropped
+    assert scale == 65536 / (65536 - n_drop)
+
+
+@pytest.mark.parametrize("chunk_scores", [1, 2 ** 30])  # one batch row per chunk, or all rows at once
+def test_attention_with_dropout_equals_eager_math_with_the_same_mask(monkeypatch, chunk_scores):
+    """Output and gradients equal softmax(q k^T / sqrt(d) + mask) with the dropout mask rebuilt from
+    the same seed, applied the textbook way (probabilities times keep / (1 - p)), then times v."""
+    from hf_ragtrain.modeling import attention
+
+    monkeypatch.setattr(attention, "CHUNK_SCORES", chunk_scores)
+    B, H, L, d, p = 3, 2, 6, 4, 0.3
+    q, k, v = (torch.randn(B, H, L, d, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    lengths = torch.tensor([6, 4, 2])
+    attend = (torch.arange(L)[None, :] < lengths[:, None])[:, None, None, :].expand(B, 1, L, L)
+    module = torch.nn.Module().train()
+
+    torch.manual_seed(7)
+    out, weights = attention.cpu_attention(module, q, k, v, attend, dropout=p)
+    grads = torch.autograd.grad(out.sum() + (out ** 2).sum(), (q, k, v))
+
+    torch.manual_seed(7)
+    bits = attention.random_int16(B * H * L * L).view(B, H, L, L)
+    n_drop = round(p * 65536)
+    keep = (bits >= -32768 + n_drop).double() * 65536 / (65536 - n_drop)
+    scores = (q @ k.transpose(2, 3)) / d ** 0.5
+    probs = torch.softmax(scores.masked_fill(~attend, float("-inf")), dim=-1)
+    expected = ((probs * keep) @ v).transpose(1, 2)
+    expected_grads = torch.autograd.grad(expected.sum() + (expected ** 2).sum(), (q, k, v))
+    assert weights is None
+    torch.testing.assert_close(out, expected)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
