@@ -12,7 +12,7 @@ PACKAGE = REPO / "hf_ragtrain"
 
 # Lowest first. A module may import modules of its own layer or below, never above.
 LAYERS = [
-    ("foundations", ["version", "hardware", "memory", "offline", "losses", "distributed", "data.errors", "evaluation.metrics"]),
+    ("foundations", ["version", "hardware", "memory", "allocator", "offline", "losses", "distributed", "data.errors", "evaluation.metrics"]),
     ("data", ["data"]),
     ("models", ["modeling"]),
     ("inference and evaluation", ["reranker", "evaluation", "scoring"]),

@@ -3,6 +3,7 @@ saving our model wrappers, the CPU dropout kernel, evaluators, epoch-seeded grou
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -87,6 +88,14 @@ class RetrievalTrainer(CheckpointSaving, Trainer):
             from ..distributed import prepare_for_fsdp
 
             logger.info("FSDP wraps each %s", " / ".join(prepare_for_fsdp(self.model)) or "(no layer class found)")
+
+    def train(self, *args: Any, **kwargs: Any):
+        """The stock ``train``; on CPU, glibc keeps freed blocks for reuse meanwhile
+        (:func:`~hf_ragtrain.allocator.keep_freed_memory`: the same peak, no page faults for each new tensor)."""
+        from ..allocator import keep_freed_memory
+
+        with keep_freed_memory() if self.args.device.type == "cpu" else contextlib.nullcontext():
+            return super().train(*args, **kwargs)
 
     def _use_cpu_dropout(self) -> None:
         """A model loaded with hf_ragtrain's CPU attention kernel draws its other dropout masks the
