@@ -103,11 +103,11 @@ def dropout_16bit(x: Tensor, p: float) -> Tensor:
 
 def _attend(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, scaling: float, dropout: float,
             keys: tuple[int, int] | None, start: int) -> Tensor:
-    """Attention of one chunk of batch rows, ``(b, H, L, d)`` -> ``(b, H, L, d)``; ``mask`` is additive;
-    ``start`` is the chunk's first score in the whole batch's dropout stream."""
+    """Attention of one chunk of batch rows, ``(b, H, L, d)`` -> ``(b, H, L, d)``; ``start`` is the chunk's
+    first score in the whole batch's dropout stream."""
     scores = torch.matmul(query * scaling, key.transpose(2, 3))  # scale the small tensor, not b*H*L*L
     if mask is not None:
-        scores.add_(mask)  # in place: the product's backward does not need its output
+        scores.add_(_additive(mask, scores.dtype))  # in place: the product's backward does not need its output
     probs = torch.softmax(scores, dim=-1)
     if dropout > 0:
         bits = random_int16(probs.numel(), probs.device, keys, start).view(probs.shape)
@@ -117,14 +117,11 @@ def _attend(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, scal
     return torch.matmul(probs.to(value.dtype), value)
 
 
-def _additive(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    """A boolean mask (True = attend, the sdpa convention) as an additive one in ``dtype``, 4-d."""
-    if mask is None:
-        return None
+def _additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """A boolean mask (True = attend, the sdpa convention) as an additive one in ``dtype``."""
     if mask.dtype == torch.bool:
-        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
-    mask = mask.to(dtype)
-    return mask.view((1,) * (4 - mask.dim()) + mask.shape)
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
+    return mask.to(dtype)
 
 
 def cpu_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value: Tensor,
@@ -140,12 +137,13 @@ def cpu_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value: Te
     if key.size(1) != query.size(1):  # grouped-query attention: each key/value head serves several query heads
         repeats = query.size(1) // key.size(1)
         key, value = key.repeat_interleave(repeats, dim=1), value.repeat_interleave(repeats, dim=1)
-    if attention_mask is None and query.size(2) > 1 and getattr(module, "is_causal", False):
+    mask = attention_mask
+    if mask is None and query.size(2) > 1 and getattr(module, "is_causal", False):
         # decoders without padding get no mask (as sdpa, which is then told is_causal)
-        attention_mask = torch.ones(query.size(2), key.size(2), dtype=torch.bool, device=query.device).tril(
+        mask = torch.ones(query.size(2), key.size(2), dtype=torch.bool, device=query.device).tril(
             key.size(2) - query.size(2))
-    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
-    mask = _additive(attention_mask, dtype if query.device.type == "cpu" else query.dtype)
+    if mask is not None and mask.dim() < 4:
+        mask = mask.view((1,) * (4 - mask.dim()) + mask.shape)
     dropout = dropout if module.training else 0.0
     keys = draw_hash_keys() if dropout > 0 else None
     scores_per_row = query.size(1) * query.size(2) * key.size(2)
