@@ -49,7 +49,8 @@ def test_freed_blocks_stay_inside_and_go_back_after():
     assert probe["after"] < 50
 
 
-def test_a_cpu_trainer_trains_inside_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_cpu_trainer_trains_inside_it_unless_told_not_to(tmp_path, monkeypatch, keep):
     from test_rerank_memory import cross_encoder_trainer
 
     calls = []
@@ -61,7 +62,7 @@ def test_a_cpu_trainer_trains_inside_it(tmp_path, monkeypatch):
         calls.append("exit")
 
     monkeypatch.setattr(allocator, "keep_freed_memory", recording)
-    trainer = cross_encoder_trainer(tmp_path, max_steps=2, save_strategy="no")
+    trainer = cross_encoder_trainer(tmp_path, max_steps=2, save_strategy="no", keep_freed_memory=keep)
     seen = []
 
     class Record(TrainerCallback):
@@ -70,4 +71,7 @@ def test_a_cpu_trainer_trains_inside_it(tmp_path, monkeypatch):
 
     trainer.add_callback(Record())
     trainer.train()
-    assert seen == [["enter"], ["enter"]] and calls == ["enter", "exit"]
+    if keep:
+        assert seen == [["enter"], ["enter"]] and calls == ["enter", "exit"]
+    else:
+        assert seen == [[], []] and calls == []

@@ -90,11 +90,12 @@ class RetrievalTrainer(CheckpointSaving, Trainer):
             logger.info("FSDP wraps each %s", " / ".join(prepare_for_fsdp(self.model)) or "(no layer class found)")
 
     def train(self, *args: Any, **kwargs: Any):
-        """The stock ``train``; on CPU, glibc keeps freed blocks for reuse meanwhile
-        (:func:`~hf_ragtrain.allocator.keep_freed_memory`: the same peak, no page faults for each new tensor)."""
+        """The stock ``train``; on CPU, unless ``--keep_freed_memory False``, glibc keeps freed blocks for reuse
+        meanwhile (:func:`~hf_ragtrain.allocator.keep_freed_memory`: no page faults for each new tensor)."""
         from ..allocator import keep_freed_memory
 
-        with keep_freed_memory() if self.args.device.type == "cpu" else contextlib.nullcontext():
+        keep = self.args.device.type == "cpu" and getattr(self.args, "keep_freed_memory", True)
+        with keep_freed_memory() if keep else contextlib.nullcontext():
             return super().train(*args, **kwargs)
 
     def _use_cpu_dropout(self) -> None:
