@@ -4,8 +4,9 @@ A training step on CPU frees and allocates the same large activation tensors aga
 default glibc gives large freed blocks back to the kernel (through ``munmap`` and by trimming the top
 of its heap), so the next tensor of that size starts as fresh pages that the kernel must fault in and
 zero. With both thresholds raised for the duration of training, the blocks stay in the heap and are
-reused: a MiniLM cross-encoder micro-batch (8 x 256 tokens, bf16, forward and backward) ran 12%
-faster at the same peak resident memory (BENCHMARKS.md, "Where a training step's time goes").
+reused: a MiniLM cross-encoder micro-batch (8 x 256 tokens, bf16, forward and backward) took 337-341
+instead of 366-377 ms at the same peak there, while ColBERT's default job peaked 280 MB higher
+(BENCHMARKS.md; ``--keep_freed_memory False`` turns it off).
 Afterwards the trim threshold returns to glibc's default and the unused heap is handed back; the mmap
 threshold stays raised, as glibc's own dynamic rule leaves it once large blocks have been freed.
 """

@@ -30,7 +30,7 @@ HASH_MULTIPLIERS = (0x7FEB352D, 0x846CA68B - 2 ** 32)
 
 #: Score values one chunk of attention computes at once (2 M: 4 MB in bf16). Batch rows are taken in
 #: chunks of about this size so the ``(rows, heads, L, L)`` tensors of softmax and dropout stay in the CPU's
-#: caches; one MiniLM layer at 8 x 256 tokens trained 1.4x faster in chunks than at once.
+#: caches; one MiniLM layer's attention at 8 x 256 tokens (forward and backward) took 32 instead of 45 ms.
 CHUNK_SCORES = 2 ** 21
 
 _counters: Tensor | None = None  # 0, 1, 2, ... (int32), kept to save an arange per draw
