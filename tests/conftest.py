@@ -9,6 +9,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The suite runs as two pytest workers (setup.cfg: -n 2), each with one thread: the tiny models gain nothing from
+# a second thread, and most of a test's time is single-threaded Python (imports, subprocesses' start-up).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TEXTS = [
     "how do i sort a dictionary by value", "use sorted with a key function on the items",

@@ -30,7 +30,8 @@ pytestmark = pytest.mark.long
 SKIPPED = {
     "-m pytest tests": "the test command itself",
     "torchrun --nproc_per_node": "launches several processes per command (tests/test_recipes_distributed.py runs every "
-                                 "recipe under torchrun with DDP, ZeRO-2 and ZeRO-3); FSDP and several nodes need GPUs",
+                                 "recipe under torchrun with ZeRO-2 and ZeRO-3, tests/test_distributed*.py every "
+                                 "trainer under DDP); FSDP and several nodes need GPUs",
     "recipes/train_pipeline.py --beir_dir": "trains six models in a row, and refuses a first stage that does not "
                                             "rank (as tiny random models do); tests/test_two_stage_pipeline.py runs "
                                             "it end to end, BENCHMARKS.md has the real run",
