@@ -12,12 +12,17 @@ labelled queries of ``--eval_beir``:
     + round-trip filter      the filter's training queries (``negatives/train.jsonl``), InfoNCE
     + teacher labels         the full pipeline: ``teacher/train.jsonl`` (InfoNCE + KL to the teacher), the
                              run's own ``embedder/``
+    filter on the embedder   instead of row 3: every query of row 2 whose source passage the base embedder
+                             alone (no BM25) ranks in the filter's top k, InfoNCE
 
-Rows 2-3 mine their negatives the way the ``negatives`` stage does (likely false negatives skipped). The
+Rows 1, 2 and 5 mine their negatives the way the ``negatives`` stage does (likely false negatives skipped). The
 held-out generated queries, and every query on their source passages, are left out of each row.
 
     python benchmarks/adapt_ablation.py --adapt_dir runs/git-adapt --eval_beir runs/git_docs --split dev \\
         --output_dir runs/git-ablation
+
+``--seed N`` trains every row with another seed (the pipeline's row too, from its teacher-labelled records),
+into its own ``--output_dir``: the rows' spread over seeds, against which their differences can be read.
 """
 
 from __future__ import annotations
@@ -32,11 +37,13 @@ from typing import Any, Sequence
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-#: (row name, generators of its queries or None for the filtered training records, the run's own embedder)
-ROWS = (("inverse-cloze only", ("inverse-cloze",), False),
-        ("+ LLM questions", ("inverse-cloze", "llm"), False),
-        ("+ round-trip filter", None, False),
-        ("+ teacher labels (the pipeline)", None, True))
+#: (row name, generators of its queries or None for the filtered training records, the retriever of its own
+#: round-trip filter or None, the run's own embedder)
+ROWS = (("inverse-cloze only", ("inverse-cloze",), None, False),
+        ("+ LLM questions", ("inverse-cloze", "llm"), None, False),
+        ("+ round-trip filter", None, None, False),
+        ("+ teacher labels (the pipeline)", None, None, True),
+        ("+ LLM questions, round-trip filter on the embedder alone", ("inverse-cloze", "llm"), "embedder", False))
 
 
 def unfiltered_queries(adapt_dir: str, generators: Sequence[str]) -> list:
@@ -50,21 +57,32 @@ def unfiltered_queries(adapt_dir: str, generators: Sequence[str]) -> list:
             if q.generator in generators and q.doc_id not in held_sources]
 
 
-def row_records(pipeline: Any, generators: Sequence[str] | None) -> tuple[list[dict], dict]:
-    """The training records of one row without teacher scores (dicts in the training format), and what went
-    into them: the filtered ones the ``negatives`` stage wrote (``generators`` None), else mined here."""
+def row_records(pipeline: Any, generators: Sequence[str] | None, filter_with: str | None = None,
+                teacher: bool = False) -> tuple[list[dict], dict]:
+    """The training records of one row (dicts in the training format), and what went into them: the filtered
+    ones the ``negatives`` stage wrote (``generators`` None), with the teacher's scores the ``teacher`` stage
+    wrote when ``teacher``, else mined here, after a round trip through the base embedder alone when
+    ``filter_with`` is ``"embedder"``."""
+    from hf_ragtrain.data.consistency import round_trip_filter, source_ranks
     from hf_ragtrain.data.generated_records import mine_generated
     from hf_ragtrain.data.records import load_records
 
     if generators is None:
-        path = pipeline.path("negatives", "train.jsonl")
+        path = pipeline.path(*(("teacher", "train.jsonl") if teacher else ("negatives", "train.jsonl")))
         records, _ = load_records(path)
         return [r.to_dict() for r in records], {"records": len(records), "from": os.path.relpath(path, pipeline.out)}
     queries = unfiltered_queries(pipeline.out, generators)
-    corpus, w = pipeline.corpus(), pipeline.base_weights()
+    corpus, w, made = pipeline.corpus(), pipeline.base_weights(), {}
+    if filter_with == "embedder":
+        position = {d: i for i, d in enumerate(corpus.ids)}
+        ranks = source_ranks(pipeline.base_index(), queries, position, 1.0, 0.0)
+        queries, counts = round_trip_filter(queries, ranks, pipeline.args.filter_top_k)
+        made["filter"] = counts.as_dict()
+    elif filter_with is not None:
+        raise ValueError(f"filter_with={filter_with!r}: expected None or 'embedder'")
     rows, mined = mine_generated(pipeline.base_index(), queries, corpus.ids, corpus.full_texts(), w["dense_weight"],
                                  w["bm25_weight"], pipeline.args.top_k, pipeline.args.num_negatives)
-    return rows, {"queries": len(queries), **mined.as_dict()}
+    return rows, {"queries": len(queries), **made, **mined.as_dict()}
 
 
 def train_row(pipeline: Any, records: list[dict], folder: str) -> None:
@@ -118,21 +136,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--eval_beir", required=True, help="A BEIR folder with labelled queries over the same corpus.")
     parser.add_argument("--split", default="dev")
     parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--seed", type=int, default=None,
+                        help="Train every row with this seed instead of the run's, to see the seed-to-seed spread; "
+                             "the pipeline's row is then trained again from the run's teacher/train.jsonl.")
     a = parser.parse_args(argv)
     pipeline = DomainAdaptation(run_arguments(a.adapt_dir), echo=print)
+    own_seed = a.seed is None or a.seed == pipeline.args.seed
+    pipeline.args.seed = pipeline.args.seed if a.seed is None else a.seed
     out_json = os.path.join(a.output_dir, "ablation.json")
     results = read_json(out_json) if os.path.isfile(out_json) else {}
     if "zero-shot" not in results:
         results["zero-shot"] = {"metrics": evaluate(resolve_model_path(pipeline.args.embedder_model), a.eval_beir,
                                                     a.split, os.path.join(a.output_dir, "mteb"))}
-    for i, (name, generators, teacher) in enumerate(ROWS):
+    for i, (name, generators, filter_with, teacher) in enumerate(ROWS):
         if name in results:
             continue
         start = time.time()
-        if teacher:
+        if teacher and own_seed:
             folder, made = pipeline.path("embedder"), {"from": "embedder/ (the run's own)"}
         else:
-            records, made = row_records(pipeline, generators)
+            records, made = row_records(pipeline, generators, filter_with, teacher)
             folder = os.path.join(a.output_dir, f"row{i + 1}")
             train_row(pipeline, records, folder)
         results[name] = {"made": made, "metrics": evaluate(folder, a.eval_beir, a.split,

@@ -220,6 +220,59 @@ def test_write_beir_is_read_back_by_load_beir(tmp_path):
     assert test.queries == {"q1": "a query"} and dev.queries == {"q2": "another"}
 
 
+def test_adapt_ablation_embedder_filter_row_keeps_the_queries_the_embedder_alone_finds(tmp_path):
+    """The row filtered by the base embedder alone trains on exactly the unfiltered queries whose source passage
+    that embedder ranks in the filter's top k, counted per generator (ranks computed pair by pair here)."""
+    from types import SimpleNamespace
+
+    import adapt_ablation
+    from test_adapt_data import WordEncoder, brute_force_rank, corpus_file
+
+    from hf_ragtrain.data.documents import load_corpus
+    from hf_ragtrain.data.generated import GeneratedQuery, write_generated
+    from hf_ragtrain.data.hybrid import HybridIndex
+    from hf_ragtrain.data.mining import BM25Stats
+
+    corpus = load_corpus(corpus_file(tmp_path))
+    texts = corpus.full_texts()
+    queries = [GeneratedQuery("a", "mutable default argument shared between calls", "d3", texts[3], "llm"),
+               GeneratedQuery("b", "mutable default argument shared between calls", "d0", texts[0], "llm"),
+               GeneratedQuery("c", "lambda anonymous function in one line", "d2", texts[2], "inverse-cloze"),
+               GeneratedQuery("d", "deep copies of nested structures", "d4", texts[4], "inverse-cloze")]
+    write_generated(queries, str(tmp_path / "queries" / "generated.jsonl"))
+    for name in ("dev", "eval"):
+        write_generated([], str(tmp_path / "filter" / f"{name}.jsonl"))
+    index = HybridIndex(WordEncoder(), texts, show_progress=False)
+    pipeline = SimpleNamespace(out=str(tmp_path), path=lambda *parts: str(tmp_path.joinpath(*parts)),
+                               corpus=lambda: corpus, base_index=lambda: index,
+                               base_weights=lambda: {"dense_weight": 1.0, "bm25_weight": 0.5},
+                               args=SimpleNamespace(filter_top_k=1, top_k=5, num_negatives=2))
+    stats, position = BM25Stats.of(texts), {d: i for i, d in enumerate(corpus.ids)}
+    found = [q for q in queries
+             if brute_force_rank(WordEncoder(), texts, q.text, position[q.doc_id], q.positive, 1.0, 0.0, stats) <= 1]
+    assert 0 < len(found) < len(queries)  # the case tells kept from dropped
+    rows, made = adapt_ablation.row_records(pipeline, ("inverse-cloze", "llm"), "embedder")
+    assert made["queries"] == len(found)
+    assert rows and {r["query_id"] for r in rows} <= {q.query_id for q in found}  # none the embedder missed
+    for generator in ("llm", "inverse-cloze"):
+        assert made["filter"][generator] == {"made": sum(q.generator == generator for q in queries),
+                                             "kept": sum(q.generator == generator for q in found)}
+    with pytest.raises(ValueError, match="expected None or 'embedder'"):
+        adapt_ablation.row_records(pipeline, ("llm",), "bm25")
+
+    # the filtered rows read the run's own records: the teacher-labelled ones for the pipeline's row
+    from conftest import write_jsonl
+
+    plain = {"query": "q", "pos": ["p"], "neg": ["n"]}
+    (tmp_path / "negatives").mkdir()
+    (tmp_path / "teacher").mkdir()
+    write_jsonl(tmp_path / "negatives" / "train.jsonl", [plain])
+    write_jsonl(tmp_path / "teacher" / "train.jsonl", [{**plain, "pos_scores": [2.0], "neg_scores": [0.5]}])
+    assert adapt_ablation.row_records(pipeline, None)[0] == [plain]
+    assert adapt_ablation.row_records(pipeline, None, teacher=True)[0] == [{**plain, "pos_scores": [2.0],
+                                                                             "neg_scores": [0.5]}]
+
+
 def test_adapt_ablation_rows_leave_out_held_out_sources_and_read_the_run_settings(tmp_path):
     """The unfiltered rows keep every generated query of their generators except those on a held-out
     query's source passage; the run's arguments come back from its stage markers."""
