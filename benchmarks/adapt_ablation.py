@@ -2,9 +2,9 @@
 """What each stage of domain adaptation adds to the embedder: an ablation over a finished adaptation.
 
 Given a folder that ``recipes/adapt.py`` finished, the embedder is trained again with the pipeline's
-own settings (``EMBEDDER_FLAGS``, the same seed) on the records of each row, built from that run's
-stage outputs, and every row is evaluated alone (cosine over the whole corpus, through mteb) on the
-labelled queries of ``--eval_beir``:
+own settings (``EMBEDDER_FLAGS`` and the run's ``--embedder_args``, the same seed) on the records of each
+row, built from that run's stage outputs, and every row is evaluated alone (cosine over the whole corpus,
+through mteb) on the labelled queries of ``--eval_beir``:
 
     zero-shot                the base embedder, untrained
     inverse-cloze only       every inverse-cloze query, hard negatives mined from the base hybrid, InfoNCE
@@ -97,7 +97,8 @@ def train_row(pipeline: Any, records: list[dict], folder: str) -> None:
     write_jsonl_atomically(data, records)
     flags = ["--model_name_or_path", pipeline.args.embedder_model, "--train_data", data,
              "--eval_data", pipeline.path("negatives", "dev.jsonl"), *EMBEDDER_FLAGS]
-    run_training_recipe(os.path.join(REPO, "recipes", "train_embedding.py"), folder, pipeline.args.seed, flags)
+    run_training_recipe(os.path.join(REPO, "recipes", "train_embedding.py"), folder, pipeline.args.seed, flags,
+                        pipeline.args.embedder_args)
 
 
 def evaluate(model_dir: str, eval_beir: str, split: str, output_folder: str) -> dict[str, float]:
@@ -142,7 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = parser.parse_args(argv)
     pipeline = DomainAdaptation(run_arguments(a.adapt_dir), echo=print)
     own_seed = a.seed is None or a.seed == pipeline.args.seed
-    pipeline.args.seed = pipeline.args.seed if a.seed is None else a.seed
+    if a.seed is not None:
+        pipeline.args.seed = a.seed
     out_json = os.path.join(a.output_dir, "ablation.json")
     results = read_json(out_json) if os.path.isfile(out_json) else {}
     if "zero-shot" not in results:
