@@ -21,8 +21,9 @@ held-out generated queries, and every query on their source passages, are left o
     python benchmarks/adapt_ablation.py --adapt_dir runs/git-adapt --eval_beir runs/git_docs --split dev \\
         --output_dir runs/git-ablation
 
-``--seed N`` trains every row with another seed (the pipeline's row too, from its teacher-labelled records),
-into its own ``--output_dir``: the rows' spread over seeds, against which their differences can be read.
+``--rows 2 3 4`` measures only those rows (numbered as above; zero-shot always), where training every row would
+take too long. ``--seed N`` trains every row with another seed (the pipeline's row too, from its teacher-labelled
+records), into its own ``--output_dir``: the rows' spread over seeds, against which their differences can be read.
 """
 
 from __future__ import annotations
@@ -110,6 +111,12 @@ def evaluate(model_dir: str, eval_beir: str, split: str, output_folder: str) -> 
     return {k: float(metrics[k]) for k in ("ndcg_at_10", "mrr_at_10", "recall_at_100")}
 
 
+def rows_to_run(done: Sequence[str], only: Sequence[int] | None) -> list[tuple[int, tuple]]:
+    """The rows of ``ROWS`` still to measure, as (number from 1, row): those not in ``done`` (names already in
+    the results file) and, when ``only`` is given, among those numbers."""
+    return [(i, row) for i, row in enumerate(ROWS, 1) if row[0] not in done and (only is None or i in only)]
+
+
 def run_arguments(adapt_dir: str) -> Any:
     """The ``AdaptArguments`` the run in ``adapt_dir`` was made with, from its stage markers."""
     import dataclasses
@@ -140,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None,
                         help="Train every row with this seed instead of the run's, to see the seed-to-seed spread; "
                              "the pipeline's row is then trained again from the run's teacher/train.jsonl.")
+    parser.add_argument("--rows", type=int, nargs="+", choices=range(1, len(ROWS) + 1), default=None,
+                        help="Only these rows (numbered as in the docstring, 1-5; zero-shot is always measured); "
+                             "default: all.")
     a = parser.parse_args(argv)
     pipeline = DomainAdaptation(run_arguments(a.adapt_dir), echo=print)
     own_seed = a.seed is None or a.seed == pipeline.args.seed
@@ -150,15 +160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "zero-shot" not in results:
         results["zero-shot"] = {"metrics": evaluate(resolve_model_path(pipeline.args.embedder_model), a.eval_beir,
                                                     a.split, os.path.join(a.output_dir, "mteb"))}
-    for i, (name, generators, filter_with, teacher) in enumerate(ROWS):
-        if name in results:
-            continue
+    for i, (name, generators, filter_with, teacher) in rows_to_run(list(results), a.rows):
         start = time.time()
         if teacher and own_seed:
             folder, made = pipeline.path("embedder"), {"from": "embedder/ (the run's own)"}
         else:
             records, made = row_records(pipeline, generators, filter_with, teacher)
-            folder = os.path.join(a.output_dir, f"row{i + 1}")
+            folder = os.path.join(a.output_dir, f"row{i}")
             train_row(pipeline, records, folder)
         results[name] = {"made": made, "metrics": evaluate(folder, a.eval_beir, a.split,
                                                            os.path.join(a.output_dir, "mteb")),

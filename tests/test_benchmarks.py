@@ -303,3 +303,16 @@ def test_adapt_ablation_rows_leave_out_held_out_sources_and_read_the_run_setting
         "docs.jsonl", 7, 3, 5, str(tmp_path), None)
     with pytest.raises(SystemExit, match="no finished stage"):
         adapt_ablation.run_arguments(str(tmp_path / "filter"))
+
+
+def test_adapt_ablation_rows_option_picks_rows_by_number_and_skips_finished_ones():
+    """``--rows`` numbers the rows from 1 as the docstring does; rows already in the results are not redone."""
+    import adapt_ablation
+
+    names = [row[0] for row in adapt_ablation.ROWS]
+    assert [i for i, _ in adapt_ablation.rows_to_run([], None)] == list(range(1, len(names) + 1))
+    picked = adapt_ablation.rows_to_run(["zero-shot", names[2]], [2, 3, 4])
+    assert [(i, row[0]) for i, row in picked] == [(2, names[1]), (4, names[3])]
+    assert picked[1][1][3] is True  # row 4 is the pipeline's own embedder
+    with pytest.raises(SystemExit):
+        adapt_ablation.main(["--adapt_dir", "x", "--eval_beir", "y", "--output_dir", "z", "--rows", "6"])
