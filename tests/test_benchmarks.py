@@ -314,5 +314,6 @@ def test_adapt_ablation_rows_option_picks_rows_by_number_and_skips_finished_ones
     picked = adapt_ablation.rows_to_run(["zero-shot", names[2]], [2, 3, 4])
     assert [(i, row[0]) for i, row in picked] == [(2, names[1]), (4, names[3])]
     assert picked[1][1][3] is True  # row 4 is the pipeline's own embedder
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as refused:  # argparse refuses it (status 2) before any run is read
         adapt_ablation.main(["--adapt_dir", "x", "--eval_beir", "y", "--output_dir", "z", "--rows", "6"])
+    assert refused.value.code == 2
