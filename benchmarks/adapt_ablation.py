@@ -10,10 +10,12 @@ through mteb) on the labelled queries of ``--eval_beir``:
     inverse-cloze only       every inverse-cloze query, hard negatives mined from the base hybrid, InfoNCE
     + LLM questions          and every question the chat model wrote
     + round-trip filter      the filter's training queries (``negatives/train.jsonl``), InfoNCE
-    + teacher labels         the full pipeline: ``teacher/train.jsonl`` (InfoNCE + KL to the teacher), the
-                             run's own ``embedder/``
+    + teacher labels         ``teacher/train.jsonl`` (InfoNCE + KL to the teacher): the run's own trained
+                             embedder (``embedder_trained/``, or ``embedder/`` of a run made before averaging)
     filter on the embedder   instead of row 3: every query of row 2 whose source passage the base embedder
                              alone (no BM25) ranks in the filter's top k, InfoNCE
+    + averaged with the base the full pipeline: row 4's weights averaged with the base embedder's, the run's
+                             ``--embedder_base_share`` (no training)
 
 Rows 1, 2 and 5 mine their negatives the way the ``negatives`` stage does (likely false negatives skipped). The
 held-out generated queries, and every query on their source passages, are left out of each row.
@@ -22,8 +24,9 @@ held-out generated queries, and every query on their source passages, are left o
         --output_dir runs/git-ablation
 
 ``--rows 2 3 4`` measures only those rows (numbered as above; zero-shot always), where training every row would
-take too long. ``--seed N`` trains every row with another seed (the pipeline's row too, from its teacher-labelled
+take too long. ``--seed N`` trains every row with another seed (row 4 too, from the run's teacher-labelled
 records), into its own ``--output_dir``: the rows' spread over seeds, against which their differences can be read.
+``--base_share S`` averages row 6 with that share of the base embedder instead of the run's.
 """
 
 from __future__ import annotations
@@ -39,12 +42,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 #: (row name, generators of its queries or None for the filtered training records, the retriever of its own
-#: round-trip filter or None, the run's own embedder)
+#: round-trip filter or None, trained on the teacher's labels)
 ROWS = (("inverse-cloze only", ("inverse-cloze",), None, False),
         ("+ LLM questions", ("inverse-cloze", "llm"), None, False),
         ("+ round-trip filter", None, None, False),
-        ("+ teacher labels (the pipeline)", None, None, True),
-        ("+ LLM questions, round-trip filter on the embedder alone", ("inverse-cloze", "llm"), "embedder", False))
+        ("+ teacher labels", None, None, True),
+        ("+ LLM questions, round-trip filter on the embedder alone", ("inverse-cloze", "llm"), "embedder", False),
+        ("+ averaged with the base embedder (the pipeline)", None, None, True))
+#: The row that averages row 4's embedder with the base one instead of training.
+AVERAGED_ROW = 6
 
 
 def unfiltered_queries(adapt_dir: str, generators: Sequence[str]) -> list:
@@ -102,6 +108,37 @@ def train_row(pipeline: Any, records: list[dict], folder: str) -> None:
                         pipeline.args.embedder_args)
 
 
+def teacher_row_model(pipeline: Any, output_dir: str, own_seed: bool) -> tuple[str, dict]:
+    """Row 4's embedder: the run's own trained one, or (another seed) one trained again into ``row4``."""
+    if own_seed:
+        trained = pipeline.path("embedder_trained")
+        return (trained, {"from": "embedder_trained/ (the run's own)"}) if os.path.isdir(trained) else \
+            (pipeline.path("embedder"), {"from": "embedder/ (the run's own, made before averaging)"})
+    records, made = row_records(pipeline, None, None, True)
+    folder = os.path.join(output_dir, "row4")
+    train_row(pipeline, records, folder)
+    return folder, made
+
+
+def row_model(pipeline: Any, number: int, output_dir: str, own_seed: bool) -> tuple[str, dict]:
+    """The embedder of row ``number`` (trained, or averaged, when not done yet) and what its records were."""
+    from hf_ragtrain.modeling.merge import merge_with_base
+    from hf_ragtrain.offline import resolve_model_path
+
+    name, generators, filter_with, teacher = ROWS[number - 1]
+    if teacher and number != AVERAGED_ROW:
+        return teacher_row_model(pipeline, output_dir, own_seed)
+    folder = os.path.join(output_dir, f"row{number}")
+    if number == AVERAGED_ROW:
+        trained, made = teacher_row_model(pipeline, output_dir, own_seed)
+        share = pipeline.args.embedder_base_share
+        merge_with_base(trained, resolve_model_path(pipeline.args.embedder_model), folder, share)
+        return folder, {**made, "base_share": share}
+    records, made = row_records(pipeline, generators, filter_with, teacher)
+    train_row(pipeline, records, folder)
+    return folder, made
+
+
 def evaluate(model_dir: str, eval_beir: str, split: str, output_folder: str) -> dict[str, float]:
     """The embedder alone on the labelled queries, through mteb: nDCG@10, MRR@10, Recall@100."""
     from hf_ragtrain.evaluation.mteb_eval import beir_task, evaluate_saved_embedder
@@ -148,26 +185,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="Train every row with this seed instead of the run's, to see the seed-to-seed spread; "
                              "the pipeline's row is then trained again from the run's teacher/train.jsonl.")
     parser.add_argument("--rows", type=int, nargs="+", choices=range(1, len(ROWS) + 1), default=None,
-                        help="Only these rows (numbered as in the docstring, 1-5; zero-shot is always measured); "
+                        help="Only these rows (numbered as in the docstring, 1-6; zero-shot is always measured); "
                              "default: all.")
+    parser.add_argument("--base_share", type=float, default=None,
+                        help="Row 6's share of the base embedder instead of the run's --embedder_base_share "
+                             "(its results go to their own --output_dir).")
     a = parser.parse_args(argv)
     pipeline = DomainAdaptation(run_arguments(a.adapt_dir), echo=print)
     own_seed = a.seed is None or a.seed == pipeline.args.seed
     if a.seed is not None:
         pipeline.args.seed = a.seed
+    if a.base_share is not None:
+        pipeline.args.embedder_base_share = a.base_share
     out_json = os.path.join(a.output_dir, "ablation.json")
     results = read_json(out_json) if os.path.isfile(out_json) else {}
     if "zero-shot" not in results:
         results["zero-shot"] = {"metrics": evaluate(resolve_model_path(pipeline.args.embedder_model), a.eval_beir,
                                                     a.split, os.path.join(a.output_dir, "mteb"))}
-    for i, (name, generators, filter_with, teacher) in rows_to_run(list(results), a.rows):
+    for i, (name, *_) in rows_to_run(list(results), a.rows):
         start = time.time()
-        if teacher and own_seed:
-            folder, made = pipeline.path("embedder"), {"from": "embedder/ (the run's own)"}
-        else:
-            records, made = row_records(pipeline, generators, filter_with, teacher)
-            folder = os.path.join(a.output_dir, f"row{i}")
-            train_row(pipeline, records, folder)
+        folder, made = row_model(pipeline, i, a.output_dir, own_seed)
         results[name] = {"made": made, "metrics": evaluate(folder, a.eval_beir, a.split,
                                                            os.path.join(a.output_dir, "mteb")),
                          "seconds": round(time.time() - start, 1)}

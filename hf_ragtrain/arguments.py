@@ -631,6 +631,11 @@ class AdaptArguments:
                                                                      "same corpus, for a final evaluation through mteb."})
     eval_split: str = field(default="test", metadata={"help": "The qrels split of --eval_beir."})
     rerank_top_k: int = field(default=30, metadata={"help": "Candidates the reranker reorders in evaluation."})
+    embedder_base_share: float = field(default=0.3, metadata={
+        "help": "The base embedder's share in the saved embedder's weights: saved = (1 - share) x trained + share x "
+                "base, tensor by tensor (weight averaging, as WiSE-FT and LM-Cocktail do; 0 keeps the trained "
+                "weights). It gave back the zero-shot model's general ability where training on generated queries "
+                "lost it (BENCHMARKS.md); the trained weights stay in embedder_trained/."})
     embedder_args: str = field(default="", metadata={"help": "More flags for recipes/train_embedding.py, quoted."})
     reranker_args: str = field(default="", metadata={"help": "More flags for recipes/train_reranker.py, quoted."})
     redo: list[str] = field(default_factory=list, metadata={"help": "Stages to run again from empty outputs (and "
@@ -648,5 +653,7 @@ class AdaptArguments:
         _require(self.top_k >= 2, f"--top_k must be at least 2, got {self.top_k}")
         _require(1 <= self.num_negatives < self.top_k, f"--num_negatives must be between 1 and --top_k - 1, got "
                                                        f"{self.num_negatives}")
+        _require(0.0 <= self.embedder_base_share <= 1.0, f"--embedder_base_share must be between 0 and 1, got "
+                                                         f"{self.embedder_base_share}")
         _require(self.max_words >= 20, f"--max_words must be at least 20, got {self.max_words}")
         _check_stemmer(self.bm25_language)

@@ -9,6 +9,7 @@ import os
 import shutil
 
 import pytest
+import torch
 
 from hf_ragtrain import AdaptArguments, DomainAdaptation, RecipeError
 from hf_ragtrain.modeling.question_writer import INSTRUCTION, QuestionWriter
@@ -134,8 +135,10 @@ def test_end_to_end_models_load_in_sentence_transformers(adapted):
     out, _, proc = adapted
     report = json.loads((out / "report.json").read_text())
     assert set(report["stages"]) == {"queries", "filter", "negatives", "teacher", "embedder", "reranker", "evaluate"}
-    assert list(report["heldout"]) == ["BM25", "base embedder", "base hybrid", "adapted embedder",
-                                       "adapted hybrid (first stage)", "reranked (first stage top 5)"]
+    assert list(report["heldout"]) == ["BM25", "base embedder", "base hybrid",
+                                       "adapted embedder before averaging (embedder_trained/)",
+                                       "adapted embedder", "adapted hybrid (first stage)",
+                                       "reranked (first stage top 5)"]
     assert list(report["beir"]) == list(report["heldout"])
     counts = report["counts"]
     assert counts["queries"]["inverse-cloze"]["made"] == 40 and counts["queries"]["llm"]["asked"] == 4
@@ -143,6 +146,18 @@ def test_end_to_end_models_load_in_sentence_transformers(adapted):
     assert sum(v["made"] for v in made.values()) == 40 + counts["queries"]["llm"]["kept"]
     assert counts["filter"]["train"] + counts["filter"]["dev"] + counts["filter"]["eval"] == \
         sum(v["kept"] for v in made.values())
+    # the saved embedder is the trained one averaged with the base (default share of the base: 0.3)
+    from safetensors.torch import load_file
+
+    from hf_ragtrain.offline import resolve_model_path
+
+    saved, trained, base = (load_file(os.path.join(f, "model.safetensors"))
+                            for f in (out / "embedder", out / "embedder_trained", resolve_model_path("minilm")))
+    name = "encoder.layer.5.output.dense.weight"
+    assert not torch.equal(trained[name], base[name])
+    assert torch.allclose(saved[name], 0.7 * trained[name] + 0.3 * base[name], atol=1e-6)
+    assert report["averaging"]["base_share"] == 0.3
+    assert "x 0.7 + the base embedder's (minilm) x 0.3, tensor by tensor" in (out / "REPORT.md").read_text()
     vectors = SentenceTransformer(str(out / "embedder")).encode(["a query", "a passage"])
     assert vectors.shape[0] == 2
     scores = CrossEncoder(str(out / "reranker")).predict([("a query", "a passage")])

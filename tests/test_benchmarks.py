@@ -313,7 +313,32 @@ def test_adapt_ablation_rows_option_picks_rows_by_number_and_skips_finished_ones
     assert [i for i, _ in adapt_ablation.rows_to_run([], None)] == list(range(1, len(names) + 1))
     picked = adapt_ablation.rows_to_run(["zero-shot", names[2]], [2, 3, 4])
     assert [(i, row[0]) for i, row in picked] == [(2, names[1]), (4, names[3])]
-    assert picked[1][1][3] is True  # row 4 is the pipeline's own embedder
+    assert picked[1][1][3] is True  # row 4 is trained on the teacher's labels
     with pytest.raises(SystemExit) as refused:  # argparse refuses it (status 2) before any run is read
-        adapt_ablation.main(["--adapt_dir", "x", "--eval_beir", "y", "--output_dir", "z", "--rows", "6"])
+        adapt_ablation.main(["--adapt_dir", "x", "--eval_beir", "y", "--output_dir", "z", "--rows", "7"])
     assert refused.value.code == 2
+
+
+def test_adapt_ablation_averaged_row_averages_the_runs_trained_embedder_with_the_base(tmp_path):
+    """Row 6 is the pipeline's last step without training: row 4's embedder (the run's ``embedder_trained/``,
+    or ``embedder/`` of a run made before averaging) averaged with the base at the run's share."""
+    import types
+
+    import adapt_ablation
+    from conftest import build_tiny_encoder
+    from safetensors.torch import load_file
+
+    from hf_ragtrain.modeling.bi_encoder import BiEncoder
+
+    base = build_tiny_encoder(tmp_path / "base", seed=0)
+    run = tmp_path / "run"
+    BiEncoder.from_pretrained(build_tiny_encoder(tmp_path / "other", seed=1)).save_pretrained(str(run / "embedder"))
+    pipeline = types.SimpleNamespace(args=types.SimpleNamespace(embedder_base_share=0.25, embedder_model=base),
+                                     path=lambda *parts: os.path.join(run, *parts))
+    assert adapt_ablation.row_model(pipeline, 4, str(tmp_path / "abl"), True)[0] == str(run / "embedder")
+    (run / "embedder").rename(run / "embedder_trained")
+    folder, made = adapt_ablation.row_model(pipeline, adapt_ablation.AVERAGED_ROW, str(tmp_path / "abl"), True)
+    assert folder == str(tmp_path / "abl" / "row6") and made["base_share"] == 0.25
+    got, a, b = (load_file(os.path.join(f, "model.safetensors")) for f in (folder, run / "embedder_trained", base))
+    for name in ("encoder.layer.0.attention.self.query.weight", "embeddings.word_embeddings.weight"):
+        assert torch.allclose(got[name], 0.75 * a[name] + 0.25 * b[name], atol=1e-6)

@@ -2,7 +2,8 @@
 
 Always on the held-out generated queries (``filter/eval.jsonl``, never trained on, their passages
 fitting nothing): where each query's source passage ranks, scored as its positive text, for BM25,
-the base embedder, the base hybrid, the adapted embedder, the adapted hybrid first stage and the
+the base embedder, the base hybrid, the adapted embedder (and, when it was averaged with the base one,
+the embedder as trained), the adapted hybrid first stage and the
 reranker over that first stage's top ``--rerank_top_k``. With ``--eval_beir``, the same systems on
 real labelled queries through mteb. ``report.json`` / ``REPORT.md`` hold both tables, what each stage
 made and kept, and the stage times; the two model cards get the tables.
@@ -56,15 +57,22 @@ def reranked_ranks(index: HybridIndex, reranker: Any, queries: Sequence[Generate
     return out
 
 
-def heldout_rows(pipeline: Any, adapted: HybridIndex, reranker: Any) -> dict[str, dict[str, float]]:
-    """The held-out generated queries' table: system -> metrics."""
+#: The row of the embedder as trained, before its weights were averaged with the base embedder's.
+TRAINED_ROW = "adapted embedder before averaging (embedder_trained/)"
+
+
+def heldout_rows(pipeline: Any, adapted: HybridIndex, reranker: Any,
+                 trained: HybridIndex | None = None) -> dict[str, dict[str, float]]:
+    """The held-out generated queries' table: system -> metrics (``trained``: the embedder before averaging)."""
     queries = read_generated(pipeline.path("filter", "eval.jsonl"))
     position = {d: i for i, d in enumerate(pipeline.corpus().ids)}
     base, w = pipeline.base_index(), pipeline.base_weights()
     aw = read_json(pipeline.path("embedder", "first_stage.json"))
     k = pipeline.args.rerank_top_k
     systems = {"BM25": (base, 0.0, 1.0), "base embedder": (base, 1.0, 0.0),
-               "base hybrid": (base, w["dense_weight"], w["bm25_weight"]), "adapted embedder": (adapted, 1.0, 0.0),
+               "base hybrid": (base, w["dense_weight"], w["bm25_weight"]),
+               **({TRAINED_ROW: (trained, 1.0, 0.0)} if trained is not None else {}),
+               "adapted embedder": (adapted, 1.0, 0.0),
                "adapted hybrid (first stage)": (adapted, aw["dense_weight"], aw["bm25_weight"])}
     rows = {name: metrics_of_ranks(source_ranks(index, queries, position, dw, bw))
             for name, (index, dw, bw) in systems.items()}
@@ -73,7 +81,8 @@ def heldout_rows(pipeline: Any, adapted: HybridIndex, reranker: Any) -> dict[str
     return rows
 
 
-def beir_rows(pipeline: Any, adapted: HybridIndex, reranker: Any) -> tuple[dict[str, dict[str, float]], dict]:
+def beir_rows(pipeline: Any, adapted: HybridIndex, reranker: Any,
+              trained: HybridIndex | None = None) -> tuple[dict[str, dict[str, float]], dict]:
     """The ``--eval_beir`` table through mteb (system -> metrics), and the reranked run's raw results. A
     task corpus that is the adapted corpus reuses its indexes (``adapted`` and the pipeline's base one)."""
     from ..evaluation.mteb_eval import MtebHybrid, MtebReranker, beir_task, run_mteb, two_stage
@@ -95,9 +104,10 @@ def beir_rows(pipeline: Any, adapted: HybridIndex, reranker: Any) -> tuple[dict[
     rows = {"BM25": run_mteb(hybrid(base, 0.0, 1.0, "local/bm25", base_shared), [task()], folder),
             "base embedder": run_mteb(hybrid(base, 1.0, 0.0, "local/base", base_shared), [task()], folder),
             "base hybrid": run_mteb(hybrid(base, w["dense_weight"], w["bm25_weight"], "local/base-hybrid", base_shared),
-                                    [task()], folder),
-            "adapted embedder": run_mteb(hybrid(adapted, 1.0, 0.0, "local/adapted", adapted_shared), [task()],
-                                         folder)}
+                                    [task()], folder)}
+    if trained is not None:
+        rows[TRAINED_ROW] = run_mteb(hybrid(trained, 1.0, 0.0, "local/trained", {}), [task()], folder)
+    rows["adapted embedder"] = run_mteb(hybrid(adapted, 1.0, 0.0, "local/adapted", adapted_shared), [task()], folder)
     first = hybrid(adapted, aw["dense_weight"], aw["bm25_weight"], "local/adapted-hybrid", adapted_shared)
     both = two_stage(MtebReranker(reranker, name="local/reranker"), first, [task()], top_k=a.rerank_top_k,
                      output_folder=folder)
@@ -112,18 +122,24 @@ def evaluate_adaptation(pipeline: Any) -> dict[str, Any]:
     from ..hardware import bf16_is_fast
     from ..reranker import Reranker
 
-    encoder = load_encoder(pipeline.path("embedder"))
-    adapted = HybridIndex(encoder, pipeline.corpus().full_texts(), bm25=pipeline.base_index().bm25)
+    texts, bm25 = pipeline.corpus().full_texts(), pipeline.base_index().bm25
+    adapted = HybridIndex(load_encoder(pipeline.path("embedder")), texts, bm25=bm25)
+    averaging_file = pipeline.path("embedder", "averaging.json")
+    averaging = read_json(averaging_file) if os.path.isfile(averaging_file) else None
+    trained = (HybridIndex(load_encoder(pipeline.path(averaging["trained"])), texts, bm25=bm25)
+               if averaging else None)
     reranker = Reranker.from_pretrained(pipeline.path("reranker"), dtype="bf16" if bf16_is_fast() else "fp32",
                                         batch_tokens=16384)
-    report: dict[str, Any] = {"corpus": pipeline.args.corpus, "heldout": heldout_rows(pipeline, adapted, reranker)}
+    report: dict[str, Any] = {"corpus": pipeline.args.corpus,
+                              "heldout": heldout_rows(pipeline, adapted, reranker, trained)}
     raw = None
     if pipeline.args.eval_beir:
-        report["beir"], raw = beir_rows(pipeline, adapted, reranker)
+        report["beir"], raw = beir_rows(pipeline, adapted, reranker, trained)
         report["beir_task"] = {"folder": pipeline.args.eval_beir, "split": pipeline.args.eval_split}
     report["counts"] = {name: read_json(pipeline.path(folder, "counts.json"))
                         for name, folder in (("queries", "queries"), ("filter", "filter"), ("negatives", "negatives"),
                                              ("teacher", "teacher"))}
+    report["averaging"] = averaging
     report["first_stage"] = {"base": pipeline.base_weights(),
                              "adapted": read_json(pipeline.path("embedder", "first_stage.json"))}
     report["warnings"] = warnings_of(report)
@@ -186,12 +202,22 @@ def markdown(report: dict[str, Any], heading: str = "#") -> str:
                   f"base hybrid's top {c['filter']['filter_top_k']}) kept {kept}. Training queries "
                   f"{c['filter']['train']}; {c['negatives']['train']['skipped']} likely false negatives skipped in "
                   f"mining; teacher {c['teacher']['teacher']} dropped {c['teacher']['dropped_negatives']} more.",
-              "", f"Base first stage: {report['first_stage']['base']['formula']}; adapted first stage: "
+              "", *_averaging_line(report.get("averaging")),
+              f"Base first stage: {report['first_stage']['base']['formula']}; adapted first stage: "
                   f"{report['first_stage']['adapted']['formula']} "
                   + ("(the base one's weights: the fit on the held-out dev queries failed)."
                      if "fallback" in report["first_stage"]["adapted"] else "(fitted on held-out generated queries)."),
               *(f"\n> **Warning:** {x}" for x in report["warnings"])]
     return "\n".join(lines + stage_time_lines(report)) + "\n"
+
+
+def _averaging_line(averaging: dict[str, Any] | None) -> list[str]:
+    """The report's sentence on how the adapted embedder's weights were averaged with the base's."""
+    if not averaging:
+        return []
+    share = averaging["base_share"]
+    return [f"Adapted embedder: the trained weights ({averaging['trained']}/) x {1 - share:g} + the base embedder's "
+            f"({averaging['base']}) x {share:g}, tensor by tensor.", ""]
 
 
 def write_report(folder: str, report: dict[str, Any]) -> dict[str, Any]:

@@ -14,8 +14,9 @@ Stages, each in its own part of ``--output_dir`` and resumable (:mod:`hf_ragtrai
    records join here;
 4. ``teacher`` (``teacher/``): every (query, passage) pair scored by the teacher (the base hybrid, or
    the user's reranker), resumable pair by pair (:func:`hf_ragtrain.scoring.score_records`);
-5. ``embedder``: the embedder trained by score distillation (per-query KL) plus InfoNCE on the
-   generated positives (``recipes/train_embedding.py``);
+5. ``embedder`` (``embedder_trained/``, ``embedder/``): the embedder trained by score distillation
+   (per-query KL) plus InfoNCE on the generated positives (``recipes/train_embedding.py``), then its
+   weights averaged with the base embedder's (:mod:`hf_ragtrain.modeling.merge`);
 6. ``reranker``: a cross-encoder whose score is its logit plus the adapted hybrid first stage's
    score, trained on the same records (``recipes/train_reranker.py``; ``recipes/distill_reranker.py``
    with a user's teacher);
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -40,6 +42,7 @@ from ..data.hybrid import HybridIndex
 from ..data.inverse_cloze import inverse_cloze_queries
 from ..data.records import load_records, write_jsonl_atomically, write_records
 from ..modeling.fusion import fit_fusion_weights
+from ..modeling.merge import MergeError, merge_with_base
 from ..offline import resolve_model_path
 from .recipe import RecipeError
 from .stages import Stage, StageRunner, read_json, run_training_recipe, write_json
@@ -49,6 +52,8 @@ EMBEDDER_FLAGS = ["--train_group_size", "4", "--per_device_train_batch_size", "3
                   "--learning_rate", "5e-5", "--no_mteb_eval", "--logging_steps", "10"]
 #: The reranker's training settings.
 RERANKER_FLAGS = ["--num_train_epochs", "1", "--train_group_size", "4", "--no_mteb_eval", "--logging_steps", "10"]
+#: Where the embedder stage's training writes; ``embedder/`` is these weights averaged with the base model's.
+TRAINED_EMBEDDER = "embedder_trained"
 #: Pairs the teacher scores between two writes of its cache (an interrupted stage resumes from there).
 TEACHER_CHUNK_PAIRS = 1024
 
@@ -91,8 +96,9 @@ class DomainAdaptation:
                   {"num_negatives": a.num_negatives, "train_data": a.train_data and os.path.abspath(a.train_data)},
                   ["negatives"]),
             Stage("teacher", "score every pair with the teacher", self.label, {"teacher": a.teacher}, ["teacher"]),
-            Stage("embedder", "train the embedder (score distillation)", self.train_embedder,
-                  {"embedder_args": a.embedder_args}, ["embedder"]),
+            Stage("embedder", "train the embedder (score distillation), average it with the base one",
+                  self.train_embedder, {"embedder_args": a.embedder_args, "embedder_base_share": a.embedder_base_share},
+                  [TRAINED_EMBEDDER, "embedder"]),
             Stage("reranker", "train the reranker behind the adapted first stage", self.train_reranker,
                   {"reranker_model": a.reranker_model, "reranker_args": a.reranker_args}, ["reranker"]),
             Stage("evaluate", "evaluate on held-out generated queries" + (" and --eval_beir" if a.eval_beir else ""),
@@ -267,10 +273,27 @@ class DomainAdaptation:
 
     # ------------------------------------------------------------------ 5-6. training
     def train_embedder(self) -> None:
-        flags = ["--model_name_or_path", self.args.embedder_model, "--train_data", self.path("teacher", "train.jsonl"),
+        """Train into ``embedder_trained/``, then write ``embedder/``: those weights averaged with the base
+        embedder's (``--embedder_base_share``; a plain copy at 0)."""
+        a = self.args
+        flags = ["--model_name_or_path", a.embedder_model, "--train_data", self.path("teacher", "train.jsonl"),
                  "--eval_data", self.path("negatives", "dev.jsonl"), *EMBEDDER_FLAGS]
-        run_training_recipe(os.path.join(self.recipes_dir, "train_embedding.py"), self.path("embedder"),
-                            self.args.seed, flags, self.args.embedder_args, self.echo)
+        run_training_recipe(os.path.join(self.recipes_dir, "train_embedding.py"), self.path(TRAINED_EMBEDDER),
+                            a.seed, flags, a.embedder_args, self.echo)
+        if a.embedder_base_share == 0:
+            shutil.rmtree(self.path("embedder"), ignore_errors=True)
+            shutil.copytree(self.path(TRAINED_EMBEDDER), self.path("embedder"))
+            return
+        try:
+            merged = merge_with_base(self.path(TRAINED_EMBEDDER), resolve_model_path(a.embedder_model),
+                                     self.path("embedder"), a.embedder_base_share)
+        except MergeError as err:
+            raise RecipeError(f"{err}; or run again with --embedder_base_share 0 --redo embedder") from None
+        write_json(self.path("embedder", "averaging.json"), {**merged, "trained": TRAINED_EMBEDDER,
+                                                             "base": a.embedder_model})
+        self.echo(f"embedder/: the trained weights ({TRAINED_EMBEDDER}/) averaged with {a.embedder_model}'s, base "
+                  f"share {a.embedder_base_share:g} ({merged['parameters']:,} parameters in {merged['tensors']} "
+                  "tensors)")
 
     def train_reranker(self) -> None:
         """The reranker behind the adapted first stage, whose weights are fitted on the dev queries."""
