@@ -110,9 +110,11 @@ def train_row(pipeline: Any, records: list[dict], folder: str) -> None:
 
 def teacher_row_model(pipeline: Any, output_dir: str, own_seed: bool) -> tuple[str, dict]:
     """Row 4's embedder: the run's own trained one, or (another seed) one trained again into ``row4``."""
+    from hf_ragtrain.runner.adaptation import TRAINED_EMBEDDER
+
     if own_seed:
-        trained = pipeline.path("embedder_trained")
-        return (trained, {"from": "embedder_trained/ (the run's own)"}) if os.path.isdir(trained) else \
+        trained = pipeline.path(TRAINED_EMBEDDER)
+        return (trained, {"from": f"{TRAINED_EMBEDDER}/ (the run's own)"}) if os.path.isdir(trained) else \
             (pipeline.path("embedder"), {"from": "embedder/ (the run's own, made before averaging)"})
     records, made = row_records(pipeline, None, None, True)
     folder = os.path.join(output_dir, "row4")
@@ -125,15 +127,15 @@ def row_model(pipeline: Any, number: int, output_dir: str, own_seed: bool) -> tu
     from hf_ragtrain.modeling.merge import merge_with_base
     from hf_ragtrain.offline import resolve_model_path
 
-    name, generators, filter_with, teacher = ROWS[number - 1]
-    if teacher and number != AVERAGED_ROW:
-        return teacher_row_model(pipeline, output_dir, own_seed)
     folder = os.path.join(output_dir, f"row{number}")
     if number == AVERAGED_ROW:
         trained, made = teacher_row_model(pipeline, output_dir, own_seed)
         share = pipeline.args.embedder_base_share
         merge_with_base(trained, resolve_model_path(pipeline.args.embedder_model), folder, share)
         return folder, {**made, "base_share": share}
+    _, generators, filter_with, teacher = ROWS[number - 1]
+    if teacher:
+        return teacher_row_model(pipeline, output_dir, own_seed)
     records, made = row_records(pipeline, generators, filter_with, teacher)
     train_row(pipeline, records, folder)
     return folder, made
@@ -183,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--seed", type=int, default=None,
                         help="Train every row with this seed instead of the run's, to see the seed-to-seed spread; "
-                             "the pipeline's row is then trained again from the run's teacher/train.jsonl.")
+                             "row 4 (and so row 6) is then trained again from the run's teacher/train.jsonl.")
     parser.add_argument("--rows", type=int, nargs="+", choices=range(1, len(ROWS) + 1), default=None,
                         help="Only these rows (numbered as in the docstring, 1-6; zero-shot is always measured); "
                              "default: all.")
