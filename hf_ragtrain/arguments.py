@@ -623,7 +623,14 @@ class AdaptArguments:
     num_negatives: int = field(default=15, metadata={"help": "Hard negatives kept per training query."})
     teacher: str = field(default="hybrid", metadata={"help": "Who labels the pairs: 'hybrid' (the base embedder's "
                                                              "cosine plus BM25, weights fitted on the generated "
-                                                             "queries) or any folder Reranker.from_pretrained loads."})
+                                                             "queries), 'hybrid+ql' (that plus --ql_weight x "
+                                                             "--ql_model's query likelihood; slower: one LM pass per "
+                                                             "pair) or any folder Reranker.from_pretrained loads."})
+    ql_model: str = field(default="smollm2", metadata={"help": "With --teacher hybrid+ql: the causal LM whose mean "
+                                                               "log-probability of a query's tokens after the passage "
+                                                               "is added to the hybrid's score (folder or 'smollm2')."})
+    ql_weight: float = field(default=2.0, metadata={"help": "With --teacher hybrid+ql: the query likelihood's weight "
+                                                            "(chosen on three dev splits, BENCHMARKS.md)."})
     bm25_language: str = field(default="english", metadata={"help": "The Snowball stemmer of BM25's tokens ('none': "
                                                                     "no stemming)."})
     max_words: int = field(default=200, metadata={"help": "Longest passage cut from a text file, in words."})
@@ -656,4 +663,5 @@ class AdaptArguments:
         _require(0.0 <= self.embedder_base_share <= 1.0, f"--embedder_base_share must be between 0 and 1, got "
                                                          f"{self.embedder_base_share}")
         _require(self.max_words >= 20, f"--max_words must be at least 20, got {self.max_words}")
+        _require(self.ql_weight > 0, f"--ql_weight must be above 0, got {self.ql_weight}")
         _check_stemmer(self.bm25_language)

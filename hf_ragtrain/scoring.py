@@ -60,6 +60,20 @@ class HybridTeacher(Teacher):
         return self.dense_weight * dense + self.bm25_weight * lexical
 
 
+class PlusQueryLikelihood(Teacher):
+    """``base``'s score plus ``weight`` x a chat model's query likelihood of each pair (``scorer``, a
+    :class:`~hf_ragtrain.modeling.query_likelihood.QueryLikelihood`: mean log-probability per query token)."""
+
+    def __init__(self, base: Teacher, scorer: Any, weight: float):
+        from .modeling.query_likelihood import describe
+
+        self.base, self.scorer, self.weight = base, scorer, weight
+        self.name = f"{base.name}+{weight:g}*{describe(scorer)}"
+
+    def score(self, queries, docs):
+        return self.base.score(queries, docs) + self.weight * self.scorer.score(list(queries), list(docs))
+
+
 class RerankerTeacher(Teacher):
     """Any folder :meth:`hf_ragtrain.Reranker.from_pretrained` loads, as a teacher; the score is its
     raw ``compute_score``: a cross-encoder's logit, an LLM reranker's yes-token logit (at its cutoff

@@ -63,8 +63,9 @@ class DistillReranker(RerankerRecipe):
         return model
 
     def trainer_options(self) -> dict:
-        # with scored records the teacher is only compared with the student on the dev set
-        return {"teacher": self.teacher if self.unscored else None}
+        # with scored records the teacher is only compared with the student on the dev set; the first stage
+        # (--first_stage_weight) is the reranker recipe's, added to the student's logit as train_reranker.py does
+        return {**super().trainer_options(), "teacher": self.teacher if self.unscored else None}
 
     def extra_results(self) -> dict:
         return {**self.comparison, "teacher_pairs_scored": self.trainer.teacher_pairs_scored}

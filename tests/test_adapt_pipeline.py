@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -111,6 +112,37 @@ def test_teacher_scoring_interrupted_resumes_to_the_same_output(tmp_path, monkey
                           for r in scored)
     # the hybrid teacher's score is the first stage's, computed apart in mining
     assert all(r["pos_scores"] == pytest.approx(r["pos_first_stage_scores"], abs=1e-4) for r in scored)
+
+
+def test_hybrid_plus_ql_teacher_adds_the_weighted_query_likelihood(tmp_path, tiny_llm_path):
+    """``--teacher hybrid+ql``: each pair's score is the base hybrid's (kept apart by mining) plus
+    ``--ql_weight`` x the chat model's query likelihood, computed here by a scorer of its own; the reranker
+    stage distils those scores (``distill_reranker.py``) behind the adapted first stage, which it saves."""
+    from hf_ragtrain.modeling.query_likelihood import QueryLikelihood
+
+    corpus, _ = small_corpus(tmp_path)
+    args = args_for(corpus, tmp_path / "out", "minilm", teacher="hybrid+ql", ql_model=tiny_llm_path, ql_weight=2.5)
+    log: list[str] = []
+    DomainAdaptation(args, echo=log.append).run(until="teacher")
+    assert any("+2.5*query-likelihood:" in line for line in log)
+    scored = [json.loads(line) for line in (tmp_path / "out" / "teacher" / "scored.jsonl").read_text().splitlines()]
+    scorer = QueryLikelihood(tiny_llm_path)
+    for r in scored[:5]:
+        docs = r["pos"] + r["neg"]
+        expected = np.asarray(r["pos_first_stage_scores"] + r["neg_first_stage_scores"]) + 2.5 * scorer.score(
+            [r["query"]] * len(docs), docs)
+        assert r["pos_scores"] + r["neg_scores"] == pytest.approx(expected.tolist(), abs=1e-3)
+    marker = json.loads((tmp_path / "out" / ".stages" / "teacher.json").read_text())
+    assert marker["settings"] == {"teacher": "hybrid+ql", "ql_model": tiny_llm_path, "ql_weight": 2.5}
+    # the reranker is distilled from these scores behind the adapted first stage, which it saves and adds
+    tiny = dict(embedder_args="--max_steps 1 --train_group_size 2 --per_device_train_batch_size 4 "
+                              "--passage_max_length 32",
+                reranker_args="--max_steps 1 --max_length 32 --train_group_size 3 --per_device_train_batch_size 4")
+    DomainAdaptation(AdaptArguments(**{**args.__dict__, **tiny}), echo=log.append).run(until="reranker")
+    assert any("distill_reranker.py" in line and "--first_stage_weight" in line for line in log)
+    fusion = json.loads((tmp_path / "out" / "reranker" / "first_stage_fusion.json").read_text())
+    adapted = json.loads((tmp_path / "out" / "embedder" / "first_stage.json").read_text())
+    assert (fusion["weight"], fusion.get("bm25_weight", 0.0)) == pytest.approx((adapted["dense_weight"], adapted["bm25_weight"]))
 
 
 @pytest.fixture(scope="module")

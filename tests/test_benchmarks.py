@@ -342,3 +342,23 @@ def test_adapt_ablation_averaged_row_averages_the_runs_trained_embedder_with_the
     got, a, b = (load_file(os.path.join(f, "model.safetensors")) for f in (folder, run / "embedder_trained", base))
     for name in ("encoder.layer.0.attention.self.query.weight", "embeddings.word_embeddings.weight"):
         assert torch.allclose(got[name], 0.75 * a[name] + 0.25 * b[name], atol=1e-6)
+
+
+def test_query_likelihood_weight_table_reorders_the_top_k_by_hybrid_plus_weighted_ql():
+    """Weight 0 keeps the hybrid's order, a large weight gives the QL order, and a middle weight the sum's;
+    each nDCG@10 is computed here by hand (one relevant document per query)."""
+    import query_likelihood_dev
+
+    scores = {"qids": ["a", "b"], "qrels": {"a": {"d2": 1}, "b": {"e0": 1}},
+              "docs": [["d0", "d1", "d2"], ["e0", "e1", "e2"]],
+              "first": np.array([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0]]),
+              "ql": np.array([[-3.0, -2.0, -1.0], [-1.0, -1.2, -3.0]])}
+    table = query_likelihood_dev.weight_table(scores, [0, 100, 1])
+
+    def dcg(rank):  # the relevant document at this 1-based rank
+        return 1 / np.log2(rank + 1)
+
+    assert table[0] == pytest.approx((dcg(3) + dcg(1)) / 2)  # the hybrid's order
+    assert table[100] == pytest.approx((dcg(1) + dcg(1)) / 2)  # QL's order: d2 first, e0 first
+    # weight 1: a sums 0, 0, 0 (ties keep the hybrid's order: d2 third); b sums 2, 0.8, -2 (e0 first)
+    assert table[1] == pytest.approx((dcg(3) + dcg(1)) / 2)

@@ -12,14 +12,15 @@ Stages, each in its own part of ``--output_dir`` and resumable (:mod:`hf_ragtrai
 3. ``negatives`` (``negatives/``): hard negatives from the base hybrid first stage, likely false
    negatives skipped (:mod:`hf_ragtrain.data.generated_records`); the user's queries and labelled
    records join here;
-4. ``teacher`` (``teacher/``): every (query, passage) pair scored by the teacher (the base hybrid, or
+4. ``teacher`` (``teacher/``): every (query, passage) pair scored by the teacher (the base hybrid; the
+   base hybrid plus a chat model's query likelihood, :mod:`hf_ragtrain.modeling.query_likelihood`; or
    the user's reranker), resumable pair by pair (:func:`hf_ragtrain.scoring.score_records`);
 5. ``embedder`` (``embedder_trained/``, ``embedder/``): the embedder trained by score distillation
    (per-query KL) plus InfoNCE on the generated positives (``recipes/train_embedding.py``), then its
    weights averaged with the base embedder's (:mod:`hf_ragtrain.modeling.merge`);
 6. ``reranker``: a cross-encoder whose score is its logit plus the adapted hybrid first stage's
    score, trained on the same records (``recipes/train_reranker.py``; ``recipes/distill_reranker.py``
-   with a user's teacher);
+   on the scores of the query-likelihood teacher or a user's);
 7. ``evaluate``: the held-out generated queries always, ``--eval_beir`` through mteb when given
    (:mod:`hf_ragtrain.runner.adapt_report`).
 """
@@ -54,6 +55,8 @@ EMBEDDER_FLAGS = ["--train_group_size", "4", "--per_device_train_batch_size", "3
 RERANKER_FLAGS = ["--num_train_epochs", "1", "--train_group_size", "4", "--no_mteb_eval", "--logging_steps", "10"]
 #: Where the embedder stage's training writes; ``embedder/`` is these weights averaged with the base model's.
 TRAINED_EMBEDDER = "embedder_trained"
+#: ``--teacher`` value of the base hybrid plus a chat model's query likelihood.
+QL_TEACHER = "hybrid+ql"
 #: Pairs the teacher scores between two writes of its cache (an interrupted stage resumes from there).
 TEACHER_CHUNK_PAIRS = 1024
 
@@ -95,7 +98,9 @@ class DomainAdaptation:
             Stage("negatives", "mine hard negatives, skipping likely false negatives", self.mine,
                   {"num_negatives": a.num_negatives, "train_data": a.train_data and os.path.abspath(a.train_data)},
                   ["negatives"]),
-            Stage("teacher", "score every pair with the teacher", self.label, {"teacher": a.teacher}, ["teacher"]),
+            Stage("teacher", "score every pair with the teacher", self.label,
+                  {"teacher": a.teacher, **({"ql_model": a.ql_model, "ql_weight": a.ql_weight}
+                                            if a.teacher == QL_TEACHER else {})}, ["teacher"]),
             Stage("embedder", "train the embedder (score distillation), average it with the base one",
                   self.train_embedder, {"embedder_args": a.embedder_args, "embedder_base_share": a.embedder_base_share},
                   [TRAINED_EMBEDDER, "embedder"]),
@@ -152,7 +157,9 @@ class DomainAdaptation:
         models = [("--embedder_model", a.embedder_model), ("--reranker_model", a.reranker_model)]
         if a.llm_queries and a.generator_model.lower() != "none":
             models.append(("--generator_model", a.generator_model))
-        if a.teacher != "hybrid":
+        if a.teacher == QL_TEACHER:
+            models.append(("--ql_model", a.ql_model))
+        elif a.teacher != "hybrid":
             models.append(("--teacher", a.teacher))
         for flag, model in models:
             try:
@@ -250,16 +257,20 @@ class DomainAdaptation:
 
     # ------------------------------------------------------------------ 4. teacher
     def label(self) -> None:
-        from ..scoring import HybridTeacher, RerankerTeacher, score_records
+        from ..scoring import HybridTeacher, PlusQueryLikelihood, RerankerTeacher, score_records
         from .adapt_queries import drop_teacher_false_negatives
 
         a = self.args
-        if a.teacher == "hybrid":
+        if a.teacher in ("hybrid", QL_TEACHER):
             w = self.base_weights()
             records, _ = load_records(self.path("negatives", "train.jsonl"))
             self.base_index().encode_texts([r.query for r in records], [d for r in records for d in [*r.pos, *r.neg]])
             teacher = HybridTeacher(self.base_index(), w["dense_weight"], w["bm25_weight"],
                                     name=f"hybrid:{a.embedder_model}:{w['formula']}")
+            if a.teacher == QL_TEACHER:
+                from ..modeling.query_likelihood import QueryLikelihood
+
+                teacher = PlusQueryLikelihood(teacher, QueryLikelihood(a.ql_model), a.ql_weight)
         else:
             teacher = RerankerTeacher(resolve_model_path(a.teacher))
         os.makedirs(self.path("teacher"), exist_ok=True)
