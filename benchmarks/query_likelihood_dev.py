@@ -46,16 +46,17 @@ def dev_scores(args: argparse.Namespace) -> dict:
     from hf_ragtrain.data.hybrid import HybridIndex
     from hf_ragtrain.modeling.query_likelihood import QueryLikelihood
     from hf_ragtrain.offline import resolve_model_path
+    from hf_ragtrain.runner.stages import read_json
 
     run = args.adapt_dir
     marker = os.path.join(run, ".stages", "filter.json")  # the settings the run's filter stage ran with
-    settings = json.load(open(marker))["settings"] if os.path.isfile(marker) else {}
+    settings = read_json(marker)["settings"] if os.path.isfile(marker) else {}
     language = settings.get("bm25_language", "english")
     corpus = load_corpus(os.path.join(run, "data", "corpus.jsonl"))
     index = HybridIndex(resolve_model_path(settings.get("embedder_model", "minilm")), corpus.full_texts(),
                         vectors=np.load(os.path.join(run, "filter", "base_vectors.npy")),
                         bm25_language=None if language.lower() == "none" else language)
-    weights = json.load(open(os.path.join(run, "filter", "first_stage.json")))
+    weights = read_json(os.path.join(run, "filter", "first_stage.json"))
     qrels = load_beir_qrels(os.path.join(args.eval_beir, "qrels", f"{args.split}.tsv"))
     texts = load_beir_queries(os.path.join(args.eval_beir, "queries.jsonl"))
     qids = sorted(q for q in qrels if q in texts)

@@ -65,10 +65,8 @@ class PlusQueryLikelihood(Teacher):
     :class:`~hf_ragtrain.modeling.query_likelihood.QueryLikelihood`: mean log-probability per query token)."""
 
     def __init__(self, base: Teacher, scorer: Any, weight: float):
-        from .modeling.query_likelihood import describe
-
         self.base, self.scorer, self.weight = base, scorer, weight
-        self.name = f"{base.name}+{weight:g}*{describe(scorer)}"
+        self.name = f"{base.name}+{weight:g}*{scorer.name}"
 
     def score(self, queries, docs):
         return self.base.score(queries, docs) + self.weight * self.scorer.score(list(queries), list(docs))

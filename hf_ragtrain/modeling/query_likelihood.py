@@ -9,7 +9,7 @@ length under a token budget, and only the query's positions go through the outpu
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -40,9 +40,14 @@ class QueryLikelihood:
             path, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32).eval()
         self.max_passage_tokens, self.max_query_tokens, self.batch_tokens = (max_passage_tokens, max_query_tokens,
                                                                               batch_tokens)
-        encode = self._ids
-        self._prefix, self._prompt = encode(PASSAGE_PREFIX), encode(QUESTION_PROMPT)
+        self._prefix, self._prompt = self._ids(PASSAGE_PREFIX), self._ids(QUESTION_PROMPT)
         self._pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    @property
+    def name(self) -> str:
+        """What the scores depend on, for a score cache: the model folder, precision and lengths."""
+        return (f"query-likelihood:{self.path}:{self.dtype}:passage={self.max_passage_tokens}:"
+                f"query={self.max_query_tokens}")
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -88,7 +93,9 @@ class QueryLikelihood:
 
 def _length_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
     """Indices grouped, longest first, so that each group's count x its longest length stays within
-    ``batch_tokens`` (a longer single item is a group of its own)."""
+    ``batch_tokens`` (a longer single item is a group of its own). Unlike the collators'
+    ``pack_by_length`` it does not split off runs of equal length: the causal LM is always given its
+    mask, and that split measured slower here and moved bf16 scores (BENCHMARKS.md)."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     for i in order:
@@ -97,9 +104,3 @@ def _length_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]
         else:
             batches.append([i])
     return batches
-
-
-def describe(scorer: Any) -> str:
-    """A name for the score cache: the model folder, precision and lengths."""
-    return (f"query-likelihood:{scorer.path}:{scorer.dtype}:passage={scorer.max_passage_tokens}:"
-            f"query={scorer.max_query_tokens}")
